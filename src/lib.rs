@@ -1,0 +1,3 @@
+//! qonto-exporter: a Prometheus exporter for Qonto payment links.
+pub mod secret;
+pub mod simulator;
