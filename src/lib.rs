@@ -1,3 +1,5 @@
 //! qonto-exporter: a Prometheus exporter for Qonto payment links.
+pub mod aggregate;
+pub mod qonto;
 pub mod secret;
 pub mod simulator;

@@ -1,0 +1,2 @@
+//! The Qonto API: wire model, authentication and the HTTP client.
+pub mod model;

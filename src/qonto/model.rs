@@ -1,0 +1,234 @@
+//! The wire format of `GET /v2/payment_links`, as the OpenAPI spec describes it.
+//!
+//! Only the fields the exporter uses are read, borrowed from the response body where the JSON
+//! has no escapes; `items`, `url` and every other field are skipped without being built.
+//! Enums (`status`, `resource_type`) are kept as strings: Qonto adds values without notice.
+//!
+//! Parsing is two-tier. A page is first parsed strictly in one pass (the fast path). If that
+//! fails, it is parsed again with every link kept as raw JSON, so that one link of the wrong
+//! shape is skipped and counted, while a page that is not the documented envelope at all
+//! (truncated, HTML, `meta` missing) is an error for the whole page.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// `meta` of a list response; every field is required by the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Meta {
+    pub current_page: u64,
+    pub next_page: Option<u64>,
+    pub prev_page: Option<u64>,
+    pub total_pages: u64,
+    pub total_count: u64,
+    pub per_page: u64,
+}
+
+/// The money of a link: a decimal string and an ISO 4217 code.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Amount<'a> {
+    #[serde(borrow)]
+    pub value: Cow<'a, str>,
+    #[serde(borrow)]
+    pub currency: Cow<'a, str>,
+}
+
+/// The fields of a payment link that the exporter aggregates. Validation of their content
+/// (decimal, currency code, date) belongs to the aggregator, which counts what it rejects.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Link<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub status: Cow<'a, str>,
+    #[serde(borrow)]
+    pub expiration_date: Cow<'a, str>,
+    #[serde(borrow)]
+    pub amount: Amount<'a>,
+    #[serde(borrow)]
+    pub resource_type: Cow<'a, str>,
+}
+
+/// A parsed page: the links that had the documented shape, and how many did not.
+#[derive(Debug)]
+pub struct Page<'a> {
+    pub links: Vec<Link<'a>>,
+    /// Elements of `payment_links` that were not objects of the documented shape.
+    pub malformed: Vec<MalformedLink>,
+    pub meta: Meta,
+}
+
+/// A link element that could not be read; `id` when the element had a readable one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedLink {
+    pub id: Option<String>,
+    pub error: String,
+}
+
+#[derive(Deserialize)]
+struct StrictPage<'a> {
+    #[serde(borrow)]
+    payment_links: Vec<Link<'a>>,
+    meta: Meta,
+}
+
+#[derive(Deserialize)]
+struct LenientPage<'a> {
+    #[serde(borrow)]
+    payment_links: Vec<&'a RawValue>,
+    meta: Meta,
+}
+
+#[derive(Deserialize)]
+struct JustId<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+/// Why a body is not a list page.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PageError {
+    #[error(
+        "response is not JSON (starts with {start:?}); the sandbox answers an HTML page when X-Qonto-Staging-Token is missing"
+    )]
+    NotJson { start: String },
+    #[error("response is not a payment-links page: {0}")]
+    Shape(String),
+}
+
+/// Parses one list response body.
+pub fn parse_page(body: &[u8]) -> Result<Page<'_>, PageError> {
+    if let Ok(page) = serde_json::from_slice::<StrictPage<'_>>(body) {
+        return Ok(Page {
+            links: page.payment_links,
+            malformed: Vec::new(),
+            meta: page.meta,
+        });
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first != Some(b'{') {
+        let start: String = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        return Err(PageError::NotJson { start });
+    }
+    let page: LenientPage<'_> =
+        serde_json::from_slice(body).map_err(|e| PageError::Shape(e.to_string()))?;
+    let mut links = Vec::with_capacity(page.payment_links.len());
+    let mut malformed = Vec::new();
+    for raw in page.payment_links {
+        match serde_json::from_str::<Link<'_>>(raw.get()) {
+            Ok(link) => links.push(link),
+            Err(e) => malformed.push(MalformedLink {
+                id: serde_json::from_str::<JustId<'_>>(raw.get())
+                    .ok()
+                    .map(|j| j.id.into_owned()),
+                error: e.to_string(),
+            }),
+        }
+    }
+    Ok(Page {
+        links,
+        malformed,
+        meta: page.meta,
+    })
+}
+
+/// One entry of a JSON:API error body (`{"errors":[{"code","detail"}],"trace_id"}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ApiErrorEntry {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// An error body of the Qonto API; every field optional, as 5xx bodies are often empty.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ApiErrorBody {
+    #[serde(default)]
+    pub errors: Vec<ApiErrorEntry>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+}
+
+impl ApiErrorBody {
+    /// Parses an error body, or an empty one when the body is not the documented JSON.
+    pub fn parse(body: &[u8]) -> ApiErrorBody {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC_EXAMPLE: &str = r#"{
+      "payment_links": [
+        {"id":"0190e1a6-0000-7000-8000-000000000001","status":"open",
+         "expiration_date":"2030-01-01T00:00:00Z","potential_payment_methods":["credit_card","bank_transfer"],
+         "amount":{"value":"13.30","currency":"EUR"},"created_at":"2021-01-01T00:00:00Z",
+         "url":"https://pay.qonto.com/x","resource_type":"Basket","reusable":true,
+         "items":[{"title":"Item 1","quantity":1,"unit_price":{"value":"10.99","currency":"EUR"},"vat_rate":"21.0"}],
+         "invoice_id":null,"invoice_number":null,"debitor_name":null,"some_new_field":{"a":[1,2]}},
+        {"id":"0190e1a6-0000-7000-8000-000000000002","status":"settling",
+         "expiration_date":"2030-01-01T00:00:00Z","potential_payment_methods":[],
+         "amount":{"value":"1.00","currency":"USD"},"created_at":"2021-01-01T00:00:00Z",
+         "url":"https://pay.qonto.com/y","resource_type":"Invoice","reusable":false,"items":null,
+         "invoice_id":"550e8400-e29b-41d4-a716-446655440001","invoice_number":"INV-1","debitor_name":"J\u00f6hn"}
+      ],
+      "meta":{"current_page":1,"next_page":null,"prev_page":null,"total_pages":1,"total_count":2,"per_page":100}
+    }"#;
+
+    #[test]
+    fn parses_spec_shape_with_unknown_fields_and_enum_values() {
+        let page = parse_page(SPEC_EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(page.links.len(), 2);
+        assert!(page.malformed.is_empty());
+        assert_eq!(page.links[0].amount.value, "13.30");
+        assert_eq!(page.links[1].status, "settling");
+        assert_eq!(page.meta.total_count, 2);
+        assert_eq!(page.meta.next_page, None);
+    }
+
+    #[test]
+    fn a_link_of_the_wrong_shape_is_isolated() {
+        let body = SPEC_EXAMPLE.replace(
+            r#""amount":{"value":"1.00","currency":"USD"}"#,
+            r#""amount":null"#,
+        );
+        let page = parse_page(body.as_bytes()).unwrap();
+        assert_eq!(page.links.len(), 1);
+        assert_eq!(page.malformed.len(), 1);
+        assert_eq!(
+            page.malformed[0].id.as_deref(),
+            Some("0190e1a6-0000-7000-8000-000000000002")
+        );
+    }
+
+    #[test]
+    fn truncated_html_and_missing_meta_are_page_errors() {
+        let truncated = &SPEC_EXAMPLE.as_bytes()[..SPEC_EXAMPLE.len() / 2];
+        assert!(matches!(parse_page(truncated), Err(PageError::Shape(_))));
+        assert!(matches!(
+            parse_page(b"<!DOCTYPE html><html>login</html>"),
+            Err(PageError::NotJson { .. })
+        ));
+        assert!(matches!(
+            parse_page(br#"{"payment_links":[]}"#),
+            Err(PageError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn error_body_parses_or_defaults() {
+        let b = ApiErrorBody::parse(
+            br#"{"errors":[{"code":"authorization_token_invalid","detail":"authorization token invalid"}],"trace_id":"abc"}"#,
+        );
+        assert_eq!(
+            b.errors[0].code.as_deref(),
+            Some("authorization_token_invalid")
+        );
+        assert_eq!(b.trace_id.as_deref(), Some("abc"));
+        assert!(ApiErrorBody::parse(b"").errors.is_empty());
+    }
+}
