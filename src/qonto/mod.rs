@@ -1,2 +1,5 @@
-//! The Qonto API: wire model, authentication and the HTTP client.
+//! The Qonto API: wire model, authentication, the HTTP client and pagination.
+pub mod auth;
+pub mod client;
 pub mod model;
+pub mod oauth_session;

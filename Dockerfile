@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+#
+# qonto-exporter container image.
+#   docker build -t qonto-exporter .
+#   docker run --rm -p 10157:10157 qonto-exporter --demo
+#
+# Build: glibc release build on Debian 12 (bookworm), `--locked` so Cargo.lock is used as committed.
+# Run:   distroless cc-debian12 (glibc + libgcc, nothing else; no shell, no package manager) as the
+#        distroless "nonroot" user 65532. TLS is rustls with bundled roots: no OpenSSL needed.
+
+ARG RUST_VERSION=1.95
+
+FROM rust:${RUST_VERSION}-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+# The cache mounts only speed up rebuilds; the binary is copied out of the cached target dir.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin qonto-exporter \
+    && install -D -m 0755 target/release/qonto-exporter /out/qonto-exporter \
+    && install -d -m 0700 /out/var/lib/qonto-exporter
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="qonto-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for Qonto payment links" \
+      org.opencontainers.image.source="https://github.com/qonto-exporter/qonto-exporter" \
+      org.opencontainers.image.url="https://github.com/qonto-exporter/qonto-exporter" \
+      org.opencontainers.image.documentation="https://github.com/qonto-exporter/qonto-exporter/blob/main/README.md" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+COPY --from=build /out/qonto-exporter /qonto-exporter
+# State directory for the rotating OAuth refresh token; owned by the runtime user so that a named
+# volume mounted here starts with the right owner.
+COPY --from=build --chown=65532:65532 /out/var/lib/qonto-exporter /var/lib/qonto-exporter
+USER 65532:65532
+EXPOSE 10157
+ENTRYPOINT ["/qonto-exporter"]

@@ -1,0 +1,545 @@
+//! The HTTP client of `GET /v2/payment_links`: one pooled reqwest client, authentication,
+//! a client-side rate limit, and retries of what is worth retrying.
+//!
+//! Retry policy (each attempt counted in `qonto_exporter_api_requests_total{code}`):
+//! - 429: wait `Retry-After` (seconds or an HTTP date) if given, else exponential backoff with
+//!   jitter; every concurrent request of the process pauses too (the limit is per IP).
+//! - 5xx, connection errors, timeouts, a body that is not the documented page: bounded
+//!   exponential backoff with jitter, at most `max_attempts` tries.
+//! - 401: with OAuth, one retry with a freshly refreshed access token; otherwise, and for 403,
+//!   the credentials are refused and nothing is retried. Refused requests are also capped per
+//!   hour, because Qonto throttles callers beyond 200 401s an hour.
+//! - other 4xx, a redirect, a 200 that is not JSON: not retried.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+
+use crate::qonto::auth::{AuthError, Credentials};
+use crate::qonto::model::{ApiErrorBody, Page, PageError, parse_page};
+use crate::secret::Secret;
+
+/// Refused requests allowed per rolling hour (Qonto throttles beyond 200).
+pub const MAX_REFUSALS_PER_HOUR: usize = 100;
+
+/// Receives one call per HTTP request sent, for the self-metrics.
+pub trait ApiObserver: Send + Sync {
+    /// `code` is the HTTP status, or `None` when no response came back.
+    fn request(&self, code: Option<u16>, elapsed: Duration);
+}
+
+/// Backoff bounds for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with "equal jitter": between half and all of base·2ⁿ, capped.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(self.max_delay);
+        let half = exp / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+}
+
+/// Settings of the client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_url: String,
+    pub timeout: Duration,
+    pub staging_token: Option<Secret>,
+    pub retry: RetryPolicy,
+    /// Client-side ceiling, shared by all concurrent requests.
+    pub max_requests_per_second: f64,
+}
+
+/// What the API said when it refused or failed a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiFailure {
+    pub code: Option<String>,
+    pub detail: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.code, &self.detail) {
+            (Some(c), Some(d)) => write!(f, "{c}: {d}")?,
+            (Some(c), None) => write!(f, "{c}")?,
+            (None, Some(d)) => write!(f, "{d}")?,
+            (None, None) => write!(f, "no error body")?,
+        }
+        if let Some(t) = &self.trace_id {
+            write!(f, " (trace_id {t})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a page could not be fetched. Never carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("credentials refused: HTTP {status}, {failure}{hint}")]
+    CredentialsRefused {
+        status: u16,
+        failure: ApiFailure,
+        hint: &'static str,
+    },
+    #[error("not sending: {0} requests were refused within the last hour (Qonto throttles callers beyond 200)")]
+    RefusalBudget(usize),
+    #[error("page {page}: HTTP {status}, {failure}")]
+    Status {
+        page: u64,
+        status: u16,
+        failure: ApiFailure,
+    },
+    #[error("page {page}: {error}{}", trace_suffix(.trace_id))]
+    Body {
+        page: u64,
+        error: PageError,
+        trace_id: Option<String>,
+    },
+    #[error("page {page}: redirected to {location:?}; the sandbox redirects to a login page when X-Qonto-Staging-Token is missing")]
+    Redirect { page: u64, location: String },
+    #[error("page {page}: {message}")]
+    Transport { page: u64, message: String },
+    #[error("page {page}: pagination error: {message}")]
+    Pagination { page: u64, message: String },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+fn trace_suffix(t: &Option<String>) -> String {
+    t.as_ref()
+        .map(|t| format!(" (trace_id {t})"))
+        .unwrap_or_default()
+}
+
+impl ApiError {
+    /// True when the credentials (not the network or the data) are the problem.
+    pub fn is_credentials(&self) -> bool {
+        match self {
+            ApiError::CredentialsRefused { .. } | ApiError::RefusalBudget(_) => true,
+            ApiError::Auth(e) => e.is_refusal(),
+            _ => false,
+        }
+    }
+}
+
+/// One list request.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    /// `status[]` filters; empty for every status.
+    pub statuses: &'a [&'a str],
+    pub page: u64,
+    pub per_page: u64,
+}
+
+/// The Qonto API client; cheap to share behind an `Arc`.
+pub struct QontoClient {
+    http: reqwest::Client,
+    url: String,
+    credentials: Credentials,
+    staging: Option<HeaderValue>,
+    retry: RetryPolicy,
+    limiter: DefaultDirectRateLimiter,
+    pause_until: Mutex<Option<Instant>>,
+    refusals: Mutex<VecDeque<Instant>>,
+    observer: std::sync::Arc<dyn ApiObserver>,
+    sent: AtomicU64,
+}
+
+impl fmt::Debug for QontoClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QontoClient")
+            .field("url", &self.url)
+            .field("credentials", &self.credentials.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client could not be built (bad TLS setup, bad header value).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error("the staging token is not a valid header value")]
+    StagingToken,
+}
+
+impl QontoClient {
+    pub fn new(
+        cfg: ClientConfig,
+        credentials: Credentials,
+        observer: std::sync::Arc<dyn ApiObserver>,
+    ) -> Result<Self, BuildError> {
+        let http = http_client(cfg.timeout)?;
+        let staging = cfg
+            .staging_token
+            .as_ref()
+            .map(|t| {
+                let mut v = HeaderValue::from_str(t.expose()).map_err(|_| BuildError::StagingToken)?;
+                v.set_sensitive(true);
+                Ok(v)
+            })
+            .transpose()?;
+        let rps = if cfg.max_requests_per_second.is_finite() && cfg.max_requests_per_second > 0.0
+        {
+            cfg.max_requests_per_second
+        } else {
+            10.0
+        };
+        let period = Duration::from_secs_f64(1.0 / rps).max(Duration::from_nanos(1));
+        let burst = std::num::NonZeroU32::new(rps.ceil().clamp(1.0, 1000.0) as u32)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(burst);
+        Ok(QontoClient {
+            http,
+            url: format!("{}/v2/payment_links", cfg.base_url.trim_end_matches('/')),
+            credentials,
+            staging,
+            retry: cfg.retry,
+            limiter: RateLimiter::direct(quota),
+            pause_until: Mutex::new(None),
+            refusals: Mutex::new(VecDeque::new()),
+            observer,
+            sent: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests sent since start (every attempt, whatever its outcome).
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The credentials in use.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Fetches one page and hands the parsed page to `handle`. A body that does not parse is
+    /// retried like a transient fault, so `handle` only ever sees a whole, valid page.
+    pub async fn get_page<R>(
+        &self,
+        q: &ListQuery<'_>,
+        handle: impl FnOnce(Page<'_>) -> R,
+    ) -> Result<R, ApiError> {
+        let mut attempt = 0u32;
+        let mut reauthenticated = false;
+        loop {
+            let outcome = self.attempt(q).await?;
+            let retry_after = match outcome {
+                Attempt::Body(body, trace_id) => match parse_page(&body) {
+                    Ok(page) => return Ok(handle(page)),
+                    Err(error @ PageError::NotJson { .. }) => {
+                        return Err(ApiError::Body {
+                            page: q.page,
+                            error,
+                            trace_id,
+                        });
+                    }
+                    Err(error) => {
+                        tracing::warn!(page = q.page, %error, trace_id = trace_id.as_deref().unwrap_or(""), attempt = attempt + 1, "response is not a valid page; retrying");
+                        if attempt + 1 >= self.retry.max_attempts {
+                            return Err(ApiError::Body {
+                                page: q.page,
+                                error,
+                                trace_id,
+                            });
+                        }
+                        None
+                    }
+                },
+                Attempt::Unauthorized(sent, failure) => {
+                    if !reauthenticated && self.credentials.unauthorized(&sent).await {
+                        reauthenticated = true;
+                        continue;
+                    }
+                    self.note_refusal();
+                    return Err(ApiError::CredentialsRefused {
+                        status: 401,
+                        failure,
+                        hint: "",
+                    });
+                }
+                Attempt::Fail(error) => {
+                    if error.is_credentials() {
+                        self.note_refusal();
+                    }
+                    return Err(error);
+                }
+                Attempt::Retry {
+                    error,
+                    retry_after,
+                    rate_limited,
+                } => {
+                    if attempt + 1 >= self.retry.max_attempts {
+                        return Err(error);
+                    }
+                    tracing::warn!(page = q.page, error = %error, attempt = attempt + 1, "request failed; retrying");
+                    if rate_limited {
+                        let wait = retry_after.unwrap_or_else(|| self.retry.delay(attempt));
+                        self.pause_all(wait);
+                        Some(wait)
+                    } else {
+                        retry_after
+                    }
+                }
+            };
+            let wait = retry_after.unwrap_or_else(|| self.retry.delay(attempt));
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One HTTP exchange, classified.
+    async fn attempt(&self, q: &ListQuery<'_>) -> Result<Attempt, ApiError> {
+        self.check_refusal_budget()?;
+        self.wait_for_pause().await;
+        self.limiter.until_ready().await;
+        let authorization = self.credentials.authorization().await?;
+        let mut header = HeaderValue::from_str(authorization.expose()).map_err(|_| {
+            ApiError::Auth(AuthError::Refused {
+                error: "credential contains characters not allowed in a header".into(),
+                hint: "check the secret's file or variable",
+            })
+        })?;
+        header.set_sensitive(true);
+        let mut req = self
+            .http
+            .get(&self.url)
+            .header(AUTHORIZATION, header)
+            .header(ACCEPT, "application/json")
+            .query(&[("page", q.page), ("per_page", q.per_page)]);
+        for s in q.statuses {
+            req = req.query(&[("status[]", s)]);
+        }
+        if let Some(st) = &self.staging {
+            req = req.header("X-Qonto-Staging-Token", st.clone());
+        }
+        let started = Instant::now();
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.observer.request(None, started.elapsed());
+                return Ok(Attempt::transport(q.page, &e));
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await;
+        self.observer.request(Some(status.as_u16()), started.elapsed());
+        let trace_id = trace_id(&headers);
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => return Ok(Attempt::transport(q.page, &e)),
+        };
+        Ok(classify(q.page, status, &headers, body, trace_id, authorization))
+    }
+
+    fn check_refusal_budget(&self) -> Result<(), ApiError> {
+        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        while r
+            .front()
+            .is_some_and(|t| t.elapsed() > Duration::from_secs(3600))
+        {
+            r.pop_front();
+        }
+        if r.len() >= MAX_REFUSALS_PER_HOUR {
+            return Err(ApiError::RefusalBudget(r.len()));
+        }
+        Ok(())
+    }
+
+    fn note_refusal(&self) {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Instant::now());
+    }
+
+    fn pause_all(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut p = self.pause_until.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none_or(|t| t < until) {
+            *p = Some(until);
+        }
+    }
+
+    async fn wait_for_pause(&self) {
+        let until = *self.pause_until.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = until {
+            if t > Instant::now() {
+                tokio::time::sleep_until(t.into()).await;
+            }
+        }
+    }
+}
+
+/// The one reqwest client of the process: pooled, rustls, our User-Agent, no redirects (a
+/// redirect from the API means a missing staging token, and must not carry credentials away).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("qonto-exporter/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))
+}
+
+enum Attempt {
+    Body(Bytes, Option<String>),
+    Unauthorized(Secret, ApiFailure),
+    /// Not worth retrying.
+    Fail(ApiError),
+    Retry {
+        error: ApiError,
+        retry_after: Option<Duration>,
+        rate_limited: bool,
+    },
+}
+
+impl Attempt {
+    fn transport(page: u64, e: &reqwest::Error) -> Attempt {
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else if e.is_body() || e.is_decode() {
+            "response body interrupted"
+        } else {
+            "request failed"
+        };
+        // reqwest errors name the URL (no credentials in it) and the cause chain.
+        let mut message = format!("{kind}: {e}");
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Attempt::Retry {
+            error: ApiError::Transport { page, message },
+            retry_after: None,
+            rate_limited: false,
+        }
+    }
+}
+
+fn classify(
+    page: u64,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    trace_id: Option<String>,
+    sent: Secret,
+) -> Attempt {
+    if status.is_success() {
+        return Attempt::Body(body, trace_id);
+    }
+    let parsed = ApiErrorBody::parse(&body);
+    let first = parsed.errors.into_iter().next().unwrap_or_default();
+    let failure = ApiFailure {
+        code: first.code,
+        detail: first.detail,
+        trace_id: parsed.trace_id.or(trace_id),
+    };
+    let fail = |error| Attempt::Retry {
+        error,
+        retry_after: None,
+        rate_limited: false,
+    };
+    match status.as_u16() {
+        401 => Attempt::Unauthorized(sent, failure),
+        403 => {
+            let scope = failure
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.to_ascii_lowercase().contains("scope"));
+            let hint = if scope {
+                "; the OAuth grant lacks the payment_link.read scope: run oauth-login again"
+            } else {
+                "; the credentials do not give access to payment links"
+            };
+            Attempt::Fail(ApiError::CredentialsRefused {
+                status: 403,
+                failure,
+                hint,
+            })
+        }
+        429 => Attempt::Retry {
+            error: ApiError::Status {
+                page,
+                status: 429,
+                failure,
+            },
+            retry_after: retry_after(headers),
+            rate_limited: true,
+        },
+        300..=399 => Attempt::Fail(ApiError::Redirect {
+            page,
+            location: headers
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+        }),
+        500..=599 => fail(ApiError::Status {
+            page,
+            status: status.as_u16(),
+            failure,
+        }),
+        code => Attempt::Fail(ApiError::Status {
+            page,
+            status: code,
+            failure,
+        }),
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+fn trace_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-tyk-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
