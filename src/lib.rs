@@ -1,5 +1,7 @@
 //! qonto-exporter: a Prometheus exporter for Qonto payment links.
 pub mod aggregate;
+pub mod oauth;
+pub mod oauth_login;
 pub mod qonto;
 pub mod secret;
 pub mod simulator;
