@@ -1,5 +1,6 @@
 //! qonto-exporter: a Prometheus exporter for Qonto payment links.
 pub mod aggregate;
+pub mod metrics;
 pub mod oauth;
 pub mod oauth_login;
 pub mod qonto;

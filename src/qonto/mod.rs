@@ -3,3 +3,4 @@ pub mod auth;
 pub mod client;
 pub mod model;
 pub mod oauth_session;
+pub mod walk;

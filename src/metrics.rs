@@ -1,0 +1,404 @@
+//! Prometheus names, types and rendering.
+//!
+//! Two halves with different lifetimes:
+//! - the business gauges of a [`Snapshot`] are rendered to bytes **once per poll**
+//!   ([`render_snapshot`]), through the `prometheus` crate's text encoder, so a scrape only
+//!   clones a reference-counted buffer; a registry rebuilt per scrape would redo the same work
+//!   thousands of times between two polls;
+//! - the exporter's own health metrics and the process collector live in a [`SelfMetrics`]
+//!   registry and are gathered at scrape time (a few dozen series).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus::proto::{Gauge as GaugeProto, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::aggregate::{InvalidReason, Snapshot, Totals};
+use crate::qonto::client::ApiObserver;
+use crate::qonto::oauth_session::RefreshObserver;
+
+/// Qonto's per-IP budget over ten minutes (`FACTS.md`).
+pub const BUDGET_REQUESTS_PER_10M: f64 = 10_000.0;
+
+const POLLED: &str = "From the last complete background poll of GET /v2/payment_links; a scrape never calls Qonto.";
+
+/// The exporter's own metrics.
+pub struct SelfMetrics {
+    registry: Registry,
+    pub up: Gauge,
+    pub last_success: Gauge,
+    pub last_duration: Gauge,
+    pub polls: IntCounter,
+    pub poll_failures: IntCounter,
+    pub api_requests: IntCounterVec,
+    pub api_duration: Histogram,
+    pub invalid_links: IntCounterVec,
+    pub credentials_refused: Gauge,
+    pub last_poll_requests: Gauge,
+    pub budget_ratio: Gauge,
+    pub oauth_refreshes: IntCounter,
+    pub oauth_refresh_failures: IntCounter,
+    pub oauth_persist_failures: IntCounter,
+    pub drift: IntCounter,
+    pub full_walks: IntCounter,
+}
+
+impl std::fmt::Debug for SelfMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SelfMetrics")
+    }
+}
+
+impl SelfMetrics {
+    pub fn new() -> Arc<SelfMetrics> {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("static metric name is valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric name is valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])
+                .expect("static metric name is valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let up = gauge("qonto_up", "1 if the last poll of the Qonto API completed, else 0.");
+        let last_success = gauge(
+            "qonto_exporter_last_success_timestamp_seconds",
+            "Unix time at which the last complete poll ended.",
+        );
+        let last_duration = gauge(
+            "qonto_exporter_last_poll_duration_seconds",
+            "How long the last poll took, in seconds.",
+        );
+        let polls = counter("qonto_exporter_polls_total", "Polls started.");
+        let poll_failures = counter(
+            "qonto_exporter_poll_failures_total",
+            "Polls that did not complete; the previous snapshot stayed published.",
+        );
+        let api_requests = counter_vec(
+            "qonto_exporter_api_requests_total",
+            "Requests sent to the Qonto API (retries included), by HTTP status code, or `error` when no response came back.",
+            "code",
+        );
+        for code in ["200", "429", "error"] {
+            api_requests.with_label_values(&[code]);
+        }
+        let api_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "qonto_exporter_api_request_duration_seconds",
+                "Duration of requests to the Qonto API, in seconds.",
+            )
+            .buckets(vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("static histogram is valid");
+        registry
+            .register(Box::new(api_duration.clone()))
+            .expect("metric registered once");
+        let invalid_links = counter_vec(
+            "qonto_exporter_invalid_links_total",
+            "Payment links skipped because their data was unusable, by reason.",
+            "reason",
+        );
+        for r in InvalidReason::ALL {
+            invalid_links.with_label_values(&[r.as_str()]);
+        }
+        let credentials_refused = gauge(
+            "qonto_exporter_credentials_refused",
+            "1 while Qonto (or its OAuth server) refuses the configured credentials, else 0.",
+        );
+        let last_poll_requests = gauge(
+            "qonto_exporter_last_poll_requests",
+            "Requests the last poll sent to the Qonto API.",
+        );
+        let budget_ratio = gauge(
+            "qonto_exporter_api_budget_10m_usage_ratio",
+            "Share of Qonto's per-IP budget of 10,000 requests per 10 minutes that polling at the configured interval uses, at the last poll's request count.",
+        );
+        let oauth_refreshes = counter(
+            "qonto_exporter_oauth_refreshes_total",
+            "OAuth access-token refreshes attempted.",
+        );
+        let oauth_refresh_failures = counter(
+            "qonto_exporter_oauth_refresh_failures_total",
+            "OAuth access-token refreshes that failed.",
+        );
+        let oauth_persist_failures = counter(
+            "qonto_exporter_oauth_refresh_token_write_failures_total",
+            "Rotated OAuth refresh tokens that could not be written to their file (a restart would lose access).",
+        );
+        let drift = counter(
+            "qonto_exporter_pagination_drift_total",
+            "Walks of the listing that saw it change while paging (and were walked again).",
+        );
+        let full_walks = counter(
+            "qonto_exporter_full_walks_total",
+            "Polls that walked every payment link rather than only the links that can still change.",
+        );
+        let build = GaugeVec::new(
+            Opts::new(
+                "qonto_exporter_build_info",
+                "Constant 1, labelled with the exporter's version, git revision and compiler.",
+            ),
+            &["version", "revision", "rustc_version"],
+        )
+        .expect("static metric is valid");
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                env!("QONTO_EXPORTER_REVISION"),
+                env!("QONTO_EXPORTER_RUSTC_VERSION"),
+            ])
+            .set(1.0);
+        registry
+            .register(Box::new(build))
+            .expect("metric registered once");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registered once");
+        Arc::new(SelfMetrics {
+            registry,
+            up,
+            last_success,
+            last_duration,
+            polls,
+            poll_failures,
+            api_requests,
+            api_duration,
+            invalid_links,
+            credentials_refused,
+            last_poll_requests,
+            budget_ratio,
+            oauth_refreshes,
+            oauth_refresh_failures,
+            oauth_persist_failures,
+            drift,
+            full_walks,
+        })
+    }
+
+    /// Appends the text exposition of the self-metrics to `out`.
+    pub fn render(&self, out: &mut Vec<u8>) {
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for valid families.
+        let _ = TextEncoder::new().encode(&families, out);
+    }
+
+    /// Records the request count of a finished poll and what it means for the 10-minute budget.
+    pub fn record_poll_requests(&self, requests: u64, interval: Duration) {
+        self.last_poll_requests.set(requests as f64);
+        let polls_per_10m = 600.0 / interval.as_secs_f64().max(1.0);
+        self.budget_ratio
+            .set(requests as f64 * polls_per_10m / BUDGET_REQUESTS_PER_10M);
+    }
+}
+
+impl ApiObserver for SelfMetrics {
+    fn request(&self, code: Option<u16>, elapsed: Duration) {
+        let label = code.map(|c| c.to_string());
+        self.api_requests
+            .with_label_values(&[label.as_deref().unwrap_or("error")])
+            .inc();
+        self.api_duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+impl RefreshObserver for SelfMetrics {
+    fn refreshed(&self, ok: bool) {
+        self.oauth_refreshes.inc();
+        if !ok {
+            self.oauth_refresh_failures.inc();
+        }
+    }
+    fn persist_failed(&self) {
+        self.oauth_persist_failures.inc();
+    }
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.to_owned());
+    l.set_value(value.to_owned());
+    l
+}
+
+fn gauge_metric(labels: Vec<LabelPair>, value: f64) -> Metric {
+    let mut g = GaugeProto::default();
+    g.set_value(value);
+    let mut m = Metric::from_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+fn family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(MetricType::GAUGE);
+    f.set_metric(metrics);
+    f
+}
+
+/// Money as published: the exact decimal, converted once, at the end.
+pub fn money(t: &Totals) -> f64 {
+    t.amount.to_f64().unwrap_or(f64::NAN)
+}
+
+/// The business gauges of a snapshot, in the text exposition format.
+pub fn render_snapshot(s: &Snapshot) -> Bytes {
+    let by_status = |value: fn(&Totals) -> f64| {
+        s.links
+            .iter()
+            .map(|(k, t)| {
+                gauge_metric(
+                    vec![
+                        label("currency", &k.currency),
+                        label("resource_type", &k.resource_type),
+                        label("status", &k.status),
+                    ],
+                    value(t),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let expiring = |value: fn(&Totals) -> f64| {
+        s.expiring
+            .iter()
+            .map(|((g, within), t)| {
+                gauge_metric(
+                    vec![
+                        label("currency", &g.currency),
+                        label("resource_type", &g.resource_type),
+                        label("within", within),
+                    ],
+                    value(t),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let group = |g: &crate::aggregate::GroupKey| {
+        vec![
+            label("currency", &g.currency),
+            label("resource_type", &g.resource_type),
+        ]
+    };
+    let families = vec![
+        family(
+            "qonto_payment_links",
+            &format!("Number of payment links by status, currency and resource type. {POLLED}"),
+            by_status(|t| t.count as f64),
+        ),
+        family(
+            "qonto_payment_links_amount",
+            &format!("Sum of the gross amounts (VAT included) of payment links, in units of `currency`, by status and resource type. {POLLED}"),
+            by_status(money),
+        ),
+        family(
+            "qonto_payment_links_expiring",
+            &format!("Open payment links whose expiration date falls in (poll time, poll time + `within`]. {POLLED}"),
+            expiring(|t| t.count as f64),
+        ),
+        family(
+            "qonto_payment_links_expiring_amount",
+            &format!("Sum of the amounts of open payment links expiring within `within`, in units of `currency`. {POLLED}"),
+            expiring(money),
+        ),
+        family(
+            "qonto_payment_links_open_past_expiration",
+            &format!("Payment links still open whose expiration date has passed. {POLLED}"),
+            s.open_past_expiration
+                .iter()
+                .map(|(g, n)| gauge_metric(group(g), *n as f64))
+                .collect(),
+        ),
+        family(
+            "qonto_payment_links_next_expiration_timestamp_seconds",
+            &format!("Earliest expiration date still ahead among open payment links, as a Unix time; absent when no open link is still to expire. {POLLED}"),
+            s.next_expiration
+                .iter()
+                .map(|(g, t)| gauge_metric(group(g), t.unix_timestamp() as f64))
+                .collect(),
+        ),
+    ];
+    let families: Vec<MetricFamily> = families
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
+    let mut out = Vec::with_capacity(256 * families.iter().map(|f| f.get_metric().len()).sum::<usize>());
+    let _ = TextEncoder::new().encode(&families, &mut out);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{Aggregator, Limits, Window};
+    use crate::qonto::model::parse_page;
+
+    #[test]
+    fn renders_contract_names_with_help_and_type() {
+        let body = br#"{"payment_links":[{"id":"a","status":"open","expiration_date":"2026-11-24T12:30:00Z","amount":{"value":"0.10","currency":"EUR"},"resource_type":"Basket"}],
+            "meta":{"current_page":1,"next_page":null,"prev_page":null,"total_pages":1,"total_count":1,"per_page":100}}"#;
+        let page = parse_page(body).unwrap();
+        let now = time::macros::datetime!(2026-11-24 12:00 UTC);
+        let mut agg = Aggregator::new(
+            now,
+            &[Window {
+                label: "1h".into(),
+                duration: Duration::from_secs(3600),
+            }],
+            Limits::default(),
+        );
+        for l in &page.links {
+            agg.add(l);
+        }
+        let text = String::from_utf8(render_snapshot(&agg.finish()).to_vec()).unwrap();
+        for name in [
+            "qonto_payment_links",
+            "qonto_payment_links_amount",
+            "qonto_payment_links_expiring",
+            "qonto_payment_links_expiring_amount",
+            "qonto_payment_links_open_past_expiration",
+            "qonto_payment_links_next_expiration_timestamp_seconds",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} gauge")), "{name}");
+        }
+        assert!(text.contains(
+            r#"qonto_payment_links_amount{currency="EUR",resource_type="Basket",status="open"} 0.1"#
+        ));
+        assert!(text.contains(
+            r#"qonto_payment_links{currency="EUR",resource_type="Invoice",status="paid"} 0"#
+        ));
+        assert!(text.contains(
+            r#"qonto_payment_links_next_expiration_timestamp_seconds{currency="EUR",resource_type="Basket"} 1795523400"#
+        ));
+        let mut own = Vec::new();
+        let m = SelfMetrics::new();
+        m.render(&mut own);
+        let own = String::from_utf8(own).unwrap();
+        assert!(own.contains("qonto_exporter_build_info{"));
+        assert!(own.contains("qonto_up 0"));
+    }
+}
