@@ -6,13 +6,20 @@
 #
 # Build: glibc release build on Debian 12 (bookworm), `--locked` so Cargo.lock is used as committed.
 # Run:   distroless cc-debian12 (glibc + libgcc, nothing else; no shell, no package manager) as the
-#        distroless "nonroot" user 65532. TLS is rustls with bundled roots: no OpenSSL needed.
+#        distroless "nonroot" user 65532. TLS is rustls: no OpenSSL needed; the image carries
+#        Debian's CA bundle (/etc/ssl/certs) in case the binary uses the system roots.
 
 ARG RUST_VERSION=1.95
+# Set both for a release build: docker build --build-arg VERSION=1.2.3 --build-arg REVISION=$(git rev-parse --short=12 HEAD) .
+ARG VERSION=dev
+ARG REVISION=unknown
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
+ARG REVISION
 WORKDIR /src
 COPY . .
+# .git is not in the build context: build.rs takes the revision for qonto_exporter_build_info from here.
+ENV QONTO_EXPORTER_REVISION=${REVISION}
 # The cache mounts only speed up rebuilds; the binary is copied out of the cached target dir.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
@@ -21,8 +28,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -d -m 0700 /out/var/lib/qonto-exporter
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-ARG VERSION=dev
-ARG REVISION=unknown
+ARG VERSION
+ARG REVISION
 LABEL org.opencontainers.image.title="qonto-exporter" \
       org.opencontainers.image.description="Prometheus exporter for Qonto payment links" \
       org.opencontainers.image.source="https://github.com/qonto-exporter/qonto-exporter" \

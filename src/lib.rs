@@ -3,6 +3,7 @@ pub mod aggregate;
 pub mod metrics;
 pub mod oauth;
 pub mod oauth_login;
+pub mod poller;
 pub mod qonto;
 pub mod secret;
 pub mod simulator;
