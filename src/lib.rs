@@ -3,3 +3,4 @@ pub mod oauth;
 pub mod oauth_login;
 pub mod secret;
 pub mod simulator;
+pub mod webconfig;
