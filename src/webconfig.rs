@@ -741,6 +741,40 @@ mod tests {
         assert_eq!(r.status(), 200, "no users configured: open");
     }
 
+    #[tokio::test]
+    async fn client_certificates_are_required_and_verified() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let server_pem = self_signed(dir.path());
+        // The client's self-signed certificate is its own CA.
+        let client = rcgen::generate_simple_self_signed(vec!["scraper".to_string()]).unwrap();
+        write(dir.path(), "client-ca.pem", &client.cert.pem());
+        let config = load(
+            dir.path(),
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client-ca.pem\n",
+        )
+        .unwrap();
+        let addr = serve(Arc::new(config)).await;
+        let builder = || {
+            reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(server_pem.as_bytes()).unwrap()])
+                .resolve("localhost", addr)
+        };
+        let url = format!("https://localhost:{}/", addr.port());
+        let anonymous = builder().build().unwrap().get(&url).send().await;
+        assert!(anonymous.is_err(), "{anonymous:?}");
+        let identity = format!(
+            "{}{}",
+            client.cert.pem(),
+            client.signing_key.serialize_pem()
+        );
+        let with_cert = builder()
+            .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        assert_eq!(with_cert.get(&url).send().await.unwrap().status(), 200);
+    }
+
     #[test]
     fn authorize_checks_user_and_password() {
         let dir = tempfile::tempdir().unwrap();
