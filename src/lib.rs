@@ -7,3 +7,4 @@ pub mod poller;
 pub mod qonto;
 pub mod secret;
 pub mod simulator;
+pub mod webconfig;

@@ -57,7 +57,7 @@ pub struct OAuthLoginArgs {
     pub client_secret_file: Option<PathBuf>,
 
     /// Qonto's authorization (consent) endpoint.
-    /// Sandbox: https://oauth-sandbox.staging.qonto.co/oauth2/auth
+    /// Sandbox: <https://oauth-sandbox.staging.qonto.co/oauth2/auth>
     #[arg(
         long = "qonto.oauth.auth-url",
         default_value = "https://oauth.qonto.com/oauth2/auth",
@@ -66,7 +66,7 @@ pub struct OAuthLoginArgs {
     pub auth_url: String,
 
     /// Qonto's token endpoint.
-    /// Sandbox: https://oauth-sandbox.staging.qonto.co/oauth2/token
+    /// Sandbox: <https://oauth-sandbox.staging.qonto.co/oauth2/token>
     #[arg(
         long = "qonto.oauth.token-url",
         default_value = "https://oauth.qonto.com/oauth2/token",
