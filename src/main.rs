@@ -1,1 +1,304 @@
-fn main() {}
+//! `qonto-exporter`: parses the command line and wires the parts together; nothing else.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use qonto_exporter::config::{Cli, Command, CredentialSource, LogFormat, RunArgs};
+use qonto_exporter::metrics::SelfMetrics;
+use qonto_exporter::oauth::TokenEndpoint;
+use qonto_exporter::poller::{Poller, PollerConfig, Shared};
+use qonto_exporter::qonto::auth::Credentials;
+use qonto_exporter::qonto::client::{ClientConfig, QontoClient, RetryPolicy, http_client};
+use qonto_exporter::qonto::oauth_session::OAuthSession;
+use qonto_exporter::server::{self, App};
+use qonto_exporter::simulator::{SimConfig, Simulator};
+use qonto_exporter::webconfig::WebConfig;
+use tokio::sync::watch;
+
+/// Exit code of a usage or configuration error (as clap uses).
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // clap's message is several lines; the first names the flag and the problem.
+            let rendered = e.to_string();
+            let line = rendered.lines().next().unwrap_or("invalid command line");
+            eprintln!("qonto-exporter: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(USAGE);
+        }
+    };
+    init_logging(&cli.run);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("qonto-exporter: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Simulate(args)) => {
+                match qonto_exporter::simulator::run_simulate(args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("qonto-exporter simulate: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Some(Command::OauthLogin(args)) => match qonto_exporter::oauth_login::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("qonto-exporter oauth-login: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            None => run(cli.run).await,
+        }
+    })
+}
+
+fn init_logging(args: &RunArgs) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "{level},hyper=warn,reqwest=warn,rustls=warn,h2=warn",
+        level = args.log_level
+    ));
+    let registry = tracing_subscriber::registry().with(filter);
+    match args.log_format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Logfmt => registry
+            .with(
+                tracing_logfmt::builder()
+                    .with_span_name(false)
+                    .with_span_path(false)
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("qonto-exporter: {msg}");
+    ExitCode::from(USAGE)
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    if let Err(e) = args.validate() {
+        return usage_error(e);
+    }
+    let source = match args.credentials() {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let staging_token = match args.staging_token() {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let web = match &args.web_config_file {
+        Some(path) => match WebConfig::load(path) {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => return usage_error(format!("--web.config.file: {e}")),
+        },
+        None => None,
+    };
+    let listener = match server::bind(args.listen_address) {
+        Ok(l) => l,
+        Err(e) => {
+            return usage_error(format!(
+                "--web.listen-address: cannot listen on {}: {e}",
+                args.listen_address
+            ));
+        }
+    };
+    let metrics = SelfMetrics::new();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // The demo organisation is a real HTTP server on loopback: the real client talks to it.
+    let mut demo = None;
+    let mut api_url = args.api_url.clone();
+    let credentials = match source {
+        CredentialSource::Demo => {
+            let cfg = SimConfig::demo();
+            let token = cfg.access_tokens.first().cloned().unwrap_or_default();
+            let sim = Simulator::new(cfg);
+            match sim.start(([127, 0, 0, 1], 0).into()).await {
+                Ok(running) => {
+                    api_url = running.base_url();
+                    tracing::info!(api_url = %api_url, links = sim.len(), "demo organisation started");
+                    demo = Some((sim, running));
+                }
+                Err(e) => {
+                    eprintln!("qonto-exporter: cannot start the demo organisation: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            Credentials::AccessToken(qonto_exporter::secret::Secret::new(token))
+        }
+        CredentialSource::ApiKey { login, secret_key } => Credentials::ApiKey { login, secret_key },
+        CredentialSource::AccessToken(t) => Credentials::AccessToken(t),
+        CredentialSource::OAuth {
+            client_id,
+            client_secret,
+            refresh_token_file,
+            refresh_token,
+            token_url,
+        } => {
+            let http = match http_client(args.timeout) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("qonto-exporter: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let endpoint = TokenEndpoint::new(http, token_url, client_id, client_secret);
+            Credentials::OAuth(Arc::new(OAuthSession::new(
+                endpoint,
+                refresh_token_file,
+                refresh_token,
+                metrics.clone(),
+            )))
+        }
+    };
+    let kind = credentials.kind();
+    let client = match QontoClient::new(
+        ClientConfig {
+            base_url: api_url.clone(),
+            timeout: args.timeout,
+            staging_token,
+            retry: RetryPolicy {
+                max_attempts: args.max_attempts,
+                ..RetryPolicy::default()
+            },
+            max_requests_per_second: args.max_requests_per_second,
+        },
+        credentials,
+        metrics.clone(),
+    ) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return usage_error(e),
+    };
+    let shared = Arc::new(Shared::default());
+    let poller = Poller::new(
+        client,
+        PollerConfig {
+            interval: args.poll_interval,
+            windows: args.expiry_windows.0.clone(),
+            limits: args.limits(),
+            concurrency: usize::from(args.max_concurrency),
+            full_resync: args.full_resync_interval,
+            timeout: args.poll_timeout,
+            max_rewalks: 2,
+        },
+        metrics.clone(),
+        shared.clone(),
+    );
+    let about = vec![
+        (
+            "API".to_owned(),
+            if demo.is_some() {
+                format!("{api_url} (demo organisation)")
+            } else {
+                api_url.clone()
+            },
+        ),
+        ("Credentials".to_owned(), kind.to_owned()),
+        (
+            "Poll interval".to_owned(),
+            humantime::format_duration(args.poll_interval).to_string(),
+        ),
+        (
+            "Expiry windows".to_owned(),
+            args.expiry_windows
+                .0
+                .iter()
+                .map(|w| w.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    ];
+    let app = Arc::new(App {
+        telemetry_path: args.telemetry_path.clone(),
+        shared,
+        metrics,
+        web,
+        about,
+    });
+    let local = listener.local_addr().ok();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %local.map(|a| a.to_string()).unwrap_or_default(),
+        telemetry_path = %args.telemetry_path,
+        credentials = kind,
+        interval = %humantime::format_duration(args.poll_interval),
+        "qonto-exporter started"
+    );
+    let poller_task = tokio::spawn(poller.run(shutdown_rx.clone()));
+    let server_task = tokio::spawn(server::serve(listener, app, shutdown_rx));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = poller_task.await;
+    let served = server_task.await;
+    if let Some((_, running)) = demo {
+        running.shutdown().await;
+    }
+    match served {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server task failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -26,7 +26,8 @@ use crate::qonto::oauth_session::RefreshObserver;
 /// Qonto's per-IP budget over ten minutes (`FACTS.md`).
 pub const BUDGET_REQUESTS_PER_10M: f64 = 10_000.0;
 
-const POLLED: &str = "From the last complete background poll of GET /v2/payment_links; a scrape never calls Qonto.";
+const POLLED: &str =
+    "From the last complete background poll of GET /v2/payment_links; a scrape never calls Qonto.";
 
 /// The exporter's own metrics.
 pub struct SelfMetrics {
@@ -80,7 +81,10 @@ impl SelfMetrics {
                 .expect("metric registered once");
             c
         };
-        let up = gauge("qonto_up", "1 if the last poll of the Qonto API completed, else 0.");
+        let up = gauge(
+            "qonto_up",
+            "1 if the last poll of the Qonto API completed, else 0.",
+        );
         let last_success = gauge(
             "qonto_exporter_last_success_timestamp_seconds",
             "Unix time at which the last complete poll ended.",
@@ -311,17 +315,23 @@ pub fn render_snapshot(s: &Snapshot) -> Bytes {
         ),
         family(
             "qonto_payment_links_amount",
-            &format!("Sum of the gross amounts (VAT included) of payment links, in units of `currency`, by status and resource type. {POLLED}"),
+            &format!(
+                "Sum of the gross amounts (VAT included) of payment links, in units of `currency`, by status and resource type. {POLLED}"
+            ),
             by_status(money),
         ),
         family(
             "qonto_payment_links_expiring",
-            &format!("Open payment links whose expiration date falls in (poll time, poll time + `within`]. {POLLED}"),
+            &format!(
+                "Open payment links whose expiration date falls in (poll time, poll time + `within`]. {POLLED}"
+            ),
             expiring(|t| t.count as f64),
         ),
         family(
             "qonto_payment_links_expiring_amount",
-            &format!("Sum of the amounts of open payment links expiring within `within`, in units of `currency`. {POLLED}"),
+            &format!(
+                "Sum of the amounts of open payment links expiring within `within`, in units of `currency`. {POLLED}"
+            ),
             expiring(money),
         ),
         family(
@@ -334,7 +344,9 @@ pub fn render_snapshot(s: &Snapshot) -> Bytes {
         ),
         family(
             "qonto_payment_links_next_expiration_timestamp_seconds",
-            &format!("Earliest expiration date still ahead among open payment links, as a Unix time; absent when no open link is still to expire. {POLLED}"),
+            &format!(
+                "Earliest expiration date still ahead among open payment links, as a Unix time; absent when no open link is still to expire. {POLLED}"
+            ),
             s.next_expiration
                 .iter()
                 .map(|(g, t)| gauge_metric(group(g), t.unix_timestamp() as f64))
@@ -345,7 +357,8 @@ pub fn render_snapshot(s: &Snapshot) -> Bytes {
         .into_iter()
         .filter(|f| !f.get_metric().is_empty())
         .collect();
-    let mut out = Vec::with_capacity(256 * families.iter().map(|f| f.get_metric().len()).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(256 * families.iter().map(|f| f.get_metric().len()).sum::<usize>());
     let _ = TextEncoder::new().encode(&families, &mut out);
     Bytes::from(out)
 }

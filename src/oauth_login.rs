@@ -498,8 +498,8 @@ impl Page {
         let body = format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
              <body><h1>{title}</h1><p>{message}</p></body></html>\n",
-            title = html_escape(self.title),
-            message = html_escape(&self.message),
+            title = crate::html::escape(self.title),
+            message = crate::html::escape(&self.message),
         );
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = self.status;
@@ -520,22 +520,6 @@ impl Page {
         );
         response
     }
-}
-
-/// Escapes text for HTML: error descriptions come from a URL anyone can craft.
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -710,7 +694,7 @@ mod tests {
     #[test]
     fn html_is_escaped() {
         assert_eq!(
-            html_escape("<script>\"x\" & 'y'"),
+            crate::html::escape("<script>\"x\" & 'y'"),
             "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;"
         );
     }

@@ -178,7 +178,8 @@ impl Poller {
         };
         let duration = started.elapsed();
         let requests = self.client.requests_sent() - requests_before;
-        self.metrics.record_poll_requests(requests, self.cfg.interval);
+        self.metrics
+            .record_poll_requests(requests, self.cfg.interval);
         self.metrics.last_duration.set(duration.as_secs_f64());
         match result {
             Ok((snapshot, pages, full)) => {
@@ -347,10 +348,7 @@ impl Poller {
         }
     }
 
-    async fn walk_full(
-        &self,
-        on_page: &(dyn Fn(&Page<'_>) + Sync),
-    ) -> Result<Walked, PollError> {
+    async fn walk_full(&self, on_page: &(dyn Fn(&Page<'_>) + Sync)) -> Result<Walked, PollError> {
         let s = walk(&self.client, &[], self.cfg.concurrency, on_page).await?;
         Ok((s.pages, s.drift, BTreeMap::new()))
     }
@@ -365,7 +363,8 @@ impl Poller {
         let Some(memory) = &self.memory else {
             return Ok(None);
         };
-        let live: WalkSummary = walk(&self.client, &LIVE_STATUSES, self.cfg.concurrency, on_page).await?;
+        let live: WalkSummary =
+            walk(&self.client, &LIVE_STATUSES, self.cfg.concurrency, on_page).await?;
         let mut pages = live.pages;
         let mut drift = live.drift;
         let mut parts = live.total_count;
@@ -382,7 +381,11 @@ impl Poller {
                         .agg
                         .carry(status, rows);
                     if dropped > 0 {
-                        tracing::warn!(status, dropped, "carried links over the label ceiling dropped");
+                        tracing::warn!(
+                            status,
+                            dropped,
+                            "carried links over the label ceiling dropped"
+                        );
                     }
                     terminal.insert(status, n);
                 }
@@ -397,7 +400,11 @@ impl Poller {
         let total = count(&self.client, &[]).await?;
         pages += 1;
         if total != parts {
-            tracing::info!(total, parts, "status counts do not add up to the total (a status the exporter does not know, or links moving); walking everything");
+            tracing::info!(
+                total,
+                parts,
+                "status counts do not add up to the total (a status the exporter does not know, or links moving); walking everything"
+            );
             return Ok(None);
         }
         Ok(Some((pages, drift, terminal)))
@@ -414,7 +421,11 @@ impl Poller {
                 self.logged.clear();
             }
             if self.logged.insert(key) {
-                tracing::warn!(id = id.as_deref().unwrap_or("unknown"), reason = reason.as_str(), "payment link skipped: its data is unusable");
+                tracing::warn!(
+                    id = id.as_deref().unwrap_or("unknown"),
+                    reason = reason.as_str(),
+                    "payment link skipped: its data is unusable"
+                );
             }
         }
     }

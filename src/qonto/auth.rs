@@ -56,7 +56,9 @@ impl Credentials {
             Credentials::ApiKey { login, secret_key } => {
                 Ok(Secret::new(format!("{login}:{}", secret_key.expose())))
             }
-            Credentials::AccessToken(token) => Ok(Secret::new(format!("Bearer {}", token.expose()))),
+            Credentials::AccessToken(token) => {
+                Ok(Secret::new(format!("Bearer {}", token.expose())))
+            }
             Credentials::OAuth(session) => session
                 .access_token()
                 .await
@@ -88,7 +90,10 @@ mod tests {
             login: "acme-1234".into(),
             secret_key: Secret::new("s3cr3t"),
         };
-        assert_eq!(k.authorization().await.unwrap().expose(), "acme-1234:s3cr3t");
+        assert_eq!(
+            k.authorization().await.unwrap().expose(),
+            "acme-1234:s3cr3t"
+        );
         assert!(!format!("{k:?}").contains("s3cr3t"));
         let t = Credentials::AccessToken(Secret::new("tok"));
         assert_eq!(t.authorization().await.unwrap().expose(), "Bearer tok");

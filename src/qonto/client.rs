@@ -109,7 +109,9 @@ pub enum ApiError {
         failure: ApiFailure,
         hint: &'static str,
     },
-    #[error("not sending: {0} requests were refused within the last hour (Qonto throttles callers beyond 200)")]
+    #[error(
+        "not sending: {0} requests were refused within the last hour (Qonto throttles callers beyond 200)"
+    )]
     RefusalBudget(usize),
     #[error("page {page}: HTTP {status}, {failure}")]
     Status {
@@ -123,7 +125,9 @@ pub enum ApiError {
         error: PageError,
         trace_id: Option<String>,
     },
-    #[error("page {page}: redirected to {location:?}; the sandbox redirects to a login page when X-Qonto-Staging-Token is missing")]
+    #[error(
+        "page {page}: redirected to {location:?}; the sandbox redirects to a login page when X-Qonto-Staging-Token is missing"
+    )]
     Redirect { page: u64, location: String },
     #[error("page {page}: {message}")]
     Transport { page: u64, message: String },
@@ -202,13 +206,13 @@ impl QontoClient {
             .staging_token
             .as_ref()
             .map(|t| {
-                let mut v = HeaderValue::from_str(t.expose()).map_err(|_| BuildError::StagingToken)?;
+                let mut v =
+                    HeaderValue::from_str(t.expose()).map_err(|_| BuildError::StagingToken)?;
                 v.set_sensitive(true);
                 Ok(v)
             })
             .transpose()?;
-        let rps = if cfg.max_requests_per_second.is_finite() && cfg.max_requests_per_second > 0.0
-        {
+        let rps = if cfg.max_requests_per_second.is_finite() && cfg.max_requests_per_second > 0.0 {
             cfg.max_requests_per_second
         } else {
             10.0
@@ -355,13 +359,21 @@ impl QontoClient {
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.bytes().await;
-        self.observer.request(Some(status.as_u16()), started.elapsed());
+        self.observer
+            .request(Some(status.as_u16()), started.elapsed());
         let trace_id = trace_id(&headers);
         let body = match body {
             Ok(b) => b,
             Err(e) => return Ok(Attempt::transport(q.page, &e)),
         };
-        Ok(classify(q.page, status, &headers, body, trace_id, authorization))
+        Ok(classify(
+            q.page,
+            status,
+            &headers,
+            body,
+            trace_id,
+            authorization,
+        ))
     }
 
     fn check_refusal_budget(&self) -> Result<(), ApiError> {
@@ -534,7 +546,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn trace_id(headers: &HeaderMap) -> Option<String> {

@@ -1,0 +1,493 @@
+//! The command line: flags (each also an environment variable), validation, and the one-line
+//! errors (exit code 2) a user can act on.
+//!
+//! Secrets are never flag values (they would show in `ps`): each comes from a file named by a
+//! flag, or from an environment variable holding the secret itself.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::aggregate::{Limits, Window};
+use crate::oauth_login::OAuthLoginArgs;
+use crate::secret::{Secret, check_writable, read_secret_file};
+use crate::simulator::SimulateArgs;
+
+/// The default port: 9100–9999 are all allocated on the Prometheus wiki; newer exporters take
+/// 10000+.
+pub const DEFAULT_PORT: u16 = 10157;
+
+/// qonto-exporter: Prometheus metrics for Qonto payment links.
+#[derive(Debug, Parser)]
+#[command(
+    name = "qonto-exporter",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a simulated Qonto API (demo organisation, tests, benchmarks).
+    Simulate(SimulateArgs),
+    /// One-time OAuth authorization-code flow: writes the refresh-token file the exporter uses.
+    OauthLogin(OAuthLoginArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// Flags of the exporter itself.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Poll a built-in simulated organisation instead of Qonto; no credentials needed.
+    #[arg(long = "demo", env = "QONTO_DEMO")]
+    pub demo: bool,
+    /// Qonto API base URL (sandbox: https://thirdparty-sandbox.staging.qonto.co).
+    #[arg(
+        long = "qonto.api-url",
+        env = "QONTO_API_URL",
+        default_value = "https://thirdparty.qonto.com",
+        value_name = "URL"
+    )]
+    pub api_url: String,
+    /// Organisation login (slug) for API-key authentication.
+    #[arg(long = "qonto.login", env = "QONTO_LOGIN", value_name = "LOGIN")]
+    pub login: Option<String>,
+    /// File holding the API secret key (or set QONTO_SECRET_KEY to the key itself).
+    #[arg(long = "qonto.secret-key-file", value_name = "PATH")]
+    pub secret_key_file: Option<PathBuf>,
+    /// OAuth 2.0 client id (the endpoint's documented authentication).
+    #[arg(
+        long = "qonto.oauth.client-id",
+        env = "QONTO_OAUTH_CLIENT_ID",
+        value_name = "ID"
+    )]
+    pub oauth_client_id: Option<String>,
+    /// File holding the OAuth client secret (or set QONTO_OAUTH_CLIENT_SECRET to the secret).
+    #[arg(long = "qonto.oauth.client-secret-file", value_name = "PATH")]
+    pub oauth_client_secret_file: Option<PathBuf>,
+    /// File holding the OAuth refresh token; read at start, rewritten atomically on every rotation.
+    #[arg(
+        long = "qonto.oauth.refresh-token-file",
+        env = "QONTO_OAUTH_REFRESH_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    pub oauth_refresh_token_file: Option<PathBuf>,
+    /// OAuth token endpoint (sandbox: https://oauth-sandbox.staging.qonto.co/oauth2/token).
+    #[arg(
+        long = "qonto.oauth.token-url",
+        env = "QONTO_OAUTH_TOKEN_URL",
+        default_value = "https://oauth.qonto.com/oauth2/token",
+        value_name = "URL"
+    )]
+    pub oauth_token_url: String,
+    /// File holding a static OAuth access token (or set QONTO_ACCESS_TOKEN); expires in 1 h.
+    #[arg(long = "qonto.access-token-file", value_name = "PATH")]
+    pub access_token_file: Option<PathBuf>,
+    /// File holding the sandbox's X-Qonto-Staging-Token (or set QONTO_STAGING_TOKEN).
+    #[arg(long = "qonto.staging-token-file", value_name = "PATH")]
+    pub staging_token_file: Option<PathBuf>,
+    /// Timeout of one request to Qonto.
+    #[arg(long = "qonto.timeout", env = "QONTO_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Attempts per request for transient faults (5xx, 429, resets, bad bodies).
+    #[arg(long = "qonto.max-attempts", env = "QONTO_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20), value_name = "N")]
+    pub max_attempts: u32,
+    /// Pages fetched at once once the first page has told how many there are.
+    #[arg(long = "qonto.max-concurrency", env = "QONTO_MAX_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
+    pub max_concurrency: u16,
+    /// Client-side request rate ceiling (Qonto allows 1,000 per 10 s and 10,000 per 10 min per IP, shared with your other integrations).
+    #[arg(long = "qonto.max-requests-per-second", env = "QONTO_MAX_REQUESTS_PER_SECOND", default_value_t = 10.0, value_parser = parse_rate, value_name = "RATE")]
+    pub max_requests_per_second: f64,
+    /// Time between the starts of two polls.
+    #[arg(long = "poll.interval", env = "QONTO_POLL_INTERVAL", default_value = "1m", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub poll_interval: Duration,
+    /// Deadline of one whole poll (retries included).
+    #[arg(long = "poll.timeout", env = "QONTO_POLL_TIMEOUT", default_value = "30m", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub poll_timeout: Duration,
+    /// A full walk of every link at least this often (0s: every poll); in between, links in a terminal status are re-read only when their count moves.
+    #[arg(long = "poll.full-resync-interval", env = "QONTO_POLL_FULL_RESYNC_INTERVAL", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub full_resync_interval: Duration,
+    /// Horizons of the expiring-links gauges, comma-separated; each spelling is the `within` label.
+    #[arg(long = "expiry.windows", env = "QONTO_EXPIRY_WINDOWS", default_value = "1h,24h,7d,30d", value_parser = parse_windows, value_name = "LIST")]
+    pub expiry_windows: Windows,
+    /// Address to serve on; `:PORT` means every interface.
+    #[arg(long = "web.listen-address", env = "QONTO_WEB_LISTEN_ADDRESS", default_value = ":10157", value_parser = parse_listen, value_name = "ADDR")]
+    pub listen_address: SocketAddr,
+    /// Path of the metrics.
+    #[arg(long = "web.telemetry-path", env = "QONTO_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_path, value_name = "PATH")]
+    pub telemetry_path: String,
+    /// exporter-toolkit web config (TLS, basic auth) YAML file.
+    #[arg(
+        long = "web.config.file",
+        env = "QONTO_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long = "log.level", env = "QONTO_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"], value_name = "LEVEL")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(
+        long = "log.format",
+        env = "QONTO_LOG_FORMAT",
+        default_value = "logfmt",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// The expiry windows, in flag order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Windows(pub Vec<Window>);
+
+/// Credentials resolved from flags, files and environment.
+#[derive(Debug)]
+pub enum CredentialSource {
+    Demo,
+    ApiKey {
+        login: String,
+        secret_key: Secret,
+    },
+    AccessToken(Secret),
+    OAuth {
+        client_id: String,
+        client_secret: Secret,
+        refresh_token_file: PathBuf,
+        refresh_token: Secret,
+        token_url: String,
+    },
+}
+
+/// A configuration error: one line, naming the flag or variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Reads an environment variable, treating empty as unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A secret from a file flag or an environment variable holding the value: exactly one.
+pub fn secret_from(
+    file: Option<&Path>,
+    flag: &str,
+    var: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    match (file, env(var)) {
+        (Some(_), Some(_)) => Err(err(format!(
+            "{flag} and {var} are both set; give the secret in one place"
+        ))),
+        (Some(path), None) => read_secret_file(path)
+            .map(Some)
+            .map_err(|e| err(format!("{flag}: {e}"))),
+        (None, Some(v)) => Ok(Some(Secret::new(v))),
+        (None, None) => Ok(None),
+    }
+}
+
+impl RunArgs {
+    /// Works out the credentials, refusing missing, partial or competing ones.
+    pub fn credentials(&self) -> Result<CredentialSource, ConfigError> {
+        let key = secret_from(
+            self.secret_key_file.as_deref(),
+            "--qonto.secret-key-file",
+            "QONTO_SECRET_KEY",
+        )?;
+        let access = secret_from(
+            self.access_token_file.as_deref(),
+            "--qonto.access-token-file",
+            "QONTO_ACCESS_TOKEN",
+        )?;
+        let client_secret = secret_from(
+            self.oauth_client_secret_file.as_deref(),
+            "--qonto.oauth.client-secret-file",
+            "QONTO_OAUTH_CLIENT_SECRET",
+        )?;
+        let api_key_given = self.login.is_some() || key.is_some();
+        let oauth_given = self.oauth_client_id.is_some()
+            || client_secret.is_some()
+            || self.oauth_refresh_token_file.is_some();
+        let given: Vec<&str> = [
+            (api_key_given, "API key (--qonto.login, QONTO_SECRET_KEY)"),
+            (oauth_given, "OAuth (--qonto.oauth.*)"),
+            (access.is_some(), "access token (QONTO_ACCESS_TOKEN)"),
+        ]
+        .iter()
+        .filter(|(g, _)| *g)
+        .map(|(_, n)| *n)
+        .collect();
+        if self.demo {
+            if !given.is_empty() {
+                return Err(err(format!(
+                    "--demo: cannot be combined with credentials ({}); drop --demo to poll Qonto",
+                    given.join(", ")
+                )));
+            }
+            return Ok(CredentialSource::Demo);
+        }
+        if given.len() > 1 {
+            return Err(err(format!(
+                "two kinds of credentials given: {}; choose one",
+                given.join(" and ")
+            )));
+        }
+        if api_key_given {
+            let login = self.login.clone().ok_or_else(|| {
+                err("--qonto.login (QONTO_LOGIN) is required with the API secret key")
+            })?;
+            let secret_key = key.ok_or_else(|| {
+                err("--qonto.secret-key-file or QONTO_SECRET_KEY is required with --qonto.login")
+            })?;
+            return Ok(CredentialSource::ApiKey { login, secret_key });
+        }
+        if let Some(token) = access {
+            return Ok(CredentialSource::AccessToken(token));
+        }
+        if oauth_given {
+            let client_id = self.oauth_client_id.clone().ok_or_else(|| {
+                err("--qonto.oauth.client-id (QONTO_OAUTH_CLIENT_ID) is required for OAuth")
+            })?;
+            let client_secret = client_secret.ok_or_else(|| {
+                err("--qonto.oauth.client-secret-file or QONTO_OAUTH_CLIENT_SECRET is required for OAuth")
+            })?;
+            let file = self.oauth_refresh_token_file.clone().ok_or_else(|| {
+                err("--qonto.oauth.refresh-token-file is required for OAuth (run `qonto-exporter oauth-login` to create it)")
+            })?;
+            let refresh_token = read_secret_file(&file).map_err(|e| {
+                err(format!(
+                    "--qonto.oauth.refresh-token-file: {e} (run `qonto-exporter oauth-login` to create it)"
+                ))
+            })?;
+            check_writable(&file).map_err(|e| {
+                err(format!(
+                    "--qonto.oauth.refresh-token-file: {e}; the file is rewritten on every token rotation, so it must be writable"
+                ))
+            })?;
+            check_url("--qonto.oauth.token-url", &self.oauth_token_url)?;
+            return Ok(CredentialSource::OAuth {
+                client_id,
+                client_secret,
+                refresh_token_file: file,
+                refresh_token,
+                token_url: self.oauth_token_url.clone(),
+            });
+        }
+        Err(err(
+            "no credentials: set OAuth (--qonto.oauth.client-id, QONTO_OAUTH_CLIENT_SECRET, --qonto.oauth.refresh-token-file), an API key (--qonto.login, QONTO_SECRET_KEY) or QONTO_ACCESS_TOKEN; or run with --demo",
+        ))
+    }
+
+    /// The staging token, if any.
+    pub fn staging_token(&self) -> Result<Option<Secret>, ConfigError> {
+        secret_from(
+            self.staging_token_file.as_deref(),
+            "--qonto.staging-token-file",
+            "QONTO_STAGING_TOKEN",
+        )
+    }
+
+    /// Checks what clap cannot check alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("--qonto.api-url", &self.api_url)?;
+        if let Some(p) = &self.web_config_file {
+            if !p.is_file() {
+                return Err(err(format!(
+                    "--web.config.file: {} is not a readable file",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The label ceilings (fixed; documented in the README).
+    pub fn limits(&self) -> Limits {
+        Limits::default()
+    }
+}
+
+fn check_url(flag: &str, value: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(err(format!("{flag}: {value:?} is not an http(s) URL"))),
+        Err(e) => Err(err(format!("{flag}: {value:?} is not a URL: {e}"))),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (expected a duration such as 30s, 5m or 1h30m)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => Ok(r),
+        _ => Err("expected a number of requests per second, above 0 and at most 1000".into()),
+    }
+}
+
+fn parse_windows(s: &str) -> Result<Windows, String> {
+    let mut windows: Vec<Window> = Vec::new();
+    for label in s.split(',').map(str::trim) {
+        if label.is_empty() {
+            return Err("empty window in the list".into());
+        }
+        let duration = parse_positive_duration(label).map_err(|e| format!("{label:?}: {e}"))?;
+        if windows.iter().any(|w| w.duration == duration) {
+            return Err(format!("{label:?} repeats another window"));
+        }
+        windows.push(Window {
+            label: label.to_owned(),
+            duration,
+        });
+    }
+    Ok(Windows(windows))
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: the port must be a number from 0 to 65535"))?;
+        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not HOST:PORT or :PORT (e.g. 127.0.0.1:{DEFAULT_PORT})"))
+}
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") || s.contains(char::is_whitespace) {
+        return Err("must start with / and not be / or /-/… (those are the landing page and health endpoints)".into());
+    }
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("qonto-exporter").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&["--demo"]).unwrap();
+        assert!(cli.run.demo);
+        assert_eq!(cli.run.poll_interval, Duration::from_secs(60));
+        assert_eq!(cli.run.listen_address.port(), DEFAULT_PORT);
+        let labels: Vec<_> = cli
+            .run
+            .expiry_windows
+            .0
+            .iter()
+            .map(|w| w.label.as_str())
+            .collect();
+        assert_eq!(labels, ["1h", "24h", "7d", "30d"]);
+        assert!(matches!(cli.run.credentials(), Ok(CredentialSource::Demo)));
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (args, flag) in [
+            (&["--poll.interval", "soon"][..], "--poll.interval"),
+            (&["--poll.interval", "0s"][..], "--poll.interval"),
+            (
+                &["--web.listen-address", "localhost"][..],
+                "--web.listen-address",
+            ),
+            (&["--expiry.windows", "1h,,2h"][..], "--expiry.windows"),
+            (
+                &["--web.telemetry-path", "metrics"][..],
+                "--web.telemetry-path",
+            ),
+            (
+                &["--qonto.max-requests-per-second", "0"][..],
+                "--qonto.max-requests-per-second",
+            ),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.to_string().contains(flag), "{e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn listen_address_forms() {
+        assert_eq!(
+            parse_listen("127.0.0.1:1").unwrap().to_string(),
+            "127.0.0.1:1"
+        );
+        assert_eq!(parse_listen(":9").unwrap().port(), 9);
+        assert_eq!(parse_listen("[::1]:9").unwrap().port(), 9);
+    }
+
+    #[test]
+    fn credentials_must_be_one_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k").unwrap();
+        let tok = dir.path().join("tok");
+        std::fs::write(&tok, "t").unwrap();
+        let key = key.to_str().unwrap();
+        let tok = tok.to_str().unwrap();
+        let cli = parse(&["--qonto.login", "acme", "--qonto.secret-key-file", key]).unwrap();
+        assert!(matches!(
+            cli.run.credentials(),
+            Ok(CredentialSource::ApiKey { .. })
+        ));
+        let cli = parse(&["--qonto.secret-key-file", key]).unwrap();
+        assert!(
+            cli.run
+                .credentials()
+                .unwrap_err()
+                .0
+                .contains("--qonto.login")
+        );
+        let cli = parse(&[
+            "--qonto.login",
+            "acme",
+            "--qonto.secret-key-file",
+            key,
+            "--qonto.access-token-file",
+            tok,
+        ])
+        .unwrap();
+        assert!(cli.run.credentials().unwrap_err().0.contains("two kinds"));
+        let cli = parse(&["--qonto.oauth.client-id", "c"]).unwrap();
+        let e = cli.run.credentials().unwrap_err().0;
+        assert!(
+            e.contains("QONTO_OAUTH_CLIENT_SECRET") || e.contains("refresh-token-file"),
+            "{e}"
+        );
+        let cli = parse(&["--demo", "--qonto.access-token-file", tok]).unwrap();
+        assert!(cli.run.credentials().unwrap_err().0.contains("--demo"));
+    }
+}

@@ -1,0 +1,428 @@
+//! The HTTP side: the telemetry path, a landing page, health endpoints, optional TLS and
+//! basic auth (exporter-toolkit web config), and graceful shutdown.
+//!
+//! A scrape never waits for Qonto and never takes a lock: it loads the current
+//! [`Published`] poll (an atomic pointer load), clones its pre-rendered bytes (a reference
+//! count), and appends the small self-metrics gathered at that moment.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::html::escape;
+use crate::metrics::SelfMetrics;
+use crate::poller::{Published, Shared};
+use crate::webconfig::{AuthOutcome, WebConfig};
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The Prometheus text format version we emit.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the server needs to answer.
+pub struct App {
+    pub telemetry_path: String,
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<SelfMetrics>,
+    pub web: Option<Arc<WebConfig>>,
+    /// Shown on the landing page (API URL, credential kind, poll interval).
+    pub about: Vec<(String, String)>,
+}
+
+/// Serves until `shutdown` turns true, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let tls = app.web.as_ref().and_then(|w| w.tls_acceptor());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handle(&app, req).await) }
+            });
+            let builder = hyper::server::conn::http1::Builder::new();
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(tls), svc))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
+    }
+    Ok(())
+}
+
+/// Routes one request.
+pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let mut resp = if req.method() != Method::GET && req.method() != Method::HEAD {
+        text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+    } else if path == "/-/healthy" {
+        text(StatusCode::OK, "Healthy\n")
+    } else if path == "/-/ready" {
+        if app.shared.published.load().is_some() {
+            text(StatusCode::OK, "Ready\n")
+        } else {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not ready: no poll has completed yet\n",
+            )
+        }
+    } else if let Some(denied) = authorize(app, &req).await {
+        denied
+    } else if path == app.telemetry_path {
+        metrics_response(app, &req)
+    } else if path == "/" {
+        html(StatusCode::OK, landing_page(app))
+    } else {
+        text(StatusCode::NOT_FOUND, "not found\n")
+    };
+    if let Some(web) = &app.web {
+        for (name, value) in web.extra_headers() {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    if req.method() == Method::HEAD {
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, empty());
+    }
+    resp
+}
+
+/// `Some(401)` when basic auth is configured and the request does not pass it. Health
+/// endpoints stay open so orchestrator probes need no credentials; they reveal nothing.
+async fn authorize(app: &App, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let web = app.web.as_ref()?;
+    if !web.requires_auth() {
+        return None;
+    }
+    let web = web.clone();
+    let headers = req.headers().clone();
+    // bcrypt is deliberately slow: keep it off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || web.authorize(&headers))
+        .await
+        .unwrap_or(AuthOutcome::Unauthorized);
+    match outcome {
+        AuthOutcome::Allowed => None,
+        AuthOutcome::Unauthorized => {
+            let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(crate::webconfig::WWW_AUTHENTICATE),
+            );
+            Some(r)
+        }
+    }
+}
+
+fn metrics_response(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let published = app.shared.published.load_full();
+    let mut own = Vec::with_capacity(8 * 1024);
+    app.metrics.render(&mut own);
+    let business = published
+        .as_ref()
+        .map(|p| p.rendered.clone())
+        .unwrap_or_default();
+    let gzip = req
+        .headers()
+        .get(ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(accepts_gzip);
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, TEXT_FORMAT)
+        .header(VARY, "Accept-Encoding");
+    let response = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity((business.len() + own.len()) / 4),
+            flate2::Compression::fast(),
+        );
+        let body = enc
+            .write_all(&business)
+            .and_then(|()| enc.write_all(&own))
+            .and_then(|()| enc.finish());
+        match body {
+            Ok(b) => builder
+                .header(CONTENT_ENCODING, "gzip")
+                .body(full(Bytes::from(b))),
+            Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "compression failed\n"),
+        }
+    } else {
+        // Two frames: the shared pre-rendered poll (no copy) and the self-metrics.
+        let frames = [business, Bytes::from(own)]
+            .into_iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+        builder.body(StreamBody::new(stream::iter(frames)).boxed())
+    };
+    response.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "error\n"))
+}
+
+/// True when `Accept-Encoding` allows gzip (q=0 refuses it).
+fn accepts_gzip(header: &str) -> bool {
+    header.split(',').any(|part| {
+        let mut it = part.split(';').map(str::trim);
+        let coding = it.next().unwrap_or("");
+        let refused = it.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).boxed()
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).boxed()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn ago(t: SystemTime) -> String {
+    match SystemTime::now().duration_since(t) {
+        Ok(d) => format!(
+            "{} ago",
+            humantime::format_duration(Duration::from_secs(d.as_secs()))
+        ),
+        Err(_) => "just now".into(),
+    }
+}
+
+/// The landing page: what runs, how the last poll went, and the current figures.
+fn landing_page(app: &App) -> String {
+    let status = app.shared.status.load();
+    let published = app.shared.published.load_full();
+    let mut h = String::with_capacity(16 * 1024);
+    h.push_str(concat!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>qonto-exporter</title>",
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}",
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em}",
+        "td.n{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#b00}.ok{color:#070}</style>",
+        "</head><body><h1>qonto-exporter</h1>"
+    ));
+    h.push_str(&format!(
+        "<p>Prometheus exporter for Qonto payment links, version {} ({}). Metrics: <a href=\"{p}\">{p}</a> · <a href=\"/-/healthy\">/-/healthy</a> · <a href=\"/-/ready\">/-/ready</a></p>",
+        env!("CARGO_PKG_VERSION"),
+        env!("QONTO_EXPORTER_REVISION"),
+        p = escape(&app.telemetry_path),
+    ));
+    h.push_str("<table>");
+    for (k, v) in &app.about {
+        h.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(k),
+            escape(v)
+        ));
+    }
+    h.push_str("</table><h2>Last poll</h2><p>");
+    match (&status.last_finished_at, &status.last_error) {
+        (None, _) => h.push_str("No poll has finished yet."),
+        (Some(t), None) => h.push_str(&format!(
+            "<span class=\"ok\">succeeded</span>, {}.",
+            ago(*t)
+        )),
+        (Some(t), Some(e)) => h.push_str(&format!(
+            "<span class=\"bad\">failed</span>, {}: {}. The figures below are from the last complete poll.",
+            ago(*t),
+            escape(e)
+        )),
+    }
+    if let Some(since) = status.in_progress_since {
+        h.push_str(&format!(" A poll is running (started {}).", ago(since)));
+    }
+    h.push_str("</p>");
+    match published {
+        None => h.push_str("<p>No figures yet.</p>"),
+        Some(p) => summary(&mut h, &p),
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn summary(h: &mut String, p: &Published) {
+    use std::collections::BTreeMap;
+    h.push_str(&format!(
+        "<h2>Payment links</h2><p>{} links as of {} ({} pages, {} requests, {:.2} s, {} poll).</p>",
+        p.snapshot.unique_links,
+        humantime::format_rfc3339_seconds(p.finished_at),
+        p.pages,
+        p.requests,
+        p.duration.as_secs_f64(),
+        if p.full { "full" } else { "incremental" },
+    ));
+    let mut by: BTreeMap<(&str, &str), crate::aggregate::Totals> = BTreeMap::new();
+    for (k, t) in &p.snapshot.links {
+        let e = by.entry((&k.status, &k.currency)).or_default();
+        e.count += t.count;
+        e.amount += t.amount;
+    }
+    h.push_str("<table><tr><th>status</th><th>currency</th><th>links</th><th>amount</th></tr>");
+    for ((status, currency), t) in by.iter().filter(|(_, t)| t.count > 0) {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(status),
+            escape(currency),
+            t.count,
+            t.amount
+        ));
+    }
+    h.push_str("</table><h2>Open links expiring soon</h2><table><tr><th>within</th><th>currency</th><th>links</th><th>amount</th></tr>");
+    let mut exp: BTreeMap<(usize, &str), crate::aggregate::Totals> = BTreeMap::new();
+    for ((g, within), t) in &p.snapshot.expiring {
+        let i = p
+            .snapshot
+            .windows
+            .iter()
+            .position(|w| w == within)
+            .unwrap_or(usize::MAX);
+        let e = exp.entry((i, &g.currency)).or_default();
+        e.count += t.count;
+        e.amount += t.amount;
+    }
+    for ((i, currency), t) in &exp {
+        let within = p
+            .snapshot
+            .windows
+            .get(*i)
+            .map(String::as_str)
+            .unwrap_or("?");
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(within),
+            escape(currency),
+            t.count,
+            t.amount
+        ));
+    }
+    let past: u64 = p.snapshot.open_past_expiration.values().sum();
+    h.push_str(&format!(
+        "</table><p>Open links past their expiration date: {past}.</p>"
+    ));
+}
+
+/// Binds the listen address. `:PORT` (the unspecified IPv6 address) means every interface:
+/// dual-stack where the host has IPv6, plain IPv4 where it does not.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    };
+    match open(addr) {
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            open(v4).map_err(|_| e)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("deflate, gzip;q=0.5"));
+        assert!(accepts_gzip("*"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("identity"));
+    }
+}
