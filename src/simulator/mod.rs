@@ -1,4 +1,314 @@
-//! The simulated Qonto API (placeholder until the simulator branch lands).
-/// Flags of `qonto-exporter simulate`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SimulateArgs {}
+//! The simulated Qonto API: a live, evolving organisation served over HTTP exactly as
+//! `list-payment-links.openapi.yaml` describes `GET /v2/payment_links`, with Qonto's authentication
+//! (Bearer tokens, OAuth 2.0 with rotating refresh tokens, `login:secret` API keys, the sandbox's
+//! staging token) and every failure the exporter must survive, on demand.
+//!
+//! It serves three uses: `qonto-exporter --demo` runs it in-process on loopback; `qonto-exporter
+//! simulate` runs it alone for black-box tests, benchmarks and docker-compose ([`cli`]); tests
+//! inject faults through [`Simulator::inject`] or `POST /_sim/faults`. It follows the spec
+//! strictly rather than leniently, because the exporter is later checked against independent
+//! implementations of the API.
+//!
+//! Modules, one job each: `data` generates and evolves the links and selects pages;
+//! `render` holds the JSON shapes; `query` validates parameters; `api` handles HTTP requests;
+//! `oauth` is the authorization server; `faults` the fault queue; `control` the `/_sim/`
+//! endpoints; `server` the listener; `stats` the counters; `cli` the `simulate` subcommand.
+
+mod api;
+mod cli;
+mod control;
+mod data;
+mod faults;
+mod oauth;
+mod query;
+mod render;
+mod server;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use cli::{SimError, SimulateArgs, run_simulate};
+pub use control::MutationJson;
+pub use data::Mutation;
+pub use faults::{Fault, FaultRates, InvalidKind};
+pub use stats::SimStats;
+
+use api::lock;
+use data::Store;
+use faults::FaultQueue;
+use oauth::OAuthState;
+use render::LinkJson;
+
+/// Everything that shapes a simulated organisation and its API.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Number of links generated at start.
+    pub links: usize,
+    /// Seed of the generator: the same seed and start time give the same links.
+    pub seed: u64,
+    /// Interval of the background evolution ([`Mutation::Step`]); `None` keeps the data frozen
+    /// except for explicit mutations.
+    pub evolve_every: Option<Duration>,
+    /// Added to every API response (not to control endpoints).
+    pub latency: Duration,
+    /// Static Bearer tokens accepted, besides OAuth-issued ones. When no credential is configured
+    /// at all (no token, no API key, no OAuth), any non-empty Bearer token is accepted.
+    pub access_tokens: Vec<String>,
+    /// `(login, secret)` accepted as `Authorization: login:secret`.
+    pub api_key: Option<(String, String)>,
+    /// If set, every list request must send it as `X-Qonto-Staging-Token`; without it (or with
+    /// another value) the answer is a 200 `text/html` page, as the real sandbox does.
+    pub staging_token: Option<String>,
+    /// Enables `POST /oauth2/token` and `GET /oauth2/auth`.
+    pub oauth: Option<SimOAuth>,
+    /// Random faults on list requests (CLI); default none.
+    pub faults: FaultRates,
+}
+
+impl Default for SimConfig {
+    /// 100 frozen links, seed 1, no latency, no credential configured (any Bearer token passes).
+    fn default() -> SimConfig {
+        SimConfig {
+            links: 100,
+            seed: 1,
+            evolve_every: None,
+            latency: Duration::ZERO,
+            access_tokens: Vec::new(),
+            api_key: None,
+            staging_token: None,
+            oauth: None,
+            faults: FaultRates::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The organisation of `qonto-exporter --demo`: 3,000 links evolving every 5 s, reachable with
+    /// one random 32-character Bearer token (`access_tokens[0]`).
+    pub fn demo() -> SimConfig {
+        SimConfig {
+            links: 3000,
+            seed: 1,
+            evolve_every: Some(Duration::from_secs(5)),
+            access_tokens: vec![Alphanumeric.sample_string(&mut rand::rng(), 32)],
+            ..SimConfig::default()
+        }
+    }
+
+    /// True when no credential is configured, so any non-empty Bearer token is accepted.
+    fn accepts_any_bearer(&self) -> bool {
+        self.access_tokens.is_empty() && self.api_key.is_none() && self.oauth.is_none()
+    }
+}
+
+/// The OAuth client the simulated authorization server knows.
+#[derive(Debug, Clone)]
+pub struct SimOAuth {
+    pub client_id: String,
+    pub client_secret: String,
+    /// A refresh token valid at start (scope `payment_link.read offline_access`); empty for none,
+    /// in which case tokens come from the authorization-code flow.
+    pub refresh_token: String,
+    /// Lifetime of issued access tokens (`expires_in`); 1 h at Qonto.
+    pub access_token_ttl: Duration,
+    /// How long a used refresh token keeps working after its first use; 60 s at Qonto.
+    pub grace: Duration,
+}
+
+impl SimOAuth {
+    /// A client with Qonto's lifetimes: 1 h access tokens, 60 s grace.
+    pub fn new(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        refresh_token: impl Into<String>,
+    ) -> SimOAuth {
+        SimOAuth {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            refresh_token: refresh_token.into(),
+            access_token_ttl: Duration::from_secs(3600),
+            grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// State shared by the handlers, the evolution task and the [`Simulator`] handles.
+pub(crate) struct Shared {
+    cfg: SimConfig,
+    store: RwLock<Store>,
+    faults: Mutex<FaultQueue>,
+    oauth: Option<Mutex<OAuthState>>,
+    stats: Mutex<SimStats>,
+    /// Set once a background evolution task runs, so starting twice does not evolve twice as fast.
+    evolving: AtomicBool,
+}
+
+impl Shared {
+    fn inject(&self, fault: Fault) {
+        lock(&self.faults).push(fault);
+    }
+
+    fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    fn mutate(&self, m: Mutation) -> usize {
+        let now = api::unix_now();
+        self.store
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(&m, now)
+    }
+
+    fn len(&self) -> usize {
+        self.store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    fn rendered_links(&self) -> Vec<LinkJson> {
+        let store = self
+            .store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        store.all_newest_first().map(LinkJson::new).collect()
+    }
+
+    fn links_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.rendered_links()).unwrap_or_default()
+    }
+}
+
+/// A simulated organisation and its API. Cheap to clone; all clones share the same data.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+}
+
+impl Simulator {
+    /// Generates the organisation as of now.
+    pub fn new(cfg: SimConfig) -> Simulator {
+        Simulator::with_start_time(cfg, SystemTime::now())
+    }
+
+    /// Generates the organisation as of `start`, so a seed and a start time give the same data.
+    pub fn with_start_time(cfg: SimConfig, start: SystemTime) -> Simulator {
+        let now = start
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let store = Store::generate(cfg.links, cfg.seed, now);
+        let oauth = cfg.oauth.clone().map(|o| Mutex::new(OAuthState::new(o)));
+        Simulator {
+            shared: Arc::new(Shared {
+                cfg,
+                store: RwLock::new(store),
+                faults: Mutex::new(FaultQueue::default()),
+                oauth,
+                stats: Mutex::new(SimStats::default()),
+                evolving: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and serves in a spawned task until the returned
+    /// handle is shut down or dropped. Also starts the background evolution, if configured.
+    pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningSimulator> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        if let Some(every) = self.shared.cfg.evolve_every {
+            if !self.shared.evolving.swap(true, Ordering::SeqCst) {
+                tokio::spawn(evolve(Arc::clone(&self.shared), every, stopped.clone()));
+            }
+        }
+        let task = tokio::spawn(server::serve(listener, Arc::clone(&self.shared), stopped));
+        Ok(RunningSimulator { addr, stop, task })
+    }
+
+    /// Queues a scripted fault for the next matching list requests.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.inject(fault);
+    }
+
+    /// Forgets every scripted fault not yet applied (random rates stay).
+    pub fn clear_faults(&self) {
+        self.shared.clear_faults();
+    }
+
+    /// Applies a mutation now; returns how many links were created or changed.
+    pub fn mutate(&self, m: Mutation) -> usize {
+        self.shared.mutate(m)
+    }
+
+    /// Every current link, newest first, exactly as the API renders them (a JSON array).
+    pub fn links_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.shared.rendered_links()).unwrap_or_default()
+    }
+
+    /// Number of links.
+    pub fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// True when the organisation has no link.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Request counters since start or the last [`reset_stats`](Self::reset_stats).
+    pub fn stats(&self) -> SimStats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// Zeroes the request counters.
+    pub fn reset_stats(&self) {
+        *lock(&self.shared.stats) = SimStats::default();
+    }
+}
+
+/// Background evolution: one [`Mutation::Step`] per tick until shutdown.
+async fn evolve(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                // Stepping a million links takes milliseconds; keep it off the async workers.
+                let s = Arc::clone(&shared);
+                let _ = tokio::task::spawn_blocking(move || s.mutate(Mutation::Step)).await;
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    shared.evolving.store(false, Ordering::SeqCst);
+}
+
+/// A simulator serving on [`addr`](Self::addr). Dropping it stops the server too.
+pub struct RunningSimulator {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningSimulator {
+    /// `http://IP:PORT`, the value for `--qonto.api-url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (5 s at most) and waits for the server.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}

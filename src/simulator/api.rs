@@ -1,0 +1,415 @@
+//! HTTP handling: routing, the list endpoint (faults → staging token → authentication →
+//! parameters → page), the OAuth endpoints and the `/_sim/` control endpoints.
+//!
+//! Every response carries `X-Tyk-Trace-Id`; error bodies carry the same value as `trace_id`, as
+//! Qonto's do. Request input is never trusted: anything malformed is a 4xx, never a panic.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use rand::Rng;
+
+use super::data::Mutation;
+use super::faults::{DataFault, Fault, GatewayFault, InvalidKind};
+use super::oauth::{AccessCheck, OAuthReply};
+use super::query::{decode_pairs, parse_list_query};
+use super::render::{LinkJson, Meta, Page, PageWithoutMeta, error_body};
+use super::{Shared, control};
+
+pub(crate) type Body = Full<Bytes>;
+
+/// The "error" a handler returns to make hyper close the connection without answering: the
+/// `reset` fault. hyper treats a service error as fatal to the connection and writes nothing.
+#[derive(Debug)]
+pub(crate) struct ResetConnection;
+
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the simulator (injected fault)")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
+/// Largest request body read (control JSON, OAuth forms).
+const MAX_BODY: usize = 1 << 20;
+
+/// The page the real sandbox serves instead of JSON when `X-Qonto-Staging-Token` is missing.
+const HTML_PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Qonto - Sign in</title></head>\n<body><h1>Sign in to Qonto</h1><p>You must be signed in to access this page.</p></body></html>\n";
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the simulator down with it: the data stays usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// 32 hex characters, like Tyk's trace ids.
+fn new_trace_id() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    detail: &str,
+    parameter: Option<&str>,
+    trace_id: &str,
+) -> Response<Body> {
+    json_response(status, error_body(code, detail, parameter, trace_id))
+}
+
+fn html_response() -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(HTML_PAGE.as_bytes())));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
+/// Reads a request body, at most [`MAX_BODY`] bytes.
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, String> {
+    Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| format!("cannot read the request body: {e}"))
+}
+
+/// The service: every request of every connection comes through here.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ResetConnection> {
+    let trace_id = new_trace_id();
+    let result = if req.uri().path().starts_with("/_sim/") {
+        Ok(control::handle(&shared, req, &trace_id).await)
+    } else {
+        let result = api(&shared, req, &trace_id).await;
+        let code = match &result {
+            Ok(resp) => resp.status().as_u16().to_string(),
+            Err(ResetConnection) => "reset".to_owned(),
+        };
+        lock(&shared.stats).record(&code);
+        result
+    };
+    result.map(|mut resp| {
+        if let Ok(v) = HeaderValue::from_str(&trace_id) {
+            resp.headers_mut().insert("x-tyk-trace-id", v);
+        }
+        resp
+    })
+}
+
+async fn api(
+    shared: &Shared,
+    req: Request<Incoming>,
+    trace_id: &str,
+) -> Result<Response<Body>, ResetConnection> {
+    if !shared.cfg.latency.is_zero() {
+        tokio::time::sleep(shared.cfg.latency).await;
+    }
+    let path = req.uri().path();
+    let method = req.method();
+    Ok(match (method, path) {
+        (&Method::GET, "/v2/payment_links") => return list(shared, req, trace_id).await,
+        (_, "/v2/payment_links") => error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+            None,
+            trace_id,
+        ),
+        (&Method::POST, "/oauth2/token") if shared.oauth.is_some() => token(shared, req).await,
+        (&Method::GET, "/oauth2/auth") if shared.oauth.is_some() => {
+            authorize_endpoint(shared, &req, trace_id)
+        }
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "not found",
+            None,
+            trace_id,
+        ),
+    })
+}
+
+/// `GET /v2/payment_links`.
+async fn list(
+    shared: &Shared,
+    req: Request<Incoming>,
+    trace_id: &str,
+) -> Result<Response<Body>, ResetConnection> {
+    lock(&shared.stats).list_requests_total += 1;
+    let gateway = lock(&shared.faults).next_gateway(&shared.cfg.faults);
+    match gateway {
+        Some(GatewayFault::Status { code, retry_after }) => {
+            return Ok(status_fault(code, retry_after.as_deref(), trace_id));
+        }
+        Some(GatewayFault::Reset) => return Err(ResetConnection),
+        Some(GatewayFault::Html) => return Ok(html_response()),
+        Some(GatewayFault::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    if let Some(expected) = &shared.cfg.staging_token {
+        let sent = req
+            .headers()
+            .get("x-qonto-staging-token")
+            .map(HeaderValue::as_bytes);
+        if sent != Some(expected.as_bytes()) {
+            return Ok(html_response());
+        }
+    }
+    if let Err(resp) = authenticate(shared, req.headers(), trace_id) {
+        return Ok(*resp);
+    }
+    let q = match parse_list_query(req.uri().query()) {
+        Ok(q) => q,
+        Err(bad) => {
+            return Ok(error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &bad.detail,
+                Some(&bad.parameter),
+                trace_id,
+            ));
+        }
+    };
+    lock(&shared.stats).record_filter(q.status_label());
+
+    let offset = usize::try_from((q.page - 1).saturating_mul(q.per_page)).unwrap_or(usize::MAX);
+    let (mut links, mut meta) = {
+        let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
+        let (positions, total) = store.select(q.statuses, q.order, offset, q.per_page as usize);
+        let links: Vec<LinkJson> = positions
+            .iter()
+            .map(|&p| LinkJson::new(store.link(p)))
+            .collect();
+        (links, Meta::new(q.page, q.per_page, total as u64))
+    };
+    let fault = lock(&shared.faults).next_data(&shared.cfg.faults);
+    let body = match fault {
+        Some(DataFault::Malformed) => serde_json::to_vec(&PageWithoutMeta {
+            payment_links: links,
+            pagination: serde_json::json!({ "page": meta.current_page }),
+        }),
+        other => {
+            match other {
+                Some(DataFault::InvalidLink(kind)) => {
+                    if let Some(link) = links.first_mut() {
+                        match kind {
+                            InvalidKind::Amount => link.amount.value = "12,5O".to_owned(),
+                            InvalidKind::Currency => link.amount.currency = "euro",
+                            InvalidKind::ExpirationDate => {
+                                link.expiration_date = "tomorrow".to_owned()
+                            }
+                        }
+                    }
+                }
+                Some(DataFault::StuckNextPage) => meta.next_page = Some(meta.current_page),
+                Some(DataFault::NextPageBeyond) => {
+                    meta.next_page = Some((meta.current_page + 1).max(meta.total_pages + 1));
+                }
+                _ => {}
+            }
+            serde_json::to_vec(&Page {
+                payment_links: links,
+                meta,
+            })
+        }
+    };
+    let mut body = body.unwrap_or_default();
+    if fault == Some(DataFault::Truncate) {
+        body.truncate(body.len() / 2);
+    }
+    if q.page == 1 {
+        let drift = lock(&shared.faults).take_drift();
+        if drift > 0 {
+            shared.mutate(Mutation::Create(drift));
+        }
+    }
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// The answer of a scripted or random `status` fault, with the API's error body.
+fn status_fault(code: u16, retry_after: Option<&str>, trace_id: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (code, detail) = match status.as_u16() {
+        400 => ("bad_request", "bad request"),
+        401 => ("authorization_token_invalid", "authorization token invalid"),
+        403 => (
+            "forbidden",
+            "you do not have the required OAuth scope to access this resource: payment_link.read",
+        ),
+        404 => ("not_found", "not found"),
+        429 => ("too_many_requests", "too many requests, please retry later"),
+        500 => ("internal_server_error", "internal server error"),
+        502 => ("bad_gateway", "bad gateway"),
+        503 => ("service_unavailable", "service unavailable"),
+        504 => ("gateway_timeout", "gateway timeout"),
+        _ => ("error", status.canonical_reason().unwrap_or("error")),
+    };
+    let mut resp = error_response(status, code, detail, None, trace_id);
+    if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {
+        resp.headers_mut().insert(RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// Checks `Authorization`: `Bearer <token>` (static, or OAuth-issued and unexpired) or
+/// `<login>:<secret>`. With no credential configured at all, any non-empty Bearer token passes.
+fn authenticate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    trace_id: &str,
+) -> Result<(), Box<Response<Body>>> {
+    let unauthorized = |code: &str, detail: &str| {
+        Box::new(error_response(
+            StatusCode::UNAUTHORIZED,
+            code,
+            detail,
+            None,
+            trace_id,
+        ))
+    };
+    let invalid = || unauthorized("authorization_token_invalid", "authorization token invalid");
+    let value = match headers.get(AUTHORIZATION).map(HeaderValue::to_str) {
+        None => {
+            return Err(unauthorized(
+                "authorization_header_missing",
+                "authorization header missing",
+            ));
+        }
+        Some(Err(_)) => return Err(invalid()),
+        Some(Ok(v)) => v.trim(),
+    };
+    if value.is_empty() {
+        return Err(unauthorized(
+            "authorization_header_missing",
+            "authorization header missing",
+        ));
+    }
+    let cfg = &shared.cfg;
+    let bearer = value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if let Some(token) = bearer {
+        if token.is_empty() {
+            return Err(invalid());
+        }
+        if cfg.accepts_any_bearer() || cfg.access_tokens.iter().any(|t| t == token) {
+            return Ok(());
+        }
+        if let Some(oauth) = &shared.oauth {
+            if let AccessCheck::Valid(scope) = lock(oauth).check_access(token, Instant::now()) {
+                if scope.split(' ').any(|s| s == "payment_link.read") {
+                    return Ok(());
+                }
+                return Err(Box::new(status_fault(403, None, trace_id)));
+            }
+        }
+        return Err(invalid());
+    }
+    match &cfg.api_key {
+        Some((login, secret))
+            if value.split_once(':') == Some((login.as_str(), secret.as_str())) =>
+        {
+            Ok(())
+        }
+        _ => Err(invalid()),
+    }
+}
+
+/// `POST /oauth2/token`.
+async fn token(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    lock(&shared.stats).token_requests_total += 1;
+    let Some(oauth) = &shared.oauth else {
+        return json_response(StatusCode::NOT_FOUND, Vec::new());
+    };
+    let form = match read_body(req.into_body()).await {
+        Ok(b) => std::str::from_utf8(&b)
+            .map_err(|_| "the body is not UTF-8".to_owned())
+            .and_then(|s| decode_pairs(s).map_err(|e| e.detail)),
+        Err(e) => Err(e),
+    };
+    let reply = match form {
+        Ok(form) => lock(oauth).token(&form, Instant::now()),
+        Err(e) => OAuthReply::Json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "invalid_request", "error_description": e}),
+        ),
+    };
+    oauth_response(reply)
+}
+
+/// `GET /oauth2/auth`.
+fn authorize_endpoint(shared: &Shared, req: &Request<Incoming>, trace_id: &str) -> Response<Body> {
+    let Some(oauth) = &shared.oauth else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "not found",
+            None,
+            trace_id,
+        );
+    };
+    let reply = match decode_pairs(req.uri().query().unwrap_or("")) {
+        Ok(q) => lock(oauth).authorize(&q, Instant::now()),
+        Err(e) => OAuthReply::Json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "invalid_request", "error_description": e.detail}),
+        ),
+    };
+    oauth_response(reply)
+}
+
+fn oauth_response(reply: OAuthReply) -> Response<Body> {
+    match reply {
+        OAuthReply::Json(status, body) => {
+            let mut resp = json_response(status, serde_json::to_vec(&body).unwrap_or_default());
+            resp.headers_mut()
+                .insert("cache-control", HeaderValue::from_static("no-store"));
+            resp
+        }
+        OAuthReply::Redirect(location) => {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::FOUND;
+            match HeaderValue::from_str(&location) {
+                Ok(v) => {
+                    resp.headers_mut().insert(LOCATION, v);
+                }
+                Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+            }
+            resp
+        }
+    }
+}
+
+/// Parses a control body as one fault or a JSON array of faults.
+pub(crate) fn parse_faults(body: &[u8]) -> Result<Vec<Fault>, serde_json::Error> {
+    match serde_json::from_slice::<Vec<Fault>>(body) {
+        Ok(v) => Ok(v),
+        Err(_) => serde_json::from_slice::<Fault>(body).map(|f| vec![f]),
+    }
+}

@@ -1,0 +1,316 @@
+//! `qonto-exporter simulate`: the simulator as a standalone server, for black-box tests,
+//! benchmarks and docker-compose. Prints exactly one line, `listening on http://IP:PORT`, to
+//! stdout once bound (so a test can start it with `--listen 127.0.0.1:0` and read the port), then
+//! serves until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{FaultRates, SimConfig, SimOAuth, Simulator};
+
+/// Flags of the `simulate` subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Address to listen on; port 0 picks a free port (the line printed at start tells which).
+    #[arg(long, default_value = "127.0.0.1:10158")]
+    pub listen: SocketAddr,
+
+    /// Number of payment links generated at start.
+    #[arg(long, default_value_t = 3000)]
+    pub links: usize,
+
+    /// Seed of the generator: the same seed gives the same organisation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Latency added to every API response (e.g. `50ms`).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+
+    /// Interval of the background evolution (links paid, expired, created), or `off`.
+    #[arg(long, default_value = "5s", value_parser = parse_evolve_every)]
+    pub evolve_every: EvolveEvery,
+
+    /// Accepted Bearer token(s), comma-separated. Without any credential flag, any non-empty
+    /// Bearer token is accepted.
+    #[arg(
+        long,
+        env = "SIM_ACCESS_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub access_token: Vec<String>,
+
+    /// Accepted API key, as `LOGIN:SECRET` (sent by clients as `Authorization: LOGIN:SECRET`).
+    #[arg(long, env = "SIM_API_KEY", value_parser = parse_api_key, hide_env_values = true)]
+    pub api_key: Option<(String, String)>,
+
+    /// Require this `X-Qonto-Staging-Token`; requests without it get a 200 HTML page, like the sandbox.
+    #[arg(long, env = "SIM_STAGING_TOKEN", hide_env_values = true)]
+    pub staging_token: Option<String>,
+
+    /// OAuth client id; with the client secret, enables /oauth2/token and /oauth2/auth.
+    #[arg(long, env = "SIM_OAUTH_CLIENT_ID", requires = "oauth_client_secret")]
+    pub oauth_client_id: Option<String>,
+
+    /// OAuth client secret.
+    #[arg(
+        long,
+        env = "SIM_OAUTH_CLIENT_SECRET",
+        requires = "oauth_client_id",
+        hide_env_values = true
+    )]
+    pub oauth_client_secret: Option<String>,
+
+    /// A refresh token valid at start (it rotates on first use, like Qonto's).
+    #[arg(
+        long,
+        env = "SIM_OAUTH_REFRESH_TOKEN",
+        requires = "oauth_client_id",
+        hide_env_values = true
+    )]
+    pub oauth_refresh_token: Option<String>,
+
+    /// Lifetime of OAuth access tokens.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// How long a used refresh token keeps working after its first use.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub refresh_token_grace: Duration,
+
+    /// Probability (0–1) that a list request gets a 429.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_429: f64,
+
+    /// `Retry-After` value sent with random 429s (none by default, as Qonto documents none).
+    #[arg(long)]
+    pub fault_retry_after: Option<String>,
+
+    /// Probability that a list request gets a 500.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_500: f64,
+
+    /// Probability that a list request gets a 503.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_503: f64,
+
+    /// Probability that the connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_reset: f64,
+
+    /// Probability of a 200 HTML page instead of JSON.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_html: f64,
+
+    /// Probability that an answer is delayed by `--fault-slow-delay`.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_slow: f64,
+
+    /// Delay of slow answers.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub fault_slow_delay: Duration,
+
+    /// Probability of a 200 with JSON cut in the middle.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_truncate: f64,
+
+    /// Probability of a 200 with JSON missing `meta`.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_malformed: f64,
+
+    /// Probability that one link of a page has an invalid amount, currency or expiration date.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_rate_invalid_link: f64,
+}
+
+/// The background evolution interval; `None` is `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvolveEvery(pub Option<Duration>);
+
+fn parse_evolve_every(s: &str) -> Result<EvolveEvery, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(EvolveEvery(None));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be a positive duration (e.g. 5s) or `off`".to_owned()),
+        Ok(d) => Ok(EvolveEvery(Some(d))),
+        Err(e) => Err(format!("{e}; expected a duration such as 5s, or `off`")),
+    }
+}
+
+fn parse_api_key(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((login, secret)) if !login.is_empty() && !secret.is_empty() => {
+            Ok((login.to_owned(), secret.to_owned()))
+        }
+        _ => Err("expected LOGIN:SECRET".to_owned()),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
+}
+
+/// Why `simulate` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(
+        "cannot listen on {addr}: {source} (is another process using the port? try --listen 127.0.0.1:0)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+impl SimulateArgs {
+    /// The configuration these flags describe.
+    pub fn to_config(&self) -> SimConfig {
+        let oauth = match (&self.oauth_client_id, &self.oauth_client_secret) {
+            (Some(id), Some(secret)) => Some(SimOAuth {
+                access_token_ttl: self.access_token_ttl,
+                grace: self.refresh_token_grace,
+                ..SimOAuth::new(
+                    id,
+                    secret,
+                    self.oauth_refresh_token.clone().unwrap_or_default(),
+                )
+            }),
+            _ => None,
+        };
+        SimConfig {
+            links: self.links,
+            seed: self.seed,
+            evolve_every: self.evolve_every.0,
+            latency: self.latency,
+            access_tokens: self
+                .access_token
+                .iter()
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect(),
+            api_key: self.api_key.clone(),
+            staging_token: self.staging_token.clone().filter(|t| !t.is_empty()),
+            oauth,
+            faults: FaultRates {
+                too_many_requests: self.fault_rate_429,
+                retry_after: self.fault_retry_after.clone(),
+                internal_error: self.fault_rate_500,
+                unavailable: self.fault_rate_503,
+                reset: self.fault_rate_reset,
+                html: self.fault_rate_html,
+                slow: self.fault_rate_slow,
+                slow_delay: self.fault_slow_delay,
+                truncate: self.fault_rate_truncate,
+                malformed: self.fault_rate_malformed,
+                invalid_link: self.fault_rate_invalid_link,
+            },
+        }
+    }
+}
+
+/// Runs `simulate`: generates, binds, prints `listening on http://IP:PORT`, serves until
+/// SIGINT/SIGTERM, then shuts down gracefully.
+pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
+    let cfg = args.to_config();
+    if cfg.accepts_any_bearer() {
+        tracing::info!(
+            "simulator: no credential configured, any non-empty Bearer token is accepted"
+        );
+    }
+    let links = cfg.links;
+    let sim = Simulator::new(cfg);
+    let running = sim
+        .start(args.listen)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", running.base_url())
+        .and_then(|()| out.flush())
+        .map_err(SimError::Stdout)?;
+    drop(out);
+    tracing::info!(addr = %running.addr, links, "simulator serving");
+    wait_for_signal().await?;
+    tracing::info!("simulator shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), SimError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(SimError::Signal)?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(SimError::Signal),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(SimError::Signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<SimulateArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.listen.to_string(), "127.0.0.1:10158");
+        assert_eq!((a.links, a.seed), (3000, 1));
+        assert_eq!(a.evolve_every, EvolveEvery(Some(Duration::from_secs(5))));
+        let a = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--evolve-every",
+            "off",
+            "--latency",
+            "20ms",
+            "--api-key",
+            "acme:s3cr3t",
+            "--oauth-client-id",
+            "c",
+            "--oauth-client-secret",
+            "s",
+            "--fault-rate-429",
+            "0.05",
+        ])
+        .unwrap();
+        let cfg = a.to_config();
+        assert_eq!(cfg.evolve_every, None);
+        assert_eq!(cfg.latency, Duration::from_millis(20));
+        assert_eq!(cfg.api_key, Some(("acme".into(), "s3cr3t".into())));
+        assert_eq!(cfg.oauth.map(|o| o.client_id), Some("c".into()));
+        assert_eq!(cfg.faults.too_many_requests, 0.05);
+        assert!(parse(&["--fault-rate-500", "1.5"]).is_err());
+        assert!(parse(&["--api-key", "nocolon"]).is_err());
+        assert!(parse(&["--evolve-every", "0s"]).is_err());
+    }
+}
