@@ -9,5 +9,6 @@ pub mod poller;
 pub mod qonto;
 pub mod secret;
 pub mod server;
+pub mod shutdown;
 pub mod simulator;
 pub mod webconfig;

@@ -259,7 +259,7 @@ async fn run(args: RunArgs) -> ExitCode {
     );
     let poller_task = tokio::spawn(poller.run(shutdown_rx.clone()));
     let server_task = tokio::spawn(server::serve(listener, app, shutdown_rx));
-    wait_for_signal().await;
+    qonto_exporter::shutdown::signal().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = poller_task.await;
@@ -277,28 +277,5 @@ async fn run(args: RunArgs) -> ExitCode {
             tracing::error!(error = %e, "server task failed");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

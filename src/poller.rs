@@ -33,6 +33,7 @@ use crate::aggregate::{
     Aggregator, InvalidReason, Limits, OPEN, Outcome, Snapshot, TERMINAL_STATUSES, Totals, Window,
 };
 use crate::metrics::{SelfMetrics, render_snapshot};
+use crate::shutdown::stopped;
 use crate::qonto::client::{ApiError, QontoClient};
 use crate::qonto::model::Page;
 use crate::qonto::walk::{WalkSummary, count, walk};
@@ -156,11 +157,11 @@ impl Poller {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = stopped(&mut shutdown) => return,
             }
             tokio::select! {
                 _ = self.poll_once() => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = stopped(&mut shutdown) => return,
             }
         }
     }

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::html::escape;
+use crate::shutdown::stopped;
 use crate::metrics::SelfMetrics;
 use crate::poller::{Published, Shared};
 use crate::webconfig::{AuthOutcome, WebConfig};
@@ -68,7 +69,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -426,3 +427,4 @@ mod tests {
         assert!(!accepts_gzip("identity"));
     }
 }
+
