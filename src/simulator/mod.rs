@@ -24,6 +24,8 @@ mod query;
 mod render;
 mod server;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
