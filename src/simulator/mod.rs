@@ -4,7 +4,7 @@
 //! staging token) and every failure the exporter must survive, on demand.
 //!
 //! It serves three uses: `qonto-exporter --demo` runs it in-process on loopback; `qonto-exporter
-//! simulate` runs it alone for black-box tests, benchmarks and docker-compose ([`cli`]); tests
+//! simulate` runs it alone for black-box tests, benchmarks and docker-compose ([`run_simulate`]); tests
 //! inject faults through [`Simulator::inject`] or `POST /_sim/faults`. It follows the spec
 //! strictly rather than leniently, because the exporter is later checked against independent
 //! implementations of the API.

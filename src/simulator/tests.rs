@@ -916,3 +916,30 @@ fn same_seed_and_start_same_data() {
     let b = Simulator::with_start_time(config(200), start).links_json();
     assert_eq!(a, b);
 }
+
+#[tokio::test]
+async fn many_concurrent_requests() {
+    let (_sim, s) = start(config(1000)).await;
+    let base = s.base_url();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64u64 {
+        // One client per task: separate connections, each reused (keep-alive) for its requests.
+        let c = client();
+        let base = base.clone();
+        tasks.spawn(async move {
+            for page in 1..=4 {
+                let r = list(
+                    &c,
+                    &base,
+                    &format!("per_page=25&page={}&status[]=paid", page + i % 5),
+                )
+                .await;
+                assert_eq!(r.status, 200);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task");
+    }
+    s.shutdown().await;
+}
