@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use cli::{SimError, SimulateArgs, run_simulate};
+pub use cli::{EvolveEvery, SimError, SimulateArgs, run_simulate};
 pub use control::MutationJson;
 pub use data::Mutation;
 pub use faults::{Fault, FaultRates, InvalidKind};
