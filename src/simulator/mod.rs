@@ -4,7 +4,7 @@
 //! staging token) and every failure the exporter must survive, on demand.
 //!
 //! It serves three uses: `qonto-exporter --demo` runs it in-process on loopback; `qonto-exporter
-//! simulate` runs it alone for black-box tests, benchmarks and docker-compose ([`cli`]); tests
+//! simulate` runs it alone for black-box tests, benchmarks and docker-compose ([`run_simulate`]); tests
 //! inject faults through [`Simulator::inject`] or `POST /_sim/faults`. It follows the spec
 //! strictly rather than leniently, because the exporter is later checked against independent
 //! implementations of the API.
@@ -24,6 +24,8 @@ mod query;
 mod render;
 mod server;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use cli::{SimError, SimulateArgs, run_simulate};
+pub use cli::{EvolveEvery, SimError, SimulateArgs, run_simulate};
 pub use control::MutationJson;
 pub use data::Mutation;
 pub use faults::{Fault, FaultRates, InvalidKind};

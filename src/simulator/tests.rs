@@ -1,0 +1,945 @@
+//! The simulator over real HTTP, as the exporter sees it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const TOKEN: &str = "test-token";
+
+fn client() -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider`: building a client panics unless a provider is
+    // installed, even for plain http. The crate depends on rustls with `ring`.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn config(links: usize) -> SimConfig {
+    SimConfig {
+        links,
+        access_tokens: vec![TOKEN.to_owned()],
+        ..SimConfig::default()
+    }
+}
+
+async fn start(cfg: SimConfig) -> (Simulator, RunningSimulator) {
+    let sim = Simulator::new(cfg);
+    let running = sim.start(loopback()).await.expect("bind");
+    (sim, running)
+}
+
+struct Reply {
+    status: u16,
+    content_type: String,
+    trace_id: String,
+    retry_after: Option<String>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Reply {
+    let resp = req.send().await.expect("response");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = resp.status().as_u16();
+    let content_type = header("content-type").unwrap_or_default();
+    let trace_id = header("x-tyk-trace-id").expect("every response has X-Tyk-Trace-Id");
+    let retry_after = header("retry-after");
+    let body = resp.text().await.expect("body");
+    Reply {
+        status,
+        content_type,
+        trace_id,
+        retry_after,
+        body,
+    }
+}
+
+async fn list(c: &reqwest::Client, base: &str, query: &str) -> Reply {
+    send(
+        c.get(format!("{base}/v2/payment_links?{query}"))
+            .bearer_auth(TOKEN),
+    )
+    .await
+}
+
+/// Walks every page following `next_page`; returns the ids and the number of pages.
+async fn walk(c: &reqwest::Client, base: &str, query: &str) -> (Vec<String>, u64) {
+    let mut ids = Vec::new();
+    let mut page = 1;
+    let mut pages = 0;
+    loop {
+        let r = list(c, base, &format!("{query}&page={page}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        pages += 1;
+        ids.extend(
+            v["payment_links"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["id"].as_str().unwrap().to_owned()),
+        );
+        match v["meta"]["next_page"].as_u64() {
+            Some(n) => page = n,
+            None => return (ids, pages),
+        }
+        assert!(pages < 10_000);
+    }
+}
+
+#[tokio::test]
+async fn meta_is_right_for_several_sizes() {
+    let c = client();
+    for (links, per_page) in [
+        (0usize, 100u64),
+        (1, 100),
+        (100, 100),
+        (101, 100),
+        (250, 7),
+        (5, 1),
+    ] {
+        let (sim, s) = start(config(links)).await;
+        let base = s.base_url();
+        let total_pages = (links as u64).div_ceil(per_page);
+        let (ids, pages) = walk(&c, &base, &format!("per_page={per_page}")).await;
+        assert_eq!(pages, total_pages.max(1));
+        let expected: Vec<String> = sim
+            .links_json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, expected, "walk returns every link once, newest first");
+
+        let last = list(
+            &c,
+            &base,
+            &format!("per_page={per_page}&page={}", total_pages.max(1)),
+        )
+        .await
+        .json();
+        assert_eq!(
+            last["meta"],
+            json!({
+                "current_page": total_pages.max(1),
+                "next_page": null,
+                "prev_page": if total_pages > 1 { json!(total_pages - 1) } else { json!(null) },
+                "total_pages": total_pages,
+                "total_count": links,
+                "per_page": per_page,
+            }),
+            "{links} links, {per_page} per page"
+        );
+        let beyond = list(
+            &c,
+            &base,
+            &format!("per_page={per_page}&page={}", total_pages + 1),
+        )
+        .await
+        .json();
+        assert_eq!(beyond["payment_links"], json!([]));
+        assert_eq!(beyond["meta"]["next_page"], Value::Null);
+        assert_eq!(beyond["meta"]["total_count"], json!(links));
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn links_follow_the_spec() {
+    let (sim, s) = start(config(400)).await;
+    let links = sim.links_json();
+    let mut seen = HashSet::new();
+    for l in links.as_array().unwrap() {
+        let obj = l.as_object().unwrap();
+        for key in [
+            "id",
+            "status",
+            "expiration_date",
+            "potential_payment_methods",
+            "amount",
+            "created_at",
+            "url",
+            "resource_type",
+            "reusable",
+            "items",
+            "invoice_id",
+            "invoice_number",
+            "debitor_name",
+        ] {
+            assert!(obj.contains_key(key), "{key} missing in {l}");
+        }
+        assert!(seen.insert(l["id"].as_str().unwrap().to_owned()));
+        assert!(
+            ["open", "processing", "paid", "expired", "canceled"]
+                .contains(&l["status"].as_str().unwrap())
+        );
+        for date in ["expiration_date", "created_at"] {
+            let d = l[date].as_str().unwrap();
+            assert!(
+                time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339)
+                    .is_ok()
+                    && d.ends_with('Z'),
+                "{d}"
+            );
+        }
+        let value: rust_decimal::Decimal = l["amount"]["value"].as_str().unwrap().parse().unwrap();
+        assert!(
+            value >= rust_decimal::Decimal::new(500, 2)
+                && value <= rust_decimal::Decimal::new(2_000_000, 2)
+        );
+        assert_eq!(
+            l["amount"]["value"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .map(str::len),
+            Some(2)
+        );
+        match l["resource_type"].as_str().unwrap() {
+            "Invoice" => {
+                assert!(
+                    l["items"].is_null()
+                        && l["invoice_id"].is_string()
+                        && l["debitor_name"].is_string()
+                );
+                assert_eq!(l["reusable"], json!(false));
+            }
+            "Basket" => {
+                let items = l["items"].as_array().unwrap();
+                assert!((1..=3).contains(&items.len()));
+                for i in items {
+                    assert!(
+                        i["title"].is_string()
+                            && i["quantity"].is_number()
+                            && i["vat_rate"].is_string()
+                    );
+                    assert_eq!(i["unit_price"]["currency"], l["amount"]["currency"]);
+                }
+                assert!(
+                    l["invoice_id"].is_null()
+                        && l["invoice_number"].is_null()
+                        && l["debitor_name"].is_null()
+                );
+            }
+            other => panic!("resource_type {other}"),
+        }
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn filters_and_sorting() {
+    let (sim, s) = start(config(600)).await;
+    let c = client();
+    let base = s.base_url();
+    let all = sim.links_json();
+    let expected = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| ["open", "paid"].contains(&l["status"].as_str().unwrap()))
+        .count();
+    // Both spellings of the array parameter.
+    let (ids, _) = walk(&c, &base, "status[]=open&status%5B%5D=paid&per_page=50").await;
+    assert_eq!(ids.len(), expected);
+    let r = list(&c, &base, "status[]=open&status[]=paid&per_page=100")
+        .await
+        .json();
+    assert_eq!(r["meta"]["total_count"], json!(expected));
+    assert!(
+        r["payment_links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| ["open", "paid"].contains(&l["status"].as_str().unwrap()))
+    );
+
+    let r = list(&c, &base, "sort_by=amount:asc&per_page=100")
+        .await
+        .json();
+    let amounts: Vec<rust_decimal::Decimal> = r["payment_links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"]["value"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(amounts.windows(2).all(|w| w[0] <= w[1]));
+    let r = list(&c, &base, "sort_by=expiration_date:desc&status[]=open")
+        .await
+        .json();
+    let dates: Vec<&str> = r["payment_links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["expiration_date"].as_str().unwrap())
+        .collect();
+    assert!(
+        dates.windows(2).all(|w| w[0] >= w[1]),
+        "RFC 3339 in UTC sorts as text"
+    );
+    assert_eq!(
+        sim.stats().list_requests_by_status_filter.get("open,paid"),
+        Some(&(expected.div_ceil(50) as u64 + 1))
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_parameters_get_the_spec_400() {
+    let (_sim, s) = start(config(10)).await;
+    let c = client();
+    let base = s.base_url();
+    for (query, parameter) in [
+        ("per_page=101", "per_page"),
+        ("per_page=0", "per_page"),
+        ("page=0", "page"),
+        ("page=abc", "page"),
+        ("status[]=refunded", "status"),
+        ("status=open", "status"),
+        ("sort_by=created_at:asc", "sort_by"),
+    ] {
+        let r = list(&c, &base, query).await;
+        assert_eq!(r.status, 400, "{query}");
+        assert!(r.content_type.starts_with("application/json"));
+        let v = r.json();
+        assert_eq!(v["errors"][0]["code"], "bad_request");
+        assert!(v["errors"][0]["detail"].is_string());
+        assert_eq!(
+            v["errors"][0]["source"],
+            json!({ "parameter": parameter }),
+            "{query}"
+        );
+        assert_eq!(v["trace_id"], json!(r.trace_id));
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn authentication() {
+    let cfg = SimConfig {
+        api_key: Some(("acme".into(), "s3cr3t".into())),
+        staging_token: Some("staging".into()),
+        ..config(3)
+    };
+    let (_sim, s) = start(cfg).await;
+    let c = client();
+    let url = format!("{}/v2/payment_links", s.base_url());
+    let staged = || c.get(&url).header("X-Qonto-Staging-Token", "staging");
+
+    let r = send(c.get(&url).bearer_auth(TOKEN)).await;
+    assert_eq!(
+        (r.status, r.content_type.starts_with("text/html")),
+        (200, true),
+        "no staging token: HTML"
+    );
+
+    let r = send(staged()).await;
+    assert_eq!(r.status, 401);
+    let v = r.json();
+    assert_eq!(v["errors"][0]["code"], "authorization_header_missing");
+    assert_eq!(v["errors"][0]["detail"], "authorization header missing");
+    assert_eq!(v["trace_id"], json!(r.trace_id));
+
+    for auth in [
+        "Bearer wrong",
+        "Bearer ",
+        "acme:wrong",
+        "s3cr3t",
+        "Basic YWNtZTpzM2NyM3Q=",
+    ] {
+        let r = send(staged().header("Authorization", auth)).await;
+        assert_eq!(r.status, 401, "{auth}");
+        assert_eq!(r.json()["errors"][0]["code"], "authorization_token_invalid");
+    }
+    for auth in [format!("Bearer {TOKEN}"), "acme:s3cr3t".to_owned()] {
+        let r = send(staged().header("Authorization", &auth)).await;
+        assert_eq!(r.status, 200, "{auth}");
+        assert!(r.content_type.starts_with("application/json"));
+    }
+    s.shutdown().await;
+
+    // No credential configured: any non-empty Bearer token.
+    let (_sim, s) = start(SimConfig::default()).await;
+    let url = format!("{}/v2/payment_links", s.base_url());
+    assert_eq!(send(c.get(&url).bearer_auth("anything")).await.status, 200);
+    assert_eq!(send(c.get(&url)).await.status, 401);
+    s.shutdown().await;
+}
+
+async fn token(c: &reqwest::Client, base: &str, form: &[(&str, &str)]) -> Reply {
+    send(c.post(format!("{base}/oauth2/token")).form(form)).await
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_with_a_grace_period() {
+    let grace = Duration::from_millis(400);
+    let cfg = SimConfig {
+        oauth: Some(SimOAuth {
+            grace,
+            ..SimOAuth::new("client", "secret", "rt-initial")
+        }),
+        ..config(5)
+    };
+    let (_sim, s) = start(cfg).await;
+    let c = client();
+    let base = s.base_url();
+    let refresh = |rt: &'static str| {
+        [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", "client"),
+            ("client_secret", "secret"),
+        ]
+    };
+
+    let r = token(&c, &base, &refresh("rt-initial")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["token_type"], "bearer");
+    assert_eq!(v["expires_in"], 3600);
+    assert_eq!(v["scope"], "payment_link.read offline_access");
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    let new_rt = v["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(new_rt, "rt-initial");
+
+    let ok = send(
+        c.get(format!("{base}/v2/payment_links"))
+            .bearer_auth(&access),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+
+    // Within the grace, the old token still works (and rotates again).
+    assert_eq!(token(&c, &base, &refresh("rt-initial")).await.status, 200);
+    tokio::time::sleep(grace + Duration::from_millis(100)).await;
+    let r = token(&c, &base, &refresh("rt-initial")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_grant");
+
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", new_rt.as_str()),
+        ("client_id", "client"),
+        ("client_secret", "secret"),
+    ];
+    assert_eq!(
+        token(&c, &base, &form).await.status,
+        200,
+        "the new one works"
+    );
+
+    let wrong_client = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", new_rt.as_str()),
+        ("client_id", "client"),
+        ("client_secret", "nope"),
+    ];
+    let r = token(&c, &base, &wrong_client).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("invalid_client"))
+    );
+    let r = token(&c, &base, &refresh("never-issued")).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+    assert_eq!(_sim.stats().token_requests_total, 6);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn access_tokens_expire() {
+    let cfg = SimConfig {
+        oauth: Some(SimOAuth {
+            access_token_ttl: Duration::from_millis(300),
+            ..SimOAuth::new("client", "secret", "rt")
+        }),
+        ..config(5)
+    };
+    let (_sim, s) = start(cfg).await;
+    let c = client();
+    let base = s.base_url();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "rt"),
+        ("client_id", "client"),
+        ("client_secret", "secret"),
+    ];
+    let access = token(&c, &base, &form).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{base}/v2/payment_links");
+    assert_eq!(send(c.get(&url).bearer_auth(&access)).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = send(c.get(&url).bearer_auth(&access)).await;
+    assert_eq!(
+        (r.status, r.json()["errors"][0]["code"].clone()),
+        (401, json!("authorization_token_invalid"))
+    );
+    s.shutdown().await;
+}
+
+const REDIRECT: &str = "http://localhost:8080/callback";
+
+/// `GET /oauth2/auth`, returning the code from the redirect.
+async fn auth_code(c: &reqwest::Client, base: &str, scope: &str) -> String {
+    let query = [
+        ("client_id", "client"),
+        ("redirect_uri", REDIRECT),
+        ("response_type", "code"),
+        ("scope", scope),
+        ("state", "xyz 1"),
+    ];
+    let resp = c
+        .get(format!("{base}/oauth2/auth"))
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("{REDIRECT}?code=")),
+        "{location}"
+    );
+    assert!(location.ends_with("&state=xyz%201"), "{location}");
+    let (_, rest) = location.split_once("?code=").unwrap();
+    rest.split('&').next().unwrap().to_owned()
+}
+
+async fn exchange(c: &reqwest::Client, base: &str, code: &str, redirect_uri: &str) -> Reply {
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("client_id", "client"),
+        ("client_secret", "secret"),
+    ];
+    token(c, base, &form).await
+}
+
+#[tokio::test]
+async fn authorization_code_flow() {
+    let cfg = SimConfig {
+        oauth: Some(SimOAuth::new("client", "secret", "")),
+        ..config(5)
+    };
+    let (_sim, s) = start(cfg).await;
+    let c = client();
+    let base = s.base_url();
+
+    let code = auth_code(&c, &base, "payment_link.read offline_access").await;
+    let r = exchange(&c, &base, &code, REDIRECT).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["refresh_token"].is_string());
+    let r = exchange(&c, &base, &code, REDIRECT).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid_grant")),
+        "codes are single-use"
+    );
+
+    // Without offline_access there is no refresh token; without payment_link.read, a 403.
+    let code = auth_code(&c, &base, "organization.read").await;
+    let r = exchange(&c, &base, &code, REDIRECT).await.json();
+    assert!(r.get("refresh_token").is_none(), "{r}");
+    let access = r["access_token"].as_str().unwrap().to_owned();
+    let r = send(
+        c.get(format!("{base}/v2/payment_links"))
+            .bearer_auth(&access),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("payment_link.read")
+    );
+
+    let code = auth_code(&c, &base, "payment_link.read").await;
+    assert_eq!(
+        exchange(&c, &base, &code, "http://elsewhere/").await.status,
+        400,
+        "redirect_uri must match"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn scripted_faults_apply_the_given_number_of_times() {
+    let (sim, s) = start(config(150)).await;
+    let c = client();
+    let base = s.base_url();
+
+    sim.inject(Fault::Status {
+        code: 429,
+        retry_after: Some("2".into()),
+        times: 2,
+    });
+    for _ in 0..2 {
+        let r = list(&c, &base, "").await;
+        assert_eq!((r.status, r.retry_after.as_deref()), (429, Some("2")));
+        assert_eq!(r.json()["trace_id"], json!(r.trace_id));
+    }
+    assert_eq!(list(&c, &base, "").await.status, 200);
+
+    for code in [500u16, 502, 503, 401, 403] {
+        sim.inject(Fault::Status {
+            code,
+            retry_after: None,
+            times: 1,
+        });
+        let r = list(&c, &base, "").await;
+        assert_eq!(r.status, code);
+        assert!(r.json()["errors"][0]["code"].is_string());
+    }
+
+    sim.inject(Fault::Reset { times: 1 });
+    let e = c
+        .get(format!("{base}/v2/payment_links"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await;
+    assert!(e.is_err(), "connection closed without a response");
+    assert_eq!(list(&c, &base, "").await.status, 200);
+
+    sim.inject(Fault::Truncate { times: 1 });
+    let r = list(&c, &base, "").await;
+    assert_eq!(r.status, 200);
+    assert!(serde_json::from_str::<Value>(&r.body).is_err());
+    assert!(r.body.starts_with("{\"payment_links\":["));
+
+    sim.inject(Fault::Malformed { times: 1 });
+    let v = list(&c, &base, "").await.json();
+    assert!(v.get("meta").is_none() && v["payment_links"].is_array());
+
+    sim.inject(Fault::Html { times: 1 });
+    let r = list(&c, &base, "").await;
+    assert!(r.status == 200 && r.content_type.starts_with("text/html"));
+
+    for (kind, field, bad) in [
+        (InvalidKind::Amount, "/amount/value", "12,5O"),
+        (InvalidKind::Currency, "/amount/currency", "euro"),
+        (InvalidKind::ExpirationDate, "/expiration_date", "tomorrow"),
+    ] {
+        sim.inject(Fault::InvalidLink { kind, times: 1 });
+        let v = list(&c, &base, "").await.json();
+        assert_eq!(v["payment_links"][0].pointer(field), Some(&json!(bad)));
+        assert_ne!(
+            v["payment_links"][1].pointer(field),
+            Some(&json!(bad)),
+            "only one link"
+        );
+    }
+
+    sim.inject(Fault::StuckNextPage { times: 1 });
+    let v = list(&c, &base, "page=1").await.json();
+    assert_eq!(v["meta"]["next_page"], json!(1));
+    sim.inject(Fault::NextPageBeyond { times: 1 });
+    let v = list(&c, &base, "page=1").await.json();
+    assert!(v["meta"]["next_page"].as_u64().unwrap() > v["meta"]["total_pages"].as_u64().unwrap());
+    assert_eq!(
+        list(&c, &base, "page=1").await.json()["meta"]["next_page"],
+        json!(2)
+    );
+
+    sim.inject(Fault::Delay {
+        delay: Duration::from_millis(300),
+        times: 1,
+    });
+    let t = Instant::now();
+    assert_eq!(list(&c, &base, "").await.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+
+    // A data fault is not used up by a request refused for its credentials.
+    sim.inject(Fault::Malformed { times: 1 });
+    assert_eq!(
+        send(c.get(format!("{base}/v2/payment_links"))).await.status,
+        401
+    );
+    assert!(list(&c, &base, "").await.json().get("meta").is_none());
+
+    sim.inject(Fault::Status {
+        code: 503,
+        retry_after: None,
+        times: 5,
+    });
+    sim.clear_faults();
+    assert_eq!(list(&c, &base, "").await.status, 200);
+
+    let stats = sim.stats();
+    assert_eq!(stats.by_code.get("reset"), Some(&1));
+    assert_eq!(stats.by_code.get("429"), Some(&2));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn drift_during_walk_shifts_later_pages() {
+    let (sim, s) = start(config(30)).await;
+    let c = client();
+    let base = s.base_url();
+    sim.inject(Fault::DriftDuringWalk { create: 3 });
+    let p1 = list(&c, &base, "per_page=10&page=1").await.json();
+    assert_eq!(p1["meta"]["total_count"], 30);
+    let p2 = list(&c, &base, "per_page=10&page=2").await.json();
+    assert_eq!(p2["meta"]["total_count"], 33);
+    // The last 3 links of page 1 come again at the top of page 2.
+    assert_eq!(p2["payment_links"][0]["id"], p1["payment_links"][7]["id"]);
+    assert_eq!(
+        list(&c, &base, "per_page=10&page=1").await.json()["meta"]["total_count"],
+        33,
+        "once only"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_endpoints() {
+    let (sim, s) = start(config(50)).await;
+    let c = client();
+    let base = s.base_url();
+    let post = |path: &str, body: Value| {
+        c.post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+
+    let r = send(post(
+        "/_sim/faults",
+        json!({"kind":"status","code":429,"retry_after":"2","times":1}),
+    ))
+    .await;
+    assert_eq!(r.status, 204);
+    let r = send(post("/_sim/faults", json!([{"kind":"invalid_link","invalid":"amount"}, {"kind":"delay","delay":"10ms","times":1}]))).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(list(&c, &base, "").await.status, 429);
+    assert_eq!(
+        list(&c, &base, "").await.json()["payment_links"][0]["amount"]["value"],
+        "12,5O"
+    );
+
+    assert_eq!(
+        send(post("/_sim/faults", json!({"kind":"reset"})))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        send(c.delete(format!("{base}/_sim/faults"))).await.status,
+        204
+    );
+    assert_eq!(list(&c, &base, "").await.status, 200);
+    let r = send(post("/_sim/faults", json!({"kind":"explode"}))).await;
+    assert_eq!(
+        (r.status, r.json()["errors"][0]["code"].clone()),
+        (400, json!("bad_request"))
+    );
+
+    let r = send(post("/_sim/mutate", json!({"kind":"create","count":4})))
+        .await
+        .json();
+    assert_eq!(r, json!({"affected": 4, "links": 54}));
+    let r = send(post(
+        "/_sim/mutate",
+        json!({"kind":"expire_soon","count":2,"within":"1h"}),
+    ))
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        send(post("/_sim/mutate", json!({"kind":"pay"})))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        send(post("/_sim/mutate", json!({"kind":"step"})))
+            .await
+            .status,
+        200
+    );
+
+    let links = send(c.get(format!("{base}/_sim/links"))).await.json();
+    assert_eq!(links, sim.links_json());
+    assert_eq!(links.as_array().unwrap().len(), sim.len());
+
+    let stats = send(c.get(format!("{base}/_sim/stats"))).await.json();
+    assert_eq!(stats["list_requests_total"], 3);
+    assert_eq!(stats["by_code"], json!({"200": 2, "429": 1}));
+    assert_eq!(
+        stats["list_requests_by_status_filter"],
+        json!({"all": 2}),
+        "the 429 came before validation"
+    );
+    assert_eq!(
+        stats["requests_total"], 3,
+        "control requests are not counted"
+    );
+    assert_eq!(send(post("/_sim/stats/reset", json!({}))).await.status, 204);
+    assert_eq!(sim.stats(), SimStats::default());
+    assert_eq!(send(c.get(format!("{base}/_sim/nope"))).await.status, 404);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn terminal_links_never_change_under_step() {
+    let sim = Simulator::new(config(2000));
+    let terminal = |v: &Value| -> Vec<(String, Value)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| ["paid", "expired", "canceled"].contains(&l["status"].as_str().unwrap()))
+            .map(|l| (l["id"].as_str().unwrap().to_owned(), l.clone()))
+            .collect()
+    };
+    let before = terminal(&sim.links_json());
+    for _ in 0..50 {
+        sim.mutate(Mutation::Step);
+    }
+    let after: std::collections::HashMap<String, Value> =
+        terminal(&sim.links_json()).into_iter().collect();
+    assert!(after.len() > before.len(), "steps end some open links");
+    for (id, link) in before {
+        assert_eq!(after.get(&id), Some(&link), "terminal link {id} changed");
+    }
+}
+
+#[tokio::test]
+async fn latency_and_background_evolution() {
+    let cfg = SimConfig {
+        latency: Duration::from_millis(100),
+        evolve_every: Some(Duration::from_millis(50)),
+        ..config(3000)
+    };
+    let (sim, s) = start(cfg).await;
+    let c = client();
+    let t = Instant::now();
+    assert_eq!(list(&c, &s.base_url(), "").await.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    let before = sim.links_json();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_ne!(sim.links_json(), before, "the organisation evolves");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_and_drop_stop_serving() {
+    let c = client();
+    let (_sim, s) = start(config(1)).await;
+    let base = s.base_url();
+    assert_eq!(list(&c, &base, "").await.status, 200);
+    s.shutdown().await;
+    assert!(
+        c.get(format!("{base}/v2/payment_links"))
+            .send()
+            .await
+            .is_err()
+    );
+
+    let (_sim, s) = start(config(1)).await;
+    let base = s.base_url();
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fresh = client();
+    assert!(
+        fresh
+            .get(format!("{base}/v2/payment_links"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods() {
+    let (_sim, s) = start(config(1)).await;
+    let c = client();
+    let base = s.base_url();
+    let r = send(c.get(format!("{base}/v2/nothing")).bearer_auth(TOKEN)).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["trace_id"], json!(r.trace_id));
+    assert_eq!(
+        send(
+            c.post(format!("{base}/v2/payment_links"))
+                .bearer_auth(TOKEN)
+        )
+        .await
+        .status,
+        405
+    );
+    assert_eq!(
+        send(c.post(format!("{base}/oauth2/token"))).await.status,
+        404,
+        "OAuth is off"
+    );
+    s.shutdown().await;
+}
+
+#[test]
+fn demo_config() {
+    let d = SimConfig::demo();
+    assert_eq!(d.links, 3000);
+    assert_eq!(d.evolve_every, Some(Duration::from_secs(5)));
+    assert_eq!(d.access_tokens.len(), 1);
+    assert_eq!(d.access_tokens[0].len(), 32);
+    assert!(!d.accepts_any_bearer());
+}
+
+#[test]
+fn same_seed_and_start_same_data() {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+    let a = Simulator::with_start_time(config(200), start).links_json();
+    let b = Simulator::with_start_time(config(200), start).links_json();
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn many_concurrent_requests() {
+    let (_sim, s) = start(config(1000)).await;
+    let base = s.base_url();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64u64 {
+        // One client per task: separate connections, each reused (keep-alive) for its requests.
+        let c = client();
+        let base = base.clone();
+        tasks.spawn(async move {
+            for page in 1..=4 {
+                let r = list(
+                    &c,
+                    &base,
+                    &format!("per_page=25&page={}&status[]=paid", page + i % 5),
+                )
+                .await;
+                assert_eq!(r.status, 200);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task");
+    }
+    s.shutdown().await;
+}
