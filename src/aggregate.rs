@@ -136,6 +136,9 @@ pub enum Outcome {
     Invalid(InvalidReason),
 }
 
+/// The totals of one status as `(currency, resource_type, totals)` rows.
+pub type StatusRows = Vec<(String, String, Totals)>;
+
 /// (status, currency, resource_type) of [`Snapshot::links`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LinkKey {
@@ -172,7 +175,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// The totals of one status, as `(currency, resource_type, totals)`; what an incremental
     /// poll carries over for a terminal status whose set did not change.
-    pub fn status_rows(&self, status: &str) -> Vec<(String, String, Totals)> {
+    pub fn status_rows(&self, status: &str) -> StatusRows {
         self.links
             .iter()
             .filter(|(k, t)| k.status == status && t.count > 0)

@@ -30,13 +30,14 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::aggregate::{
-    Aggregator, InvalidReason, Limits, OPEN, Outcome, Snapshot, TERMINAL_STATUSES, Totals, Window,
+    Aggregator, InvalidReason, Limits, OPEN, Outcome, Snapshot, StatusRows, TERMINAL_STATUSES,
+    Window,
 };
 use crate::metrics::{SelfMetrics, render_snapshot};
-use crate::shutdown::stopped;
 use crate::qonto::client::{ApiError, QontoClient};
 use crate::qonto::model::Page;
 use crate::qonto::walk::{WalkSummary, count, walk};
+use crate::shutdown::stopped;
 
 /// Statuses walked in full on every incremental poll.
 const LIVE_STATUSES: [&str; 2] = [OPEN, "processing"];
@@ -107,7 +108,7 @@ impl PollError {
 struct Memory {
     last_full: Instant,
     /// API `total_count` per terminal status, and the totals computed for exactly that set.
-    terminal: BTreeMap<&'static str, (u64, Vec<(String, String, Totals)>)>,
+    terminal: BTreeMap<&'static str, (u64, StatusRows)>,
 }
 
 /// `(pages, drift, API count per terminal status)` of the walks of one poll attempt.

@@ -25,9 +25,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::html::escape;
-use crate::shutdown::stopped;
 use crate::metrics::SelfMetrics;
 use crate::poller::{Published, Shared};
+use crate::shutdown::stopped;
 use crate::webconfig::{AuthOutcome, WebConfig};
 
 /// The body type of every response.
@@ -427,4 +427,3 @@ mod tests {
         assert!(!accepts_gzip("identity"));
     }
 }
-
