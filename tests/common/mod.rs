@@ -16,6 +16,13 @@ use qonto_exporter::simulator::{RunningSimulator, SimConfig, Simulator};
 /// The binary under test, built by cargo for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_qonto-exporter");
 
+/// A plain reqwest client (the crate builds reqwest without a default TLS provider, so one is
+/// installed first).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A free loopback port (bound then released; the exporter binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -93,7 +100,7 @@ impl Exporter {
     /// Waits until `/-/ready` answers 200 (a poll completed), or panics with the logs.
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = Instant::now() + within;
-        let client = reqwest::Client::new();
+        let client = http();
         while Instant::now() < deadline {
             if let Ok(r) = client.get(self.url("/-/ready")).send().await {
                 if r.status() == 200 {
@@ -102,12 +109,17 @@ impl Exporter {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("exporter not ready within {within:?}; logs:\n{}", self.logs());
+        panic!(
+            "exporter not ready within {within:?}; logs:\n{}",
+            self.logs()
+        );
     }
 
     /// The body of `/metrics`.
     pub async fn scrape(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        http()
+            .get(self.url("/metrics"))
+            .send()
             .await
             .expect("scrape")
             .text()
@@ -121,11 +133,17 @@ impl Exporter {
         let deadline = Instant::now() + within;
         loop {
             let text = self.scrape().await;
-            if parse_metrics(&text).get(series).is_some_and(|v| *v >= value) {
+            if parse_metrics(&text)
+                .get(series)
+                .is_some_and(|v| *v >= value)
+            {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("{series} did not reach {value} within {within:?}; last scrape:\n{text}\nlogs:\n{}", self.logs());
+                panic!(
+                    "{series} did not reach {value} within {within:?}; last scrape:\n{text}\nlogs:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -187,4 +205,158 @@ pub fn promtool(args: &[&str], stdin: &[u8]) -> std::process::Output {
 /// The repository root.
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The business series a correct exporter must export for `links` (the simulator's
+/// `links_json()`, i.e. what the API serves), computed independently of the exporter's code:
+/// `serde_json` values in, `rust_decimal` sums, series keyed exactly as the text exposition
+/// writes them. `now` is the poll's reference time (Unix seconds); `windows` are
+/// `(label, seconds)`.
+pub fn recount(
+    links: &serde_json::Value,
+    now: i64,
+    windows: &[(&str, i64)],
+) -> BTreeMap<String, f64> {
+    use rust_decimal::Decimal;
+    use rust_decimal::prelude::ToPrimitive;
+    use std::str::FromStr;
+    const STATUSES: [&str; 5] = ["open", "processing", "paid", "expired", "canceled"];
+    const TYPES: [&str; 2] = ["Invoice", "Basket"];
+    let mut counts: BTreeMap<(String, String, String), (u64, Decimal)> = BTreeMap::new();
+    let mut expiring: BTreeMap<(String, String, String), (u64, Decimal)> = BTreeMap::new();
+    let mut past: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut next: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut currencies = std::collections::BTreeSet::new();
+    for l in links.as_array().expect("links array") {
+        let status = l["status"].as_str().unwrap().to_owned();
+        let currency = l["amount"]["currency"].as_str().unwrap().to_owned();
+        let rt = l["resource_type"].as_str().unwrap().to_owned();
+        let amount = Decimal::from_str(l["amount"]["value"].as_str().unwrap()).unwrap();
+        let exp = time::OffsetDateTime::parse(
+            l["expiration_date"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp();
+        currencies.insert(currency.clone());
+        let e = counts
+            .entry((status.clone(), currency.clone(), rt.clone()))
+            .or_default();
+        e.0 += 1;
+        e.1 += amount;
+        if status == "open" {
+            if exp <= now {
+                *past.entry((currency.clone(), rt.clone())).or_default() += 1;
+            } else {
+                for (label, secs) in windows {
+                    if exp - now <= *secs {
+                        let e = expiring
+                            .entry((currency.clone(), rt.clone(), label.to_string()))
+                            .or_default();
+                        e.0 += 1;
+                        e.1 += amount;
+                    }
+                }
+                let n = next.entry((currency.clone(), rt.clone())).or_insert(exp);
+                *n = (*n).min(exp);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for c in &currencies {
+        for s in STATUSES {
+            for t in TYPES {
+                counts
+                    .entry((s.to_owned(), c.clone(), t.to_owned()))
+                    .or_default();
+            }
+        }
+        for t in TYPES {
+            for (label, _) in windows {
+                expiring
+                    .entry((c.clone(), t.to_owned(), label.to_string()))
+                    .or_default();
+            }
+            past.entry((c.clone(), t.to_owned())).or_default();
+        }
+    }
+    for ((s, c, t), (n, a)) in counts {
+        let labels = format!("{{currency=\"{c}\",resource_type=\"{t}\",status=\"{s}\"}}");
+        out.insert(format!("qonto_payment_links{labels}"), n as f64);
+        out.insert(
+            format!("qonto_payment_links_amount{labels}"),
+            a.to_f64().unwrap(),
+        );
+    }
+    for ((c, t, w), (n, a)) in expiring {
+        let labels = format!("{{currency=\"{c}\",resource_type=\"{t}\",within=\"{w}\"}}");
+        out.insert(format!("qonto_payment_links_expiring{labels}"), n as f64);
+        out.insert(
+            format!("qonto_payment_links_expiring_amount{labels}"),
+            a.to_f64().unwrap(),
+        );
+    }
+    for ((c, t), n) in past {
+        out.insert(
+            format!(
+                "qonto_payment_links_open_past_expiration{{currency=\"{c}\",resource_type=\"{t}\"}}"
+            ),
+            n as f64,
+        );
+    }
+    for ((c, t), e) in next {
+        out.insert(
+            format!(
+                "qonto_payment_links_next_expiration_timestamp_seconds{{currency=\"{c}\",resource_type=\"{t}\"}}"
+            ),
+            e as f64,
+        );
+    }
+    out
+}
+
+/// The `qonto_payment_links*` series of a scrape.
+pub fn business(text: &str) -> BTreeMap<String, f64> {
+    parse_metrics(text)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("qonto_payment_links"))
+        .collect()
+}
+
+/// Asserts that a scrape's business series equal the recount of `links`, for a poll whose
+/// reference time lies in `[now_lo, now_hi]` (a link exactly at a window edge may fall either
+/// side within that span; both recounts are accepted per series).
+pub fn assert_matches_recount(
+    scrape: &str,
+    links: &serde_json::Value,
+    now_lo: i64,
+    now_hi: i64,
+    windows: &[(&str, i64)],
+) {
+    let got = business(scrape);
+    let lo = recount(links, now_lo, windows);
+    let hi = recount(links, now_hi, windows);
+    let keys: std::collections::BTreeSet<&String> = lo.keys().chain(hi.keys()).collect();
+    let mut wrong = Vec::new();
+    for k in keys {
+        let g = got.get(k).copied();
+        if g != lo.get(k).copied() && g != hi.get(k).copied() {
+            wrong.push(format!(
+                "{k}: exported {g:?}, expected {:?} (or {:?})",
+                lo.get(k),
+                hi.get(k)
+            ));
+        }
+    }
+    for k in got.keys() {
+        if !lo.contains_key(k) && !hi.contains_key(k) {
+            wrong.push(format!("{k}: exported but not expected"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong series:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
