@@ -1,0 +1,96 @@
+//! Incremental polls (issue 5): terminal statuses are re-read only when their count moves, yet
+//! after every poll the figures equal a full recount — with links paid, created, canceled and
+//! expiring between polls.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Exporter, Sim, assert_matches_recount, parse_metrics};
+use qonto_exporter::simulator::{Mutation, SimConfig};
+
+const WINDOWS: [(&str, i64); 2] = [("1h", 3600), ("24h", 86_400)];
+
+async fn next_poll(exporter: &Exporter) -> String {
+    let polls = parse_metrics(&exporter.scrape().await)["qonto_exporter_polls_total"];
+    // polls_total counts polls started: +2 guarantees one poll started after this call and
+    // finished.
+    exporter
+        .wait_metric_at_least("qonto_exporter_polls_total", polls + 2.0, Duration::from_secs(30))
+        .await;
+    exporter.scrape().await
+}
+
+fn live_links(links: &serde_json::Value) -> u64 {
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| matches!(l["status"].as_str(), Some("open" | "processing")))
+        .count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_polls_equal_a_full_recount_and_stay_cheap() {
+    let sim = Sim::start(SimConfig {
+        links: 6000,
+        seed: 11,
+        ..SimConfig::default()
+    })
+    .await;
+    let exporter = Exporter::start(
+        &[
+            "--qonto.api-url",
+            &sim.url(),
+            "--poll.interval",
+            "250ms",
+            "--poll.full-resync-interval",
+            "1h",
+            "--expiry.windows",
+            "1h,24h",
+            "--qonto.max-requests-per-second",
+            "1000",
+        ],
+        &[("QONTO_ACCESS_TOKEN", "t")],
+    );
+    exporter.wait_ready(Duration::from_secs(30)).await;
+
+    // Steady state: nothing changes, so a poll walks open+processing and probes the rest.
+    let text = next_poll(&exporter).await;
+    let links = sim.sim.links_json();
+    let m = parse_metrics(&text);
+    let bound = live_links(&links).div_ceil(100) + 5;
+    assert!(
+        m["qonto_exporter_last_poll_requests"] <= bound as f64,
+        "steady-state poll sent {} requests, bound {bound}",
+        m["qonto_exporter_last_poll_requests"]
+    );
+    assert_eq!(m["qonto_exporter_full_walks_total"], 1.0);
+    let span = |t: &str| {
+        let m = parse_metrics(t);
+        let end = m["qonto_exporter_last_success_timestamp_seconds"];
+        let took = m["qonto_exporter_last_poll_duration_seconds"];
+        ((end - took).floor() as i64 - 1, end.ceil() as i64)
+    };
+    let (lo, hi) = span(&text);
+    assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
+
+    // Changes of every kind between polls.
+    let changes: [&[Mutation]; 4] = [
+        &[Mutation::Pay(5)],
+        &[Mutation::Create(120), Mutation::Cancel(3)],
+        &[Mutation::Process(4), Mutation::Expire(6)],
+        &[Mutation::Step, Mutation::ExpireSoon { count: 9, within: Duration::from_secs(1200) }],
+    ];
+    for (round, batch) in changes.iter().enumerate() {
+        for m in batch.iter() {
+            sim.sim.mutate(m.clone());
+        }
+        let links = sim.sim.links_json();
+        let text = next_poll(&exporter).await;
+        let (lo, hi) = span(&text);
+        assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
+        let m = parse_metrics(&text);
+        assert_eq!(m["qonto_exporter_full_walks_total"], 1.0, "round {round}: no full walk needed");
+    }
+}
