@@ -344,7 +344,7 @@ fn summary(h: &mut String, p: &Published) {
     for (k, t) in &p.snapshot.links {
         let e = by.entry((&k.status, &k.currency)).or_default();
         e.count += t.count;
-        e.amount += t.amount;
+        e.amount = e.amount.saturating_add(t.amount);
     }
     h.push_str("<table><tr><th>status</th><th>currency</th><th>links</th><th>amount</th></tr>");
     for ((status, currency), t) in by.iter().filter(|(_, t)| t.count > 0) {
@@ -367,7 +367,7 @@ fn summary(h: &mut String, p: &Published) {
             .unwrap_or(usize::MAX);
         let e = exp.entry((i, &g.currency)).or_default();
         e.count += t.count;
-        e.amount += t.amount;
+        e.amount = e.amount.saturating_add(t.amount);
     }
     for ((i, currency), t) in &exp {
         let within = p
