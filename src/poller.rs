@@ -258,6 +258,7 @@ impl Poller {
     /// Walks what must be walked and builds the snapshot; `(snapshot, pages, full)`.
     async fn collect(&mut self, now: OffsetDateTime) -> Result<(Snapshot, u64, bool), PollError> {
         let mut force_full = false;
+        let mut mismatches = 0;
         let mut attempt = 0;
         loop {
             let full = force_full
@@ -296,7 +297,10 @@ impl Poller {
                 match self.walk_incremental(&tally, &on_page).await? {
                     Some(o) => o,
                     None => {
-                        force_full = true;
+                        // Links moving between the requests of one poll can make the parts
+                        // miss the total once; only a repeated mismatch costs a full walk.
+                        mismatches += 1;
+                        force_full = mismatches > 1;
                         continue;
                     }
                 }

@@ -1,12 +1,13 @@
 //! The exporter end to end: the built binary polls a simulated organisation over loopback,
 //! and its `/metrics` must equal an aggregation computed independently by the test — every
-//! count, every exact sum, every expiry figure — and pass `promtool check metrics`.
+//! count, every exact sum, every expiry figure — and pass `promtool check metrics`. Figures
+//! across changing polls are covered by `tests/incremental.rs`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Exporter, Sim, assert_matches_recount, parse_metrics, promtool};
+use common::{Exporter, Sim, assert_matches_recount, parse_metrics, poll_span, promtool};
 use qonto_exporter::simulator::SimConfig;
 
 const WINDOWS: [(&str, i64); 4] = [
@@ -15,13 +16,6 @@ const WINDOWS: [(&str, i64); 4] = [
     ("7d", 604_800),
     ("30d", 2_592_000),
 ];
-
-fn poll_span(text: &str) -> (i64, i64) {
-    let m = parse_metrics(text);
-    let end = m["qonto_exporter_last_success_timestamp_seconds"];
-    let took = m["qonto_exporter_last_poll_duration_seconds"];
-    ((end - took).floor() as i64 - 1, end.ceil() as i64)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_equal_an_independent_recount_and_pass_promtool() {
@@ -67,60 +61,6 @@ async fn metrics_equal_an_independent_recount_and_pass_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn figures_follow_the_organisation_poll_after_poll() {
-    let sim = Sim::start(SimConfig {
-        links: 700,
-        seed: 3,
-        ..SimConfig::default()
-    })
-    .await;
-    let exporter = Exporter::start(
-        &[
-            "--qonto.api-url",
-            &sim.url(),
-            "--poll.interval",
-            "300ms",
-            "--qonto.max-requests-per-second",
-            "1000",
-            "--poll.full-resync-interval",
-            "1h",
-        ],
-        &[("QONTO_ACCESS_TOKEN", "any")],
-    );
-    exporter.wait_ready(Duration::from_secs(30)).await;
-    use qonto_exporter::simulator::Mutation;
-    for round in 0..3 {
-        sim.sim.mutate(Mutation::Pay(7));
-        sim.sim.mutate(Mutation::Create(11));
-        sim.sim.mutate(Mutation::Cancel(2));
-        sim.sim.mutate(Mutation::ExpireSoon {
-            count: 5,
-            within: Duration::from_secs(1800),
-        });
-        let links = sim.sim.links_json();
-        let want = links.as_array().unwrap().len() as f64;
-        // Wait for a poll that started after the mutations, then compare.
-        let polls = parse_metrics(&exporter.scrape().await)["qonto_exporter_polls_total"];
-        exporter
-            .wait_metric_at_least(
-                "qonto_exporter_polls_total",
-                polls + 2.0,
-                Duration::from_secs(20),
-            )
-            .await;
-        let text = exporter.scrape().await;
-        let (lo, hi) = poll_span(&text);
-        let got: f64 = parse_metrics(&text)
-            .iter()
-            .filter(|(k, _)| k.starts_with("qonto_payment_links{"))
-            .map(|(_, v)| v)
-            .sum();
-        assert_eq!(got, want, "round {round}");
-        assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

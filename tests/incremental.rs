@@ -6,20 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Exporter, Sim, assert_matches_recount, parse_metrics};
+use common::{Exporter, Sim, assert_matches_recount, parse_metrics, poll_span};
 use qonto_exporter::simulator::{Mutation, SimConfig};
 
 const WINDOWS: [(&str, i64); 2] = [("1h", 3600), ("24h", 86_400)];
-
-async fn next_poll(exporter: &Exporter) -> String {
-    let polls = parse_metrics(&exporter.scrape().await)["qonto_exporter_polls_total"];
-    // polls_total counts polls started: +2 guarantees one poll started after this call and
-    // finished.
-    exporter
-        .wait_metric_at_least("qonto_exporter_polls_total", polls + 2.0, Duration::from_secs(30))
-        .await;
-    exporter.scrape().await
-}
 
 fn live_links(links: &serde_json::Value) -> u64 {
     links
@@ -56,7 +46,7 @@ async fn incremental_polls_equal_a_full_recount_and_stay_cheap() {
     exporter.wait_ready(Duration::from_secs(30)).await;
 
     // Steady state: nothing changes, so a poll walks open+processing and probes the rest.
-    let text = next_poll(&exporter).await;
+    let text = exporter.next_poll().await;
     let links = sim.sim.links_json();
     let m = parse_metrics(&text);
     let bound = live_links(&links).div_ceil(100) + 5;
@@ -66,13 +56,7 @@ async fn incremental_polls_equal_a_full_recount_and_stay_cheap() {
         m["qonto_exporter_last_poll_requests"]
     );
     assert_eq!(m["qonto_exporter_full_walks_total"], 1.0);
-    let span = |t: &str| {
-        let m = parse_metrics(t);
-        let end = m["qonto_exporter_last_success_timestamp_seconds"];
-        let took = m["qonto_exporter_last_poll_duration_seconds"];
-        ((end - took).floor() as i64 - 1, end.ceil() as i64)
-    };
-    let (lo, hi) = span(&text);
+    let (lo, hi) = poll_span(&text);
     assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
 
     // Changes of every kind between polls.
@@ -80,17 +64,26 @@ async fn incremental_polls_equal_a_full_recount_and_stay_cheap() {
         &[Mutation::Pay(5)],
         &[Mutation::Create(120), Mutation::Cancel(3)],
         &[Mutation::Process(4), Mutation::Expire(6)],
-        &[Mutation::Step, Mutation::ExpireSoon { count: 9, within: Duration::from_secs(1200) }],
+        &[
+            Mutation::Step,
+            Mutation::ExpireSoon {
+                count: 9,
+                within: Duration::from_secs(1200),
+            },
+        ],
     ];
     for (round, batch) in changes.iter().enumerate() {
         for m in batch.iter() {
             sim.sim.mutate(m.clone());
         }
         let links = sim.sim.links_json();
-        let text = next_poll(&exporter).await;
-        let (lo, hi) = span(&text);
+        let text = exporter.next_poll().await;
+        let (lo, hi) = poll_span(&text);
         assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
         let m = parse_metrics(&text);
-        assert_eq!(m["qonto_exporter_full_walks_total"], 1.0, "round {round}: no full walk needed");
+        assert_eq!(
+            m["qonto_exporter_full_walks_total"], 1.0,
+            "round {round}: no full walk needed"
+        );
     }
 }
