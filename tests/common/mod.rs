@@ -3,6 +3,8 @@
 //! Each test file includes it with `mod common;`; not every file uses every helper.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -1,0 +1,607 @@
+//! End to end with real servers: the exporter binary, a real Prometheus scraping it every second
+//! with the committed alert rules, and a real Alertmanager whose webhook receiver is a tiny HTTP
+//! server in this test.
+//!
+//! Three exporters are scraped, each its own job (all match the rules' `job=~".*qonto.*"`):
+//! - `qonto-demo`: `--demo`; every query of the Grafana dashboard must return data for it;
+//! - `qonto-auth-scenario`: polls an in-process simulator that starts answering 401, so
+//!   `QontoCredentialsRefused` must fire and reach the webhook;
+//! - `qonto-expiry-scenario`: polls a frozen simulator in which most open links are then made to
+//!   expire within the hour, so `QontoMoneyExpiringSoon` must fire and reach the webhook.
+//!
+//! Bounded: every wait polls with a deadline and the whole test must finish within two minutes.
+//! Every process started is killed on every path (`Exporter` and `Daemon` kill on drop).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::servers::{
+    Alertmanager, Prometheus, Webhook, promql_metric_names, require_tool, sample_names,
+};
+use common::{Exporter, Sim, repo};
+use qonto_exporter::simulator::{Mutation, SimConfig};
+use serde_json::Value;
+
+const DEMO_JOB: &str = "qonto-demo";
+const AUTH_JOB: &str = "qonto-auth-scenario";
+const EXPIRY_JOB: &str = "qonto-expiry-scenario";
+/// The rule whose `for:` the test shortens (in its temporary copy of the rules only).
+const SHORTENED_ALERT: &str = "QontoMoneyExpiringSoon";
+/// Grafana's `$__rate_interval` for a 1 s scrape interval: max(4 × scrape, interval + scrape).
+const RATE_INTERVAL: &str = "4s";
+const WHOLE_TEST: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager() {
+    let started = Instant::now();
+    // A missing server is a failure naming its package, before anything starts.
+    require_tool("prometheus", "prometheus");
+    require_tool("prometheus-alertmanager", "prometheus-alertmanager");
+    let dir = tempfile::tempdir().unwrap();
+
+    // ------------------------------------------------------------------ exporters
+    let demo = Exporter::start(&["--demo", "--poll.interval", "1s"], &[]);
+    let auth_sim = Sim::start(SimConfig {
+        links: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    let auth = scenario_exporter(&auth_sim);
+    let expiry_sim = Sim::start(SimConfig {
+        links: 80,
+        ..SimConfig::default()
+    })
+    .await;
+    // Nothing open at first, so nothing expires: the alert can only come from the scenario.
+    expiry_sim.sim.mutate(Mutation::Expire(usize::MAX));
+    let expiry = scenario_exporter(&expiry_sim);
+    for e in [&demo, &auth, &expiry] {
+        e.wait_ready(Duration::from_secs(30)).await;
+    }
+
+    // ------------------------------------------------------------------ servers
+    let webhook = Webhook::start();
+    let am_dir = dir.path().join("alertmanager");
+    std::fs::create_dir_all(&am_dir).unwrap();
+    let mut am = Alertmanager::start(&am_dir, &alertmanager_config(&webhook.url())).await;
+
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let rules_path = prom_dir.join("rules.yml");
+    std::fs::write(&rules_path, rules_for_test()).unwrap();
+    let targets = [
+        (DEMO_JOB, demo.port),
+        (AUTH_JOB, auth.port),
+        (EXPIRY_JOB, expiry.port),
+    ];
+    let config = prometheus_config(&rules_path, am.port, &targets);
+    let mut prom = Prometheus::start(&prom_dir, &config).await;
+    let demo_instance = format!("127.0.0.1:{}", demo.port);
+    eprintln!("e2e: servers up after {:?}", started.elapsed());
+
+    // ------------------------------------------------------------------ metric names
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("grafana/qonto-payment-links.json")).unwrap(),
+    )
+    .expect("dashboard JSON");
+    let targets_ = dashboard_targets(&dashboard);
+    let variables = dashboard_variables(&dashboard);
+    let rules = committed_rules();
+    let exported = sample_names(&demo.scrape().await);
+    let mut used = BTreeSet::new();
+    let mut missing = Vec::new();
+    let exprs = targets_
+        .iter()
+        .map(|t| (t.name.clone(), t.expr.clone()))
+        .chain(variables.iter().map(|v| (v.0.clone(), v.1.clone())))
+        .chain(rules.iter().map(|(n, e)| (format!("rule {n}"), e.clone())));
+    for (where_, expr) in exprs {
+        for name in promql_metric_names(&expr) {
+            if !exported.contains(&name) {
+                missing.push(format!("{where_} uses {name}"));
+            }
+            used.insert(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "metric names used by the dashboard or the rules that the exporter does not export:\n{}",
+        missing.join("\n")
+    );
+    assert!(used.len() >= 10, "too few metric names found: {used:?}");
+    eprintln!(
+        "e2e: {} metric names used by the dashboard and rules, all exported",
+        used.len()
+    );
+
+    // ------------------------------------------------------------------ scenarios start now
+    // The alerts are not firing before the faults (the scenario causes them) ...
+    let ready = format!(
+        "qonto_exporter_credentials_refused{{job=\"{AUTH_JOB}\"}} == 0 and on() \
+         count(qonto_payment_links_expiring_amount{{job=\"{EXPIRY_JOB}\",within=\"24h\"}}) > 0 \
+         and on() count(qonto:expiring_amount_24h:threshold) > 0"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !prom.query(&ready).await.is_ok_and(|r| !r.is_empty()) {
+        prom.daemon.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape the scenario exporters within 30s ({ready}); logs:\n{}",
+            prom.daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let threshold = prom
+        .query("qonto:expiring_amount_24h:threshold")
+        .await
+        .unwrap()
+        .first()
+        .map(value)
+        .expect("the threshold recording rule evaluates");
+    let baseline = prom
+        .query(&format!(
+            "sum by (currency) (qonto_payment_links_expiring_amount{{job=\"{EXPIRY_JOB}\",within=\"24h\"}})"
+        ))
+        .await
+        .unwrap();
+    for s in &baseline {
+        assert!(
+            value(s) <= threshold,
+            "scenario precondition: the simulator already has {} {} expiring within 24h, above the \
+             threshold {threshold}; choose other SimConfig links/seed",
+            value(s),
+            s["metric"]["currency"]
+        );
+    }
+    // ... then the faults.
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/_sim/faults", auth_sim.url()))
+        .header("content-type", "application/json")
+        .body(r#"{"kind":"status","code":401,"times":1000000}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "fault injected");
+    for mutation in [
+        r#"{"kind":"create","count":60}"#,
+        r#"{"kind":"expire_soon","count":100000,"within":"1h"}"#,
+    ] {
+        let r = client
+            .post(format!("{}/_sim/mutate", expiry_sim.url()))
+            .header("content-type", "application/json")
+            .body(mutation)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "mutation {mutation} applied");
+    }
+    let open_by_currency = open_amounts(&expiry_sim.sim.links_json());
+    assert!(
+        open_by_currency.values().any(|a| *a > threshold),
+        "scenario precondition: the open links now expiring within 1h ({open_by_currency:?}) do \
+         not exceed the threshold {threshold} in any currency; create more links"
+    );
+    let scenarios_started = Instant::now();
+
+    // ------------------------------------------------------------------ dashboard queries
+    let now = unix_now();
+    let mut pending: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let subst = |s: &str| substitute(s, DEMO_JOB, &demo_instance);
+    loop {
+        pending.clear();
+        for t in &targets_ {
+            let expr = subst(&t.expr);
+            let res = if t.instant {
+                prom.query(&expr).await
+            } else {
+                prom.api(
+                    "/api/v1/query_range",
+                    &[
+                        ("query", expr.clone()),
+                        ("start", (unix_now() - 60.0).to_string()),
+                        ("end", unix_now().to_string()),
+                        ("step", "1".to_owned()),
+                    ],
+                )
+                .await
+                .map(|d| d["result"].as_array().cloned().unwrap_or_default())
+            };
+            match res {
+                Ok(series) if has_data(&series) => {}
+                Ok(series) => {
+                    pending.insert(t.name.clone(), format!("{expr}: no data: {series:?}"));
+                }
+                Err(e) => {
+                    pending.insert(t.name.clone(), format!("{expr}: {e}"));
+                }
+            }
+        }
+        for (name, query) in &variables {
+            let (selector, label) = label_values(query);
+            let res = prom
+                .api(
+                    "/api/v1/series",
+                    &[
+                        ("match[]", subst(&selector)),
+                        ("start", (now - 120.0).to_string()),
+                    ],
+                )
+                .await;
+            let values: BTreeSet<String> = res
+                .iter()
+                .flat_map(|d| d.as_array().cloned().unwrap_or_default())
+                .filter_map(|s| s[&label].as_str().map(str::to_owned))
+                .collect();
+            let want = match label.as_str() {
+                "job" => Some(DEMO_JOB.to_owned()),
+                "instance" => Some(demo_instance.clone()),
+                _ => None,
+            };
+            let ok = !values.is_empty() && want.as_ref().is_none_or(|w| values.contains(w));
+            if !ok {
+                pending.insert(name.clone(), format!("{query}: values {values:?}, {res:?}"));
+            }
+        }
+        if pending.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        prom.daemon.assert_running();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        pending.is_empty(),
+        "dashboard queries without data (job={DEMO_JOB}, instance={demo_instance}, currency=.+, \
+         $__rate_interval={RATE_INTERVAL}):\n{}",
+        pending
+            .iter()
+            .map(|(k, v)| format!("  {k}: {v}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!(
+        "e2e: {} dashboard targets and {} variable queries return data ({:?})",
+        targets_.len(),
+        variables.len(),
+        started.elapsed()
+    );
+
+    // ------------------------------------------------------------------ rules healthy
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let data = prom.api("/api/v1/rules", &[]).await.unwrap();
+        let loaded: Vec<(String, String, String)> = data["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap_or_default().to_owned(),
+                    r["health"].as_str().unwrap_or_default().to_owned(),
+                    r["lastError"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let ok = loaded.len() == rules.len() && loaded.iter().all(|(_, h, _)| h == "ok");
+        if ok {
+            eprintln!("e2e: {} rules loaded, all health ok", loaded.len());
+            break;
+        }
+        last = format!("{} of {} rules: {loaded:?}", loaded.len(), rules.len());
+        assert!(
+            Instant::now() < deadline,
+            "rules not all healthy within 20s: {last}\nprometheus logs:\n{}",
+            prom.daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(last);
+
+    // ------------------------------------------------------------------ alerts at the webhook
+    let deadline = scenarios_started + Duration::from_secs(45);
+    let (mut refused, mut expiring) = (None, None);
+    while refused.is_none() || expiring.is_none() {
+        let alerts = webhook.alerts();
+        let find = |name: &str, job: &str| {
+            alerts
+                .iter()
+                .find(|a| {
+                    a["labels"]["alertname"] == name
+                        && a["labels"]["job"] == job
+                        && a["status"] == "firing"
+                })
+                .cloned()
+        };
+        refused = refused.or_else(|| find("QontoCredentialsRefused", AUTH_JOB));
+        expiring = expiring.or_else(|| find(SHORTENED_ALERT, EXPIRY_JOB));
+        if refused.is_some() && expiring.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let firing = prom.query("ALERTS").await;
+            panic!(
+                "alerts did not reach the webhook within 45s of the faults (credentials refused: {}, \
+                 money expiring: {}).\nwebhook received: {:#?}\nALERTS in Prometheus: {firing:?}\n\
+                 alertmanager logs:\n{}\nprometheus logs:\n{}\nauth exporter logs:\n{}",
+                refused.is_some(),
+                expiring.is_some(),
+                webhook.received.lock().unwrap(),
+                am.daemon.logs(),
+                prom.daemon.logs(),
+                auth.logs()
+            );
+        }
+        am.daemon.assert_running();
+        prom.daemon.assert_running();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = refused.unwrap();
+    let auth_instance = format!("127.0.0.1:{}", auth.port);
+    assert_eq!(refused["labels"]["severity"], "critical", "{refused:#}");
+    assert_eq!(
+        refused["labels"]["instance"],
+        auth_instance.as_str(),
+        "{refused:#}"
+    );
+    assert!(
+        refused["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{refused:#}"
+    );
+    assert!(
+        refused["annotations"]["description"]
+            .as_str()
+            .is_some_and(|s| s.contains(&auth_instance) && s.contains(AUTH_JOB)),
+        "the description names the instance and job: {refused:#}"
+    );
+    assert!(
+        refused["annotations"]["runbook_url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("docs/runbook.md#qontocredentialsrefused")),
+        "{refused:#}"
+    );
+    let expiring = expiring.unwrap();
+    assert_eq!(expiring["labels"]["severity"], "warning", "{expiring:#}");
+    assert_eq!(
+        expiring["labels"]["instance"],
+        format!("127.0.0.1:{}", expiry.port).as_str(),
+        "{expiring:#}"
+    );
+    let currency = expiring["labels"]["currency"].as_str().unwrap_or_default();
+    assert!(currency.len() == 3, "a currency label: {expiring:#}");
+    assert!(
+        expiring["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains(currency)),
+        "{expiring:#}"
+    );
+    eprintln!(
+        "e2e: webhook received QontoCredentialsRefused {{job={AUTH_JOB}, instance={auth_instance}, \
+         severity=critical}} and QontoMoneyExpiringSoon {{job={EXPIRY_JOB}, currency={currency}, \
+         severity=warning}} {:?} after the faults; whole test {:?}",
+        scenarios_started.elapsed(),
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < WHOLE_TEST,
+        "the end-to-end test took {:?}, over its {WHOLE_TEST:?} bound",
+        started.elapsed()
+    );
+}
+
+/// An exporter polling `sim` every second with a static token (the simulator accepts any).
+fn scenario_exporter(sim: &Sim) -> Exporter {
+    Exporter::start(
+        &[
+            "--qonto.api-url",
+            &sim.url(),
+            "--poll.interval",
+            "1s",
+            "--log.level",
+            "debug",
+        ],
+        &[("QONTO_ACCESS_TOKEN", "e2e-test-token")],
+    )
+}
+
+/// The sum of the open links' amounts, by currency.
+fn open_amounts(links: &Value) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for l in links.as_array().expect("links array") {
+        if l["status"] == "open" {
+            let currency = l["amount"]["currency"].as_str().unwrap().to_owned();
+            let v: f64 = l["amount"]["value"].as_str().unwrap().parse().unwrap();
+            *sums.entry(currency).or_insert(0.0) += v;
+        }
+    }
+    sums
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The value of an instant-vector sample.
+fn value(sample: &Value) -> f64 {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// True when some series has some value that is a number (not NaN).
+fn has_data(series: &[Value]) -> bool {
+    series.iter().any(|s| {
+        let vals: Vec<&Value> = match s.get("values").and_then(Value::as_array) {
+            Some(vs) => vs.iter().map(|v| &v[1]).collect(),
+            None => vec![&s["value"][1]],
+        };
+        vals.iter()
+            .filter_map(|v| v.as_str())
+            .any(|v| v.parse::<f64>().is_ok_and(|x| !x.is_nan()))
+    })
+}
+
+/// Grafana's variables as the dashboard would expand them with the given job and instance
+/// selected, currency on "All" (its allValue `.+`), a 1 s scrape interval and a 1 h range.
+fn substitute(expr: &str, job: &str, instance: &str) -> String {
+    let mut s = expr.to_owned();
+    for (var, val) in [
+        ("__rate_interval", RATE_INTERVAL),
+        ("__interval_ms", "1000"),
+        ("__interval", "1s"),
+        ("__range_ms", "3600000"),
+        ("__range_s", "3600"),
+        ("__range", "1h"),
+        ("datasource", "prometheus"),
+        ("instance", instance),
+        ("currency", ".+"),
+        ("job", job),
+    ] {
+        s = s.replace(&format!("${{{var}}}"), val);
+        s = s.replace(&format!("${var}"), val);
+    }
+    assert!(
+        !s.contains('$'),
+        "a dashboard variable the test does not substitute: {expr}"
+    );
+    s
+}
+
+struct Target {
+    name: String,
+    expr: String,
+    instant: bool,
+}
+
+/// Every panel target of the dashboard, rows' nested panels included.
+fn dashboard_targets(dash: &Value) -> Vec<Target> {
+    fn walk(panels: &Value, out: &mut Vec<Target>) {
+        for p in panels.as_array().into_iter().flatten() {
+            walk(&p["panels"], out);
+            for t in p["targets"].as_array().into_iter().flatten() {
+                out.push(Target {
+                    name: format!(
+                        "panel {:?} target {}",
+                        p["title"].as_str().unwrap_or_default(),
+                        t["refId"].as_str().unwrap_or_default()
+                    ),
+                    expr: t["expr"].as_str().unwrap_or_default().to_owned(),
+                    instant: t["instant"] == true && t["range"] != true,
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dash["panels"], &mut out);
+    assert!(!out.is_empty(), "the dashboard has no panel target");
+    out
+}
+
+/// `(name, query)` of the dashboard's query variables.
+fn dashboard_variables(dash: &Value) -> Vec<(String, String)> {
+    dash["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "query")
+        .map(|v| {
+            let q = match &v["query"] {
+                Value::Object(o) => o["query"].as_str().unwrap_or_default().to_owned(),
+                q => q.as_str().unwrap_or_default().to_owned(),
+            };
+            (
+                format!("variable {}", v["name"].as_str().unwrap_or_default()),
+                q,
+            )
+        })
+        .collect()
+}
+
+/// `label_values(selector, label)` → (selector, label).
+fn label_values(query: &str) -> (String, String) {
+    let inner = query
+        .trim()
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("a variable query the test does not know: {query}"));
+    let (selector, label) = inner
+        .rsplit_once(',')
+        .expect("label_values(selector, label)");
+    (selector.trim().to_owned(), label.trim().to_owned())
+}
+
+/// `(name, expr)` of every rule of the committed rules file.
+fn committed_rules() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml")).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&text).expect("rules.yml parses");
+    doc["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .map(|r| {
+            let name = r["alert"].as_str().or(r["record"].as_str()).unwrap();
+            (name.to_owned(), r["expr"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// The committed rules, with only `SHORTENED_ALERT`'s `for:` lowered to 1s.
+fn rules_for_test() -> String {
+    let text = std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml")).unwrap();
+    let marker = format!("- alert: {SHORTENED_ALERT}\n");
+    let start = text
+        .find(&marker)
+        .unwrap_or_else(|| panic!("rules.yml has no alert {SHORTENED_ALERT}"));
+    let end = text[start + marker.len()..]
+        .find("- alert: ")
+        .map_or(text.len(), |i| start + marker.len() + i);
+    let block = &text[start..end];
+    let line = block
+        .lines()
+        .find(|l| l.trim_start().starts_with("for: "))
+        .unwrap_or_else(|| panic!("{SHORTENED_ALERT} has no `for:` to shorten"));
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let replacement = format!(
+        "{indent}# e2e test only: lowered from `{}` so the scenario fires within the test's \
+         time bound; the committed rules.yml is unchanged.\n{indent}for: 1s",
+        line.trim()
+    );
+    let block = block.replacen(line, &replacement, 1);
+    format!("{}{}{}", &text[..start], block, &text[end..])
+}
+
+fn prometheus_config(rules: &std::path::Path, am_port: u16, targets: &[(&str, u16)]) -> String {
+    let mut s = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {rules}\n\
+         alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
+         scrape_configs:\n",
+        rules = rules.display()
+    );
+    for (job, port) in targets {
+        s += &format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        );
+    }
+    s
+}
+
+fn alertmanager_config(webhook: &str) -> String {
+    format!(
+        "route:\n  receiver: webhook\n  group_by: [alertname, job, instance]\n  group_wait: 1s\n  \
+         group_interval: 1s\n  repeat_interval: 1h\n\
+         receivers:\n  - name: webhook\n    webhook_configs:\n      - url: {webhook}\n        \
+         send_resolved: false\n"
+    )
+}
