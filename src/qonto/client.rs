@@ -424,6 +424,10 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
+        // Qonto documents `X-Qonto-Staging-Token` as case-sensitive: send header names in
+        // their canonical case, over HTTP/1.1 (HTTP/2 lowercases every name).
+        .http1_title_case_headers()
+        .http1_only()
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(|e| BuildError::Http(e.to_string()))
