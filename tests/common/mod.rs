@@ -362,3 +362,209 @@ pub fn assert_matches_recount(
         wrong.join("\n")
     );
 }
+
+// ---- Helpers of the fault, auth, secrets and CLI tests -------------------------------------
+
+/// The count and amount series (`qonto_payment_links{…}` and `qonto_payment_links_amount{…}`)
+/// of a series map (from [`parse_metrics`] or [`recount`]): the figures that do not depend on
+/// the clock, so any two scrapes of the same poll must agree on them exactly.
+pub fn status_figures(m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    m.iter()
+        .filter(|(k, _)| {
+            k.starts_with("qonto_payment_links{") || k.starts_with("qonto_payment_links_amount{")
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+/// [`status_figures`] of what the simulator serves right now, recounted independently.
+pub fn sim_figures(sim: &Simulator) -> BTreeMap<String, f64> {
+    status_figures(&recount(&sim.links_json(), 0, &[]))
+}
+
+/// Sum of `qonto_payment_links` over all series: the links of the poll that was published.
+pub fn links_total(m: &BTreeMap<String, f64>) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with("qonto_payment_links{"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The flags of a fast exporter polling `api_url`: 200 ms interval, no client-side rate limit
+/// to speak of, 3 attempts per request, one page at a time. `overrides` replace a default flag's
+/// value or add flags (`("--flag", "")` adds a switch without value).
+pub fn fast_args(api_url: &str, overrides: &[(&str, &str)]) -> Vec<String> {
+    let mut flags: Vec<(String, String)> = [
+        ("--qonto.api-url", api_url),
+        ("--poll.interval", "200ms"),
+        ("--qonto.max-requests-per-second", "1000"),
+        ("--qonto.max-attempts", "3"),
+        ("--qonto.max-concurrency", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        match flags.iter_mut().find(|(f, _)| f == k) {
+            Some(slot) => slot.1 = v.to_string(),
+            None => flags.push((k.to_string(), v.to_string())),
+        }
+    }
+    flags
+        .into_iter()
+        .flat_map(|(k, v)| if v.is_empty() { vec![k] } else { vec![k, v] })
+        .collect()
+}
+
+impl Exporter {
+    /// [`Exporter::start`] with owned arguments (see [`fast_args`]).
+    pub fn start_owned(args: &[String], envs: &[(&str, &str)]) -> Exporter {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Exporter::start(&args, envs)
+    }
+
+    /// One scrape, parsed.
+    pub async fn metrics(&self) -> BTreeMap<String, f64> {
+        parse_metrics(&self.scrape().await)
+    }
+
+    /// One series of a fresh scrape; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics().await.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// Scrapes until `ok` holds for a scrape and returns it, or panics (with `what`, the last
+    /// scrape and the logs) after `within`.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        within: Duration,
+        ok: impl Fn(&BTreeMap<String, f64>) -> bool,
+    ) -> BTreeMap<String, f64> {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.scrape().await;
+            let m = parse_metrics(&text);
+            if ok(&m) {
+                return m;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "not within {within:?}: {what}\nlast scrape:\n{text}\nlogs:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `n` polls that started after this call have finished. Polls never overlap,
+    /// so poll k has finished once `qonto_exporter_polls_total` reaches k + 1.
+    pub async fn wait_polls(&self, n: u64, within: Duration) -> BTreeMap<String, f64> {
+        let start = self.metric("qonto_exporter_polls_total").await;
+        let target = start + n as f64 + 1.0;
+        self.wait_until(&format!("{n} more polls"), within, |m| {
+            m.get("qonto_exporter_polls_total")
+                .is_some_and(|v| *v >= target)
+        })
+        .await
+    }
+
+    /// Log lines containing every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until a log line contains every one of `needles`; returns it.
+    pub async fn wait_log(&self, needles: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.log_lines(needles).into_iter().next() {
+                return l;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no log line with {needles:?} within {within:?}; logs:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit by itself (a start-up error); its code and stderr.
+    pub fn wait_exit(&mut self, within: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader thread drain the pipe.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status.code(), self.logs());
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "exporter still running after {within:?}; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Sim {
+    /// Queues faults through the control endpoint (`POST /_sim/faults`), over HTTP.
+    pub async fn inject_http(&self, faults: serde_json::Value) {
+        let r = http()
+            .post(format!("{}/_sim/faults", self.url()))
+            .header("content-type", "application/json")
+            .body(faults.to_string())
+            .send()
+            .await
+            .expect("POST /_sim/faults");
+        assert_eq!(r.status(), 204, "POST /_sim/faults refused {faults}");
+    }
+
+    /// `GET /_sim/links` over HTTP: what the API serves, for an independent recount.
+    pub async fn links_http(&self) -> serde_json::Value {
+        http()
+            .get(format!("{}/_sim/links", self.url()))
+            .send()
+            .await
+            .expect("GET /_sim/links")
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice(&b).expect("links JSON"))
+            .expect("links body")
+    }
+}
+
+/// The span in which the last published poll's reference time lies, from its health metrics:
+/// `[end - duration - 1 s, end]` in Unix seconds.
+pub fn poll_span(text: &str) -> (i64, i64) {
+    let m = parse_metrics(text);
+    let end = m["qonto_exporter_last_success_timestamp_seconds"];
+    let took = m["qonto_exporter_last_poll_duration_seconds"];
+    ((end - took).floor() as i64 - 1, end.ceil() as i64)
+}
+
+impl Exporter {
+    /// Waits for a poll that started after this call to finish, and returns a scrape of it.
+    pub async fn next_poll(&self) -> String {
+        let polls = parse_metrics(&self.scrape().await)["qonto_exporter_polls_total"];
+        // polls_total counts polls started: +2 means one started after this call and finished.
+        self.wait_metric_at_least(
+            "qonto_exporter_polls_total",
+            polls + 2.0,
+            Duration::from_secs(30),
+        )
+        .await;
+        self.scrape().await
+    }
+}
