@@ -9,8 +9,8 @@
 //! guessed at), and caps the number of distinct label values so that bad data cannot explode
 //! the number of series. [`Aggregator::finish`] adds the zeros the metric contract asks for.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::hash::{BuildHasher, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -193,32 +193,77 @@ impl Snapshot {
     }
 }
 
-/// Hashes ids once with a per-process random key; the set then stores 8 bytes per link.
-/// A collision (probability ~n²/2⁶⁵, 3e-8 for a million links) would drop one link.
-#[derive(Default)]
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are ever hashed; fold anything else for completeness.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+/// The ids counted in one poll, for deduplication, in about 9 bytes per link.
+///
+/// Each id is hashed once with a per-process random key (SipHash) to 64 bits; a collision
+/// (probability ~n²/2⁶⁵, 3e-8 for a million links) would drop one link. The hashes live in
+/// [`ID_SHARDS`] sorted vectors chosen by their top bits, so the set needs no large
+/// contiguous table: a `HashSet<u64>` of a million ids holds 2²¹ buckets (18 MiB) and, while it
+/// grows, its old table too (27 MiB at the peak), which alone would break the 32 MiB budget of
+/// a million-link poll. Here a shard of a million-link poll holds ~250 hashes (2 KiB), grows by
+/// a quarter at a time, and an insert is a binary search plus a memmove of about 1 KiB.
+/// Every id is still checked against every other id of the poll: duplicates served while the
+/// listing drifts are counted once, exactly as before.
+struct IdSet {
+    shards: Vec<Vec<u64>>,
+    len: usize,
 }
 
-#[derive(Default, Clone, Copy)]
-struct BuildIdentity;
-impl BuildHasher for BuildIdentity {
-    type Hasher = IdentityHasher;
-    fn build_hasher(&self) -> IdentityHasher {
-        IdentityHasher::default()
+/// Number of shards of an [`IdSet`] (a power of two); 96 KiB of vector headers.
+const ID_SHARDS: usize = 4096;
+
+impl IdSet {
+    fn new() -> Self {
+        IdSet {
+            shards: (0..ID_SHARDS).map(|_| Vec::new()).collect(),
+            len: 0,
+        }
+    }
+
+    fn shard(hash: u64) -> usize {
+        (hash >> (64 - ID_SHARDS.trailing_zeros())) as usize
+    }
+
+    /// Prepares for `n` more ids: each shard gets its expected share, so the vectors are
+    /// allocated once, at their final size, instead of growing step by step.
+    fn reserve(&mut self, n: usize) {
+        let share = (self.len + n).div_ceil(ID_SHARDS);
+        // A little headroom: shard sizes vary around the mean by about its square root.
+        let want = share + share.isqrt() * 2;
+        for v in &mut self.shards {
+            if v.capacity() < want {
+                v.reserve_exact(want - v.len());
+            }
+        }
+    }
+
+    /// True if `hash` was not in the set.
+    fn insert(&mut self, hash: u64) -> bool {
+        let v = &mut self.shards[Self::shard(hash)];
+        match v.binary_search(&hash) {
+            Ok(_) => false,
+            Err(i) => {
+                if v.len() == v.capacity() {
+                    // Grow by a quarter, not double: less slack across thousands of shards.
+                    v.reserve_exact((v.len() / 4).max(4));
+                }
+                v.insert(i, hash);
+                self.len += 1;
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64) {
+        let v = &mut self.shards[Self::shard(hash)];
+        if let Ok(i) = v.binary_search(&hash) {
+            v.remove(i);
+            self.len -= 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -265,7 +310,7 @@ pub struct Aggregator {
     resource_types: Interner,
     totals: BTreeMap<(usize, usize, usize), Totals>,
     open: BTreeMap<(usize, usize), OpenGroup>,
-    seen: HashSet<u64, BuildIdentity>,
+    seen: IdSet,
     id_key: std::collections::hash_map::RandomState,
     carried: u64,
 }
@@ -289,7 +334,7 @@ impl Aggregator {
             resource_types: Interner::new(limits.resource_types, &KNOWN_RESOURCE_TYPES),
             totals: BTreeMap::new(),
             open: BTreeMap::new(),
-            seen: HashSet::default(),
+            seen: IdSet::new(),
             id_key: std::collections::hash_map::RandomState::new(),
             carried: 0,
         }
@@ -346,7 +391,7 @@ impl Aggregator {
         }
         let totals = self.totals.entry((s, c, r)).or_default();
         if let Err(reason) = totals.add(amount) {
-            self.seen.remove(&hash);
+            self.seen.remove(hash);
             return Err(reason);
         }
         if &*link.status == OPEN {
