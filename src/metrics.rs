@@ -23,6 +23,9 @@ use crate::aggregate::{InvalidReason, Snapshot, Totals};
 use crate::qonto::client::ApiObserver;
 use crate::qonto::oauth_session::RefreshObserver;
 
+/// How long the text of the `process_*` families is reused between scrapes.
+pub const PROCESS_METRICS_TTL: Duration = Duration::from_secs(1);
+
 /// Qonto's per-IP budget over ten minutes (`FACTS.md`).
 pub const BUDGET_REQUESTS_PER_10M: f64 = 10_000.0;
 
@@ -32,6 +35,10 @@ const POLLED: &str =
 /// The exporter's own metrics.
 pub struct SelfMetrics {
     registry: Registry,
+    /// The process collector alone: reading `/proc` costs more than everything else a scrape
+    /// does, so its text is reused for [`PROCESS_METRICS_TTL`] (see [`SelfMetrics::render`]).
+    process: Registry,
+    process_cache: std::sync::Mutex<Option<(std::time::Instant, Bytes)>>,
     pub up: Gauge,
     pub last_success: Gauge,
     pub last_duration: Gauge,
@@ -175,14 +182,17 @@ impl SelfMetrics {
         registry
             .register(Box::new(build))
             .expect("metric registered once");
+        let process = Registry::new();
         #[cfg(target_os = "linux")]
-        registry
+        process
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector registered once");
         Arc::new(SelfMetrics {
             registry,
+            process,
+            process_cache: std::sync::Mutex::new(None),
             up,
             last_success,
             last_duration,
@@ -203,10 +213,31 @@ impl SelfMetrics {
     }
 
     /// Appends the text exposition of the self-metrics to `out`.
+    ///
+    /// The exporter's own counters and gauges are gathered fresh on every call. The
+    /// `process_*` families are re-read from `/proc` at most every [`PROCESS_METRICS_TTL`]:
+    /// a read opens and parses several files and lists `/proc/self/fd`, which cost more than
+    /// the rest of a scrape and halved `/metrics` throughput under load (docs/benchmarks.md).
+    /// Prometheus scrapes every 15 s or more, so the values it sees are no older than before.
     pub fn render(&self, out: &mut Vec<u8>) {
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail for valid families.
         let _ = TextEncoder::new().encode(&families, out);
+        out.extend_from_slice(&self.process_text());
+    }
+
+    fn process_text(&self) -> Bytes {
+        let mut cache = self.process_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, text)) = &*cache {
+            if at.elapsed() < PROCESS_METRICS_TTL {
+                return text.clone();
+            }
+        }
+        let mut text = Vec::with_capacity(2048);
+        let _ = TextEncoder::new().encode(&self.process.gather(), &mut text);
+        let text = Bytes::from(text);
+        *cache = Some((std::time::Instant::now(), text.clone()));
+        text
     }
 
     /// Records the request count of a finished poll and what it means for the 10-minute budget.
