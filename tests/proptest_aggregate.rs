@@ -20,11 +20,26 @@ struct Gen {
 }
 
 fn link() -> impl Strategy<Value = Gen> {
-    let status = prop::sample::select(vec!["open", "processing", "paid", "expired", "canceled", "settling"]);
-    let currency = prop::sample::select(vec![("EUR", true), ("USD", true), ("GBP", true), ("eur", false), ("EURO", false)]);
+    let status = prop::sample::select(vec![
+        "open",
+        "processing",
+        "paid",
+        "expired",
+        "canceled",
+        "settling",
+    ]);
+    let currency = prop::sample::select(vec![
+        ("EUR", true),
+        ("USD", true),
+        ("GBP", true),
+        ("eur", false),
+        ("EURO", false),
+    ]);
     let value = prop_oneof![
-        (0u64..10_000_000, 0u32..=4).prop_map(|(m, s)| (Decimal::new(m as i64, s).to_string(), true)),
-        prop::sample::select(vec!["1,5", "abc", "", "1e3", "1."]).prop_map(|v| (v.to_string(), false)),
+        (0u64..10_000_000, 0u32..=4)
+            .prop_map(|(m, s)| (Decimal::new(m as i64, s).to_string(), true)),
+        prop::sample::select(vec!["1,5", "abc", "", "1e3", "1."])
+            .prop_map(|v| (v.to_string(), false)),
     ];
     let date = prop::sample::select(vec![
         ("2026-11-24T12:30:00Z", true),
@@ -32,14 +47,16 @@ fn link() -> impl Strategy<Value = Gen> {
         ("2027-03-01T10:00:00.123Z", true),
         ("tomorrow", false),
     ]);
-    (0u8..60, status, currency, value, date).prop_map(|(id, status, (currency, cv), (value, vv), (date, dv))| Gen {
-        id,
-        status,
-        currency,
-        value,
-        date,
-        valid: cv && vv && dv,
-    })
+    (0u8..60, status, currency, value, date).prop_map(
+        |(id, status, (currency, cv), (value, vv), (date, dv))| Gen {
+            id,
+            status,
+            currency,
+            value,
+            date,
+            valid: cv && vv && dv,
+        },
+    )
 }
 
 fn page_json(links: &[Gen]) -> String {
