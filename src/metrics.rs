@@ -217,7 +217,7 @@ impl SelfMetrics {
     /// The exporter's own counters and gauges are gathered fresh on every call. The
     /// `process_*` families are re-read from `/proc` at most every [`PROCESS_METRICS_TTL`]:
     /// a read opens and parses several files and lists `/proc/self/fd`, which cost more than
-    /// the rest of a scrape and halved `/metrics` throughput under load (docs/benchmarks.md).
+    /// the rest of a scrape and halved `/metrics` throughput under load (README, Performance).
     /// Prometheus scrapes every 15 s or more, so the values it sees are no older than before.
     pub fn render(&self, out: &mut Vec<u8>) {
         let families = self.registry.gather();
