@@ -11,7 +11,10 @@
 //! Links in a terminal status (paid, expired, canceled) never change again, and links are not
 //! deleted, so the set of links of a terminal status only grows. Hence, if a terminal status
 //! has the same `total_count` as when its totals were computed, it holds the same links and its
-//! totals can be carried over unchanged; if the count moved, that status is walked again. Open
+//! totals can be carried over unchanged. If the count grew by `k`, the newcomers are looked for
+//! among the links that were live at the last poll and are no longer (see [`Poller::find_moved`]):
+//! when all `k` are found, the old totals plus theirs are exactly the status's; otherwise the
+//! status is walked again in full. Open
 //! and processing links can change at any time and are walked in full on every poll; expiry
 //! figures only concern open links, so they are always exact. A link that moves from open to
 //! a terminal status between two requests of one poll is seen twice and counted once (ids are
@@ -20,13 +23,16 @@
 //! `total_count` equals the sum of the parts, and walks everything when it does not. A full
 //! walk also runs every `full_resync` as a safety net.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
 use crate::aggregate::{
@@ -35,8 +41,8 @@ use crate::aggregate::{
 };
 use crate::metrics::{SelfMetrics, render_snapshot};
 use crate::qonto::client::{ApiError, QontoClient};
-use crate::qonto::model::Page;
-use crate::qonto::walk::{WalkSummary, count, walk};
+use crate::qonto::model::{Link, Page};
+use crate::qonto::walk::{WalkSummary, count, walk, walk_until};
 use crate::shutdown::stopped;
 
 /// Statuses walked in full on every incremental poll.
@@ -109,6 +115,10 @@ struct Memory {
     last_full: Instant,
     /// API `total_count` per terminal status, and the totals computed for exactly that set.
     terminal: BTreeMap<&'static str, (u64, StatusRows)>,
+    /// `(id hash, expiration)` of the open and processing links, sorted by hash.
+    live: Vec<(u64, i64)>,
+    /// The reference time of the poll that built this memory.
+    polled_at: i64,
 }
 
 /// `(pages, drift, API count per terminal status)` of the walks of one poll attempt.
@@ -120,6 +130,55 @@ struct Tally {
     invalid: Vec<(InvalidReason, Option<String>)>,
     duplicates: u64,
     served_by_status: BTreeMap<String, u64>,
+    /// `(id hash, expiration)` of the open and processing links counted in this poll.
+    live: Vec<(u64, i64)>,
+    /// Duplicates this poll caused itself (a status walked in full after a partial look).
+    expected_duplicates: u64,
+}
+
+impl Tally {
+    fn new(agg: Aggregator) -> Self {
+        Tally {
+            agg,
+            invalid: Vec::new(),
+            duplicates: 0,
+            served_by_status: BTreeMap::new(),
+            live: Vec::new(),
+            expected_duplicates: 0,
+        }
+    }
+
+    /// Counts one link served by the API.
+    fn link(&mut self, link: &Link<'_>, id_key: &RandomState) {
+        match self.agg.add(link) {
+            Outcome::Added => {
+                if LIVE_STATUSES.contains(&&*link.status) {
+                    // Valid, so the date parses; remembered to recognise the link next poll
+                    // when it has moved on to a terminal status.
+                    if let Ok(exp) = OffsetDateTime::parse(&link.expiration_date, &Rfc3339) {
+                        self.live
+                            .push((id_key.hash_one(&*link.id), exp.unix_timestamp()));
+                    }
+                }
+            }
+            Outcome::Duplicate => self.duplicates += 1,
+            Outcome::Invalid(r) => self.invalid.push((r, Some(link.id.to_string()))),
+        }
+        if let Some(n) = self.served_by_status.get_mut(&*link.status) {
+            *n += 1;
+        } else {
+            self.served_by_status.insert(link.status.to_string(), 1);
+        }
+    }
+
+    fn page(&mut self, page: &Page<'_>, id_key: &RandomState) {
+        for link in &page.links {
+            self.link(link, id_key);
+        }
+        for m in &page.malformed {
+            self.invalid.push((InvalidReason::Malformed, m.id.clone()));
+        }
+    }
 }
 
 /// Runs polls on an interval and publishes their results.
@@ -129,6 +188,8 @@ pub struct Poller {
     metrics: Arc<SelfMetrics>,
     shared: Arc<Shared>,
     memory: Option<Memory>,
+    /// Hashes link ids the same way across polls (the incremental memory keeps hashes).
+    id_key: RandomState,
     logged: HashSet<String>,
     refused: bool,
 }
@@ -146,6 +207,7 @@ impl Poller {
             metrics,
             shared,
             memory: None,
+            id_key: RandomState::new(),
             logged: HashSet::new(),
             refused: false,
         }
@@ -180,8 +242,9 @@ impl Poller {
         };
         let duration = started.elapsed();
         let requests = self.client.requests_sent() - requests_before;
+        // A poll longer than the interval delays the next one: polls then come less often.
         self.metrics
-            .record_poll_requests(requests, self.cfg.interval);
+            .record_poll_requests(requests, self.cfg.interval.max(duration));
         self.metrics.last_duration.set(duration.as_secs_f64());
         match result {
             Ok((snapshot, pages, full)) => {
@@ -267,29 +330,17 @@ impl Poller {
                     .memory
                     .as_ref()
                     .is_none_or(|m| m.last_full.elapsed() >= self.cfg.full_resync);
-            let tally = Mutex::new(Tally {
-                agg: Aggregator::new(now, &self.cfg.windows, self.cfg.limits),
-                invalid: Vec::new(),
-                duplicates: 0,
-                served_by_status: BTreeMap::new(),
-            });
+            let tally = Mutex::new(Tally::new(Aggregator::new(
+                now,
+                &self.cfg.windows,
+                self.cfg.limits,
+            )));
+            let id_key = &self.id_key;
             let on_page = |page: &Page<'_>| {
-                let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-                for link in &page.links {
-                    match t.agg.add(link) {
-                        Outcome::Added => {}
-                        Outcome::Duplicate => t.duplicates += 1,
-                        Outcome::Invalid(r) => t.invalid.push((r, Some(link.id.to_string()))),
-                    }
-                    if let Some(n) = t.served_by_status.get_mut(&*link.status) {
-                        *n += 1;
-                    } else {
-                        t.served_by_status.insert(link.status.to_string(), 1);
-                    }
-                }
-                for m in &page.malformed {
-                    t.invalid.push((InvalidReason::Malformed, m.id.clone()));
-                }
+                tally
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .page(page, id_key);
             };
             let outcome = if full {
                 self.walk_full(&on_page).await?
@@ -306,9 +357,15 @@ impl Poller {
                 }
             };
             let (pages, drift, terminal) = outcome;
-            let t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
+            let mut t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
+            let mut live = std::mem::take(&mut t.live);
             let drift = drift.or_else(|| {
-                (t.duplicates > 0).then(|| format!("{} links served twice", t.duplicates))
+                (t.duplicates > t.expected_duplicates).then(|| {
+                    format!(
+                        "{} links served twice",
+                        t.duplicates - t.expected_duplicates
+                    )
+                })
             });
             let settled = match drift {
                 Some(why) => {
@@ -339,6 +396,8 @@ impl Poller {
                 } else {
                     terminal.into_iter().collect()
                 };
+                let mut live = std::mem::take(&mut live);
+                live.sort_unstable();
                 Memory {
                     last_full: match (&self.memory, full) {
                         (Some(m), false) => m.last_full,
@@ -348,6 +407,8 @@ impl Poller {
                         .into_iter()
                         .map(|(s, n)| (s, (n, snapshot.status_rows(s))))
                         .collect(),
+                    live,
+                    polled_at: now.unix_timestamp(),
                 }
             });
             return Ok((snapshot, pages, full));
@@ -374,6 +435,19 @@ impl Poller {
         let mut pages = live.pages;
         let mut drift = live.drift;
         let mut parts = live.total_count;
+        // Links live last poll and gone from the live listing now have moved to a terminal
+        // status: the candidates for the terminal statuses whose counts grew.
+        let mut vanished: HashMap<u64, i64> = {
+            let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            let mut now_live: Vec<u64> = t.live.iter().map(|(h, _)| *h).collect();
+            now_live.sort_unstable();
+            memory
+                .live
+                .iter()
+                .filter(|(h, _)| now_live.binary_search(h).is_err())
+                .copied()
+                .collect()
+        };
         let mut terminal = BTreeMap::new();
         for status in TERMINAL_STATUSES {
             let n = count(&self.client, &[status]).await?;
@@ -395,6 +469,32 @@ impl Poller {
                     }
                     terminal.insert(status, n);
                 }
+                Some((known, rows)) if n > *known && !vanished.is_empty() => {
+                    let (found, walked) = self
+                        .find_moved(tally, status, n - known, &mut vanished, memory.polled_at)
+                        .await?;
+                    pages += walked;
+                    if found == n - known {
+                        tally
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .agg
+                            .carry(status, rows);
+                        terminal.insert(status, n);
+                    } else {
+                        // Not all newcomers were links seen live last poll: walk it all (the
+                        // links found are served again: duplicates of our own making).
+                        tally
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .expected_duplicates += found;
+                        let s =
+                            walk(&self.client, &[status], self.cfg.concurrency, on_page).await?;
+                        pages += s.pages;
+                        drift = drift.or(s.drift);
+                        terminal.insert(status, s.total_count);
+                    }
+                }
                 _ => {
                     let s = walk(&self.client, &[status], self.cfg.concurrency, on_page).await?;
                     pages += s.pages;
@@ -414,6 +514,65 @@ impl Poller {
             return Ok(None);
         }
         Ok(Some((pages, drift, terminal)))
+    }
+
+    /// Looks for the `want` links that joined terminal `status` since the last poll among the
+    /// links that were live then (`vanished`), reading the status sorted by expiration date,
+    /// latest first, and stopping as soon as all are found — or once the dates fall below every
+    /// candidate's (and below the last poll, in case the API rewrote a date on the move), where
+    /// none can follow. Found links are counted and leave `vanished`. Returns `(found, pages)`.
+    ///
+    /// Why this is exact when `found == want`: links never leave a terminal status, so the
+    /// status holds last poll's links (whose totals are carried) plus exactly `want` newcomers;
+    /// `want` distinct links of the status that were not in it last poll (they were live) are
+    /// therefore all the newcomers. Old links near the top are paid links whose expiration
+    /// date is still ahead — few, in an organisation whose history goes back years.
+    pub(crate) async fn find_moved(
+        &self,
+        tally: &Mutex<Tally>,
+        status: &'static str,
+        want: u64,
+        vanished: &mut HashMap<u64, i64>,
+        last_poll: i64,
+    ) -> Result<(u64, u64), PollError> {
+        let floor = vanished
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(i64::MIN)
+            .min(last_poll - 60);
+        let mut found = 0;
+        let id_key = &self.id_key;
+        let mut on_page = |page: &Page<'_>| {
+            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            for link in &page.links {
+                if vanished.remove(&id_key.hash_one(&*link.id)).is_some() {
+                    found += 1;
+                    t.link(link, id_key);
+                }
+            }
+            let oldest = page
+                .links
+                .last()
+                .and_then(|l| OffsetDateTime::parse(&l.expiration_date, &Rfc3339).ok())
+                .map(|d| d.unix_timestamp());
+            found < want && oldest.is_some_and(|o| o >= floor)
+        };
+        let pages = walk_until(
+            &self.client,
+            &[status],
+            "expiration_date:desc",
+            &mut on_page,
+        )
+        .await?;
+        tracing::debug!(
+            status,
+            want,
+            found,
+            pages,
+            "looked for links that became terminal"
+        );
+        Ok((found, pages))
     }
 
     fn count_invalid(&mut self, invalid: &[(InvalidReason, Option<String>)]) {

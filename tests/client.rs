@@ -148,6 +148,7 @@ async fn bad_request_and_unauthorized_become_typed_errors() {
         statuses: &[],
         page: 1,
         per_page: 100,
+        sort_by: None,
     };
     match c.get_page(&q, |_| ()).await {
         Err(ApiError::Status {
@@ -191,6 +192,7 @@ async fn server_errors_are_retried_then_reported() {
         statuses: &[],
         page: 1,
         per_page: 100,
+        sort_by: None,
     };
     let err = c.get_page(&q, |_| ()).await.unwrap_err();
     assert!(

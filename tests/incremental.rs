@@ -59,6 +59,26 @@ async fn incremental_polls_equal_a_full_recount_and_stay_cheap() {
     let (lo, hi) = poll_span(&text);
     assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
 
+    // Links paid since the last poll are found among the links that were open then, reading
+    // the paid links latest-expiring first: the paid status is not walked again in full.
+    let paid_pages = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["status"] == "paid")
+        .count()
+        .div_ceil(100) as u64;
+    sim.sim.reset_stats();
+    sim.sim.mutate(Mutation::Pay(5));
+    let text = exporter.next_poll().await;
+    let paid_requests = sim.sim.stats().list_requests_by_status_filter["paid"];
+    assert!(
+        paid_requests < paid_pages / 2,
+        "{paid_requests} requests for paid links over the polls absorbing 5 payments ({paid_pages} pages in all)"
+    );
+    let (lo, hi) = poll_span(&text);
+    assert_matches_recount(&text, &sim.sim.links_json(), lo, hi, &WINDOWS);
+
     // Changes of every kind between polls.
     let changes: [&[Mutation]; 4] = [
         &[Mutation::Pay(5)],

@@ -161,6 +161,8 @@ pub struct ListQuery<'a> {
     pub statuses: &'a [&'a str],
     pub page: u64,
     pub per_page: u64,
+    /// `sort_by` (e.g. `expiration_date:desc`); `None` for the API's default order.
+    pub sort_by: Option<&'a str>,
 }
 
 /// The Qonto API client; cheap to share behind an `Arc`.
@@ -343,6 +345,9 @@ impl QontoClient {
             .query(&[("page", q.page), ("per_page", q.per_page)]);
         for s in q.statuses {
             req = req.query(&[("status[]", s)]);
+        }
+        if let Some(sort) = q.sort_by {
+            req = req.query(&[("sort_by", sort)]);
         }
         if let Some(st) = &self.staging {
             req = req.header("X-Qonto-Staging-Token", st.clone());

@@ -93,6 +93,36 @@ pub async fn count(client: &QontoClient, statuses: &[&str]) -> Result<u64, ApiEr
     Ok(got.meta.total_count)
 }
 
+/// Walks the listing filtered by `statuses` in `sort_by` order, one page after the other,
+/// handing each page to `on_page` until it returns `false` or the listing ends. Sequential on
+/// purpose: the caller stops as soon as it has what it looks for. Returns the pages fetched.
+pub async fn walk_until(
+    client: &QontoClient,
+    statuses: &[&str],
+    sort_by: &str,
+    on_page: &mut (dyn FnMut(&Page<'_>) -> bool + Send),
+) -> Result<u64, ApiError> {
+    let mut page = 1;
+    loop {
+        let q = ListQuery {
+            statuses,
+            page,
+            per_page: MAX_PER_PAGE,
+            sort_by: Some(sort_by),
+        };
+        let (more, meta) = client
+            .get_page(&q, |p| {
+                check_next(page, &p.meta).map(|()| (on_page(&p), p.meta))
+            })
+            .await?
+            .map_err(|message| ApiError::Pagination { page, message })?;
+        match meta.next_page {
+            Some(next) if more => page = next,
+            _ => return Ok(page),
+        }
+    }
+}
+
 struct Fetched {
     page: u64,
     meta: Meta,
@@ -110,6 +140,7 @@ async fn fetch(
         statuses,
         page,
         per_page,
+        sort_by: None,
     };
     let (meta, items) = client
         .get_page(&q, |p| {
