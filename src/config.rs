@@ -49,6 +49,8 @@ pub enum LogFormat {
 }
 
 /// Flags of the exporter itself.
+// The doc comments are the `--help` text: URLs stay bare there.
+#[allow(rustdoc::bare_urls)]
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Poll a built-in simulated organisation instead of Qonto; no credentials needed.

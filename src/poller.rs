@@ -12,7 +12,7 @@
 //! deleted, so the set of links of a terminal status only grows. Hence, if a terminal status
 //! has the same `total_count` as when its totals were computed, it holds the same links and its
 //! totals can be carried over unchanged. If the count grew by `k`, the newcomers are looked for
-//! among the links that were live at the last poll and are no longer (see [`Poller::find_moved`]):
+//! among the links that were live at the last poll and are no longer (see `Poller::find_moved`):
 //! when all `k` are found, the old totals plus theirs are exactly the status's; otherwise the
 //! status is walked again in full. Open
 //! and processing links can change at any time and are walked in full on every poll; expiry
@@ -527,7 +527,7 @@ impl Poller {
     /// `want` distinct links of the status that were not in it last poll (they were live) are
     /// therefore all the newcomers. Old links near the top are paid links whose expiration
     /// date is still ahead — few, in an organisation whose history goes back years.
-    pub(crate) async fn find_moved(
+    async fn find_moved(
         &self,
         tally: &Mutex<Tally>,
         status: &'static str,
