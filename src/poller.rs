@@ -24,7 +24,7 @@
 //! walk also runs every `full_resync` as a safety net.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -121,7 +121,8 @@ struct Memory {
     polled_at: i64,
 }
 
-/// `(pages, drift, API count per terminal status)` of the walks of one poll attempt.
+/// `(pages, drift, API count of each terminal status proven equal to the poll's set)` of the
+/// walks of one poll attempt.
 type Walked = (u64, Option<String>, BTreeMap<&'static str, u64>);
 
 /// Per-poll bookkeeping fed by the page callback.
@@ -129,7 +130,9 @@ struct Tally {
     agg: Aggregator,
     invalid: Vec<(InvalidReason, Option<String>)>,
     duplicates: u64,
-    served_by_status: BTreeMap<String, u64>,
+    /// Distinct ids of the invalid links of each status: they count in the API's
+    /// `total_count` of their status, not in the snapshot's totals.
+    invalid_by_status: BTreeMap<String, BTreeSet<String>>,
     /// `(id hash, expiration)` of the open and processing links counted in this poll.
     live: Vec<(u64, i64)>,
     /// Duplicates this poll caused itself (a status walked in full after a partial look).
@@ -142,7 +145,7 @@ impl Tally {
             agg,
             invalid: Vec::new(),
             duplicates: 0,
-            served_by_status: BTreeMap::new(),
+            invalid_by_status: BTreeMap::new(),
             live: Vec::new(),
             expected_duplicates: 0,
         }
@@ -162,12 +165,13 @@ impl Tally {
                 }
             }
             Outcome::Duplicate => self.duplicates += 1,
-            Outcome::Invalid(r) => self.invalid.push((r, Some(link.id.to_string()))),
-        }
-        if let Some(n) = self.served_by_status.get_mut(&*link.status) {
-            *n += 1;
-        } else {
-            self.served_by_status.insert(link.status.to_string(), 1);
+            Outcome::Invalid(r) => {
+                self.invalid.push((r, Some(link.id.to_string())));
+                self.invalid_by_status
+                    .entry(link.status.to_string())
+                    .or_default()
+                    .insert(link.id.to_string());
+            }
         }
     }
 
@@ -349,9 +353,14 @@ impl Poller {
                     Some(o) => o,
                     None => {
                         // Links moving between the requests of one poll can make the parts
-                        // miss the total once; only a repeated mismatch costs a full walk.
+                        // miss the total; only a repeated mismatch costs a full walk.
                         mismatches += 1;
-                        force_full = mismatches > 1;
+                        force_full = mismatches > 2;
+                        if force_full {
+                            tracing::info!(
+                                "status counts keep missing the total; walking everything"
+                            );
+                        }
                         continue;
                     }
                 }
@@ -367,49 +376,45 @@ impl Poller {
                     )
                 })
             });
-            let settled = match drift {
-                Some(why) => {
-                    self.metrics.drift.inc();
-                    if attempt < self.cfg.max_rewalks {
-                        attempt += 1;
-                        tracing::info!(%why, attempt, "listing changed during the poll; walking again");
-                        continue;
-                    }
-                    tracing::warn!(%why, "listing kept changing; publishing the deduplicated figures of the last walk");
-                    false
+            if let Some(why) = drift {
+                self.metrics.drift.inc();
+                if attempt < self.cfg.max_rewalks {
+                    attempt += 1;
+                    tracing::info!(%why, attempt, "listing changed during the poll; walking again");
+                    continue;
                 }
-                None => true,
-            };
+                tracing::warn!(%why, "listing kept changing; publishing the deduplicated figures of the last walk");
+            }
             self.count_invalid(&t.invalid);
             let snapshot = t.agg.finish();
             if full {
                 self.metrics.full_walks.inc();
             }
-            // Terminal totals are reused only when they are known to match the API's count
-            // for exactly that set; after unsettled drift, the next poll walks everything.
-            self.memory = settled.then(|| {
-                let counts: Vec<(&'static str, u64)> = if full {
-                    TERMINAL_STATUSES
-                        .iter()
-                        .map(|s| (*s, t.served_by_status.get(*s).copied().unwrap_or(0)))
-                        .collect()
-                } else {
-                    terminal.into_iter().collect()
-                };
-                let mut live = std::mem::take(&mut live);
-                live.sort_unstable();
-                Memory {
-                    last_full: match (&self.memory, full) {
-                        (Some(m), false) => m.last_full,
-                        _ => Instant::now(),
-                    },
-                    terminal: counts
-                        .into_iter()
-                        .map(|(s, n)| (s, (n, snapshot.status_rows(s))))
-                        .collect(),
-                    live,
-                    polled_at: now.unix_timestamp(),
-                }
+            // The count remembered for a terminal status is the number of distinct links of
+            // that status this poll holds (valid ones in the snapshot, invalid ones by id), or
+            // the API's own count where the set was proven equal to it (carried or completed).
+            // Rows are links of that status, which they never leave: when the API's count
+            // equals the remembered one next poll, the rows are exactly the status's links,
+            // however much the listing moved during this poll.
+            live.sort_unstable();
+            self.memory = Some(Memory {
+                last_full: match (&self.memory, full) {
+                    (Some(m), false) => m.last_full,
+                    _ => Instant::now(),
+                },
+                terminal: TERMINAL_STATUSES
+                    .iter()
+                    .map(|s| {
+                        let held = snapshot.status_count(s)
+                            + t.invalid_by_status
+                                .get(*s)
+                                .map_or(0, |ids| ids.len() as u64);
+                        let n = terminal.get(s).copied().unwrap_or(held);
+                        (*s, (n, snapshot.status_rows(s)))
+                    })
+                    .collect(),
+                live,
+                polled_at: now.unix_timestamp(),
             });
             return Ok((snapshot, pages, full));
         }
@@ -448,11 +453,26 @@ impl Poller {
                 .copied()
                 .collect()
         };
-        let mut terminal = BTreeMap::new();
+        // All counts first: if the parts do not add up to the whole, nothing is walked.
+        let mut counts = Vec::with_capacity(TERMINAL_STATUSES.len());
         for status in TERMINAL_STATUSES {
             let n = count(&self.client, &[status]).await?;
             pages += 1;
             parts += n;
+            counts.push((status, n));
+        }
+        let total = count(&self.client, &[]).await?;
+        pages += 1;
+        if total != parts {
+            tracing::info!(
+                total,
+                parts,
+                "status counts do not add up to the total (a status the exporter does not know, or links moving); walking again"
+            );
+            return Ok(None);
+        }
+        let mut terminal = BTreeMap::new();
+        for (status, n) in counts {
             match memory.terminal.get(status) {
                 Some((known, rows)) if *known == n => {
                     let dropped = tally
@@ -492,26 +512,14 @@ impl Poller {
                             walk(&self.client, &[status], self.cfg.concurrency, on_page).await?;
                         pages += s.pages;
                         drift = drift.or(s.drift);
-                        terminal.insert(status, s.total_count);
                     }
                 }
                 _ => {
                     let s = walk(&self.client, &[status], self.cfg.concurrency, on_page).await?;
                     pages += s.pages;
                     drift = drift.or(s.drift);
-                    terminal.insert(status, s.total_count);
                 }
             }
-        }
-        let total = count(&self.client, &[]).await?;
-        pages += 1;
-        if total != parts {
-            tracing::info!(
-                total,
-                parts,
-                "status counts do not add up to the total (a status the exporter does not know, or links moving); walking everything"
-            );
-            return Ok(None);
         }
         Ok(Some((pages, drift, terminal)))
     }
