@@ -9,18 +9,21 @@
 //!
 //! # Incremental polls, and why their figures equal a full recount
 //! Links in a terminal status (paid, expired, canceled) never change again, and links are not
-//! deleted, so the set of links of a terminal status only grows. Hence, if a terminal status
-//! has the same `total_count` as when its totals were computed, it holds the same links and its
-//! totals can be carried over unchanged. If the count grew by `k`, the newcomers are looked for
-//! among the links that were live at the last poll and are no longer (see `Poller::find_moved`):
-//! when all `k` are found, the old totals plus theirs are exactly the status's; otherwise the
-//! status is walked again in full. Open
-//! and processing links can change at any time and are walked in full on every poll; expiry
-//! figures only concern open links, so they are always exact. A link that moves from open to
-//! a terminal status between two requests of one poll is seen twice and counted once (ids are
-//! deduplicated across all walks of a poll). A status the exporter does not know yet would be
-//! invisible to status-filtered walks, so each incremental poll checks that the unfiltered
-//! `total_count` equals the sum of the parts, and walks everything when it does not. A full
+//! deleted, so the set of links of a terminal status only grows. Each poll remembers, per
+//! terminal status, the totals of the links of that status it holds and how many links that
+//! is (invalid ones included, as the API counts them). Since a held link stays in its status,
+//! an API `total_count` equal to the remembered count means the held links are exactly the
+//! status's links: their totals are carried over unchanged, however much the listing moved
+//! while they were read. If the count grew by `k`, the newcomers are looked for among the links
+//! that were live at the last poll and are no longer (see `Poller::find_moved`): when all `k`
+//! are found, the old totals plus theirs are exactly the status's; otherwise the status is
+//! walked again in full. Open and processing links can change at any time and are walked in
+//! full on every poll; expiry figures only concern open links, so they are always exact. A
+//! link that moves from open to a terminal status between two requests of one poll is seen
+//! twice and counted once (ids are deduplicated across all walks of a poll). Every count is
+//! probed before any terminal walk, and the unfiltered `total_count` must equal the sum of the
+//! parts: a mismatch (links moving, or a status the exporter does not know yet, invisible to
+//! status-filtered walks) means walking again, and walking everything when it persists. A full
 //! walk also runs every `full_resync` as a safety net.
 
 use std::collections::hash_map::RandomState;
