@@ -441,8 +441,15 @@ impl Poller {
         let live: WalkSummary =
             walk(&self.client, &LIVE_STATUSES, self.cfg.concurrency, on_page).await?;
         let mut pages = live.pages;
-        let mut drift = live.drift;
+        let drift = live.drift;
         let mut parts = live.total_count;
+        // Only the live walk can lose links to drift (links leave the live listing and shift
+        // others past the cursor). Terminal listings only grow: a walk of one sees every link it
+        // held at its first page, and serves some twice or misses newcomers, which were live when
+        // the live walk counted them. So duplicates from here on are not drift, and a terminal
+        // walk that saw its listing grow is not walked again; the remembered counts (see
+        // `collect`) let the next poll catch up.
+        let live_duplicates = tally.lock().unwrap_or_else(|p| p.into_inner()).duplicates;
         // Links live last poll and gone from the live listing now have moved to a terminal
         // status: the candidates for the terminal statuses whose counts grew.
         let mut vanished: HashMap<u64, i64> = {
@@ -514,16 +521,18 @@ impl Poller {
                         let s =
                             walk(&self.client, &[status], self.cfg.concurrency, on_page).await?;
                         pages += s.pages;
-                        drift = drift.or(s.drift);
+                        self.note_terminal_drift(status, s.drift);
                     }
                 }
                 _ => {
                     let s = walk(&self.client, &[status], self.cfg.concurrency, on_page).await?;
                     pages += s.pages;
-                    drift = drift.or(s.drift);
+                    self.note_terminal_drift(status, s.drift);
                 }
             }
         }
+        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+        t.expected_duplicates = t.duplicates - live_duplicates;
         Ok(Some((pages, drift, terminal)))
     }
 
@@ -584,6 +593,14 @@ impl Poller {
             "looked for links that became terminal"
         );
         Ok((found, pages))
+    }
+
+    /// Counts and logs a terminal listing that grew while it was walked (not walked again).
+    fn note_terminal_drift(&self, status: &str, drift: Option<String>) {
+        if let Some(why) = drift {
+            self.metrics.drift.inc();
+            tracing::debug!(status, %why, "terminal listing grew during its walk");
+        }
     }
 
     fn count_invalid(&mut self, invalid: &[(InvalidReason, Option<String>)]) {
