@@ -400,6 +400,7 @@ impl Poller {
             // equals the remembered one next poll, the rows are exactly the status's links,
             // however much the listing moved during this poll.
             live.sort_unstable();
+            live.shrink_to_fit();
             self.memory = Some(Memory {
                 last_full: match (&self.memory, full) {
                     (Some(m), false) => m.last_full,
@@ -453,13 +454,13 @@ impl Poller {
         // Links live last poll and gone from the live listing now have moved to a terminal
         // status: the candidates for the terminal statuses whose counts grew.
         let mut vanished: HashMap<u64, i64> = {
-            let t = tally.lock().unwrap_or_else(|p| p.into_inner());
-            let mut now_live: Vec<u64> = t.live.iter().map(|(h, _)| *h).collect();
-            now_live.sort_unstable();
+            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            // Sorted in place (no copy: at a million links the live set is megabytes).
+            t.live.sort_unstable();
             memory
                 .live
                 .iter()
-                .filter(|(h, _)| now_live.binary_search(h).is_err())
+                .filter(|(h, _)| t.live.binary_search_by_key(h, |(l, _)| *l).is_err())
                 .copied()
                 .collect()
         };
