@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::aggregate::{Limits, Window};
 use crate::oauth_login::OAuthLoginArgs;
-use crate::secret::{Secret, check_writable, read_secret_file};
+use crate::secret::{
+    Secret, SecretSourceError, check_writable, read_secret_file, secret_from_file_or_value,
+};
 use crate::simulator::SimulateArgs;
 
 /// The default port: 9100–9999 are all allocated on the Prometheus wiki; newer exporters take
@@ -182,27 +184,18 @@ fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-/// Reads an environment variable, treating empty as unset.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 /// A secret from a file flag or an environment variable holding the value: exactly one.
 pub fn secret_from(
     file: Option<&Path>,
     flag: &str,
     var: &str,
 ) -> Result<Option<Secret>, ConfigError> {
-    match (file, env(var)) {
-        (Some(_), Some(_)) => Err(err(format!(
+    secret_from_file_or_value(file, std::env::var(var).ok()).map_err(|e| match e {
+        SecretSourceError::Both => err(format!(
             "{flag} and {var} are both set; give the secret in one place"
-        ))),
-        (Some(path), None) => read_secret_file(path)
-            .map(Some)
-            .map_err(|e| err(format!("{flag}: {e}"))),
-        (None, Some(v)) => Ok(Some(Secret::new(v))),
-        (None, None) => Ok(None),
-    }
+        )),
+        SecretSourceError::File(e) => err(format!("{flag}: {e}")),
+    })
 }
 
 impl RunArgs {

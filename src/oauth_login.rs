@@ -32,7 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::oauth::{OAuthError, TokenEndpoint};
 use crate::secret::write_secret_file_atomic;
-use crate::secret::{Secret, SecretFileError, check_writable, read_secret_file};
+use crate::secret::{
+    Secret, SecretFileError, SecretSourceError, check_writable, secret_from_file_or_value,
+};
 
 /// Environment variable holding the client secret itself (never a flag value: it would show
 /// in `ps`).
@@ -327,11 +329,11 @@ async fn finish(
 
 /// Reads the client secret from the file or the environment variable's value; exactly one.
 fn resolve_client_secret(file: Option<&Path>, env: Option<String>) -> Result<Secret, LoginError> {
-    match (file, env.filter(|v| !v.trim().is_empty())) {
-        (Some(_), Some(_)) => Err(LoginError::AmbiguousClientSecret),
-        (Some(path), None) => read_secret_file(path).map_err(LoginError::ClientSecretFile),
-        (None, Some(value)) => Ok(Secret::new(value)),
-        (None, None) => Err(LoginError::MissingClientSecret),
+    match secret_from_file_or_value(file, env) {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(LoginError::MissingClientSecret),
+        Err(SecretSourceError::Both) => Err(LoginError::AmbiguousClientSecret),
+        Err(SecretSourceError::File(e)) => Err(LoginError::ClientSecretFile(e)),
     }
 }
 

@@ -65,6 +65,30 @@ pub enum SecretFileError {
     },
 }
 
+/// Why a secret given "as a file or as a variable's value" could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretSourceError {
+    /// Both the file and the value were given: which one is meant is not ours to guess.
+    #[error("given both as a file and as a value")]
+    Both,
+    #[error(transparent)]
+    File(#[from] SecretFileError),
+}
+
+/// The secret from `file` or from `value` (an environment variable's content), exactly one of
+/// them; a blank value counts as unset. `None` when neither is given.
+pub fn secret_from_file_or_value(
+    file: Option<&Path>,
+    value: Option<String>,
+) -> Result<Option<Secret>, SecretSourceError> {
+    match (file, value.filter(|v| !v.trim().is_empty())) {
+        (Some(_), Some(_)) => Err(SecretSourceError::Both),
+        (Some(path), None) => Ok(Some(read_secret_file(path)?)),
+        (None, Some(v)) => Ok(Some(Secret::new(v))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Reads a secret from a file, trimming whitespace; an empty file is an error.
 pub fn read_secret_file(path: &Path) -> Result<Secret, SecretFileError> {
     let raw = std::fs::read_to_string(path).map_err(|source| SecretFileError::Read {
