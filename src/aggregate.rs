@@ -8,14 +8,22 @@
 //! validates each link (an unusable link is skipped and reported with its reason, never
 //! guessed at), and caps the number of distinct label values so that bad data cannot explode
 //! the number of series. [`Aggregator::finish`] adds the zeros the metric contract asks for.
+//!
+//! What the spec allows is accepted as the spec means it, not as our simulator happens to
+//! write it ([`read`]): statuses, currencies and resource types in another letter case are
+//! folded into the spec's spelling (and reported as normalised), expiration dates in any ISO
+//! 8601 date-time form are understood, and only open links need one at all: a paid link with a
+//! `null` date still counts in its status, and an open link whose date is unusable counts in
+//! its status but in no expiry figure.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use time::format_description::well_known::Iso8601;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use crate::qonto::model::Link;
 
@@ -91,7 +99,8 @@ pub enum InvalidReason {
     Currency,
     /// `amount.value` is not a decimal number (or overflows).
     Amount,
-    /// `expiration_date` is not an RFC 3339 date-time.
+    /// `expiration_date` of an open link is missing or not an ISO 8601 date-time. Such a link
+    /// still counts in its status, but in no expiry figure.
     ExpirationDate,
     /// The link element did not have the documented shape at all.
     Malformed,
@@ -125,6 +134,126 @@ impl InvalidReason {
             InvalidReason::LabelLimit => "label_limit",
         }
     }
+}
+
+/// Which label values of a link were folded into the spec's spelling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Normalized {
+    pub status: bool,
+    pub currency: bool,
+    pub resource_type: bool,
+}
+
+impl Normalized {
+    /// `(label value of the `field` label, normalised?)` for each field.
+    pub fn fields(self) -> [(&'static str, bool); 3] {
+        [
+            ("status", self.status),
+            ("currency", self.currency),
+            ("resource_type", self.resource_type),
+        ]
+    }
+}
+
+/// A link's data, validated and in the spec's spelling: what [`Aggregator::add_read`] counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkData<'a> {
+    pub id: &'a str,
+    pub status: Cow<'a, str>,
+    pub currency: Cow<'a, str>,
+    pub resource_type: Cow<'a, str>,
+    pub amount: Decimal,
+    /// Parsed only for links that can still change (not paid, expired or canceled); `None`
+    /// when it is missing or unusable.
+    pub expiration: Option<OffsetDateTime>,
+    pub normalized: Normalized,
+}
+
+impl LinkData<'_> {
+    /// An open link whose expiration is unknown: counted in its status, in no expiry figure.
+    pub fn expiration_unusable(&self) -> bool {
+        self.status == OPEN && self.expiration.is_none()
+    }
+}
+
+/// Validates a link and folds its label values into the spec's spelling.
+pub fn read<'a>(link: &'a Link<'_>) -> Result<LinkData<'a>, InvalidReason> {
+    if link.id.is_empty() {
+        return Err(InvalidReason::Id);
+    }
+    let mut normalized = Normalized::default();
+    let status = canonical_status(&link.status);
+    normalized.status = matches!(status, Cow::Owned(_));
+    if !is_label_value(&status) {
+        return Err(InvalidReason::Status);
+    }
+    let resource_type = canonical_resource_type(&link.resource_type);
+    normalized.resource_type = matches!(resource_type, Cow::Owned(_));
+    if !is_label_value(&resource_type) {
+        return Err(InvalidReason::ResourceType);
+    }
+    let raw_currency = &*link.amount.currency;
+    if raw_currency.len() != 3 || !raw_currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(InvalidReason::Currency);
+    }
+    let currency = if raw_currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(raw_currency)
+    } else {
+        normalized.currency = true;
+        Cow::Owned(raw_currency.to_ascii_uppercase())
+    };
+    let amount = parse_decimal(&link.amount.value).ok_or(InvalidReason::Amount)?;
+    let expiration = if TERMINAL_STATUSES.contains(&&*status) {
+        None
+    } else {
+        link.expiration_date.as_deref().and_then(parse_date)
+    };
+    Ok(LinkData {
+        id: &link.id,
+        status,
+        currency,
+        resource_type,
+        amount,
+        expiration,
+        normalized,
+    })
+}
+
+/// A status in the spec's spelling (lower case); borrowed when it already is.
+pub fn canonical_status(status: &str) -> Cow<'_, str> {
+    if status.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(status.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(status)
+    }
+}
+
+/// A known resource type in the spec's spelling (`Invoice`, `Basket`) whatever its case; an
+/// unknown one as it came.
+fn canonical_resource_type(rt: &str) -> Cow<'_, str> {
+    match KNOWN_RESOURCE_TYPES
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(rt))
+    {
+        Some(k) if *k != rt => Cow::Owned((*k).to_owned()),
+        _ => Cow::Borrowed(rt),
+    }
+}
+
+/// An ISO 8601 date-time, as the spec describes `expiration_date` and `created_at`: any
+/// offset form (`Z`, `+01:00`, `+0100`, `+01`), with or without seconds and fractions, basic
+/// or extended. Without an offset the time is taken as UTC; a bare date as its midnight UTC.
+pub fn parse_date(s: &str) -> Option<OffsetDateTime> {
+    let s = s.trim();
+    if let Ok(t) = OffsetDateTime::parse(s, &Iso8601::DEFAULT) {
+        return Some(t);
+    }
+    if let Ok(t) = PrimitiveDateTime::parse(s, &Iso8601::DEFAULT) {
+        return Some(t.assume_offset(UtcOffset::UTC));
+    }
+    time::Date::parse(s, &Iso8601::DEFAULT)
+        .ok()
+        .map(|d| d.midnight().assume_offset(UtcOffset::UTC))
 }
 
 /// What happened to one link given to [`Aggregator::add`].
@@ -254,14 +383,6 @@ impl IdSet {
         }
     }
 
-    fn remove(&mut self, hash: u64) {
-        let v = &mut self.shards[Self::shard(hash)];
-        if let Ok(i) = v.binary_search(&hash) {
-            v.remove(i);
-            self.len -= 1;
-        }
-    }
-
     fn len(&self) -> usize {
         self.len
     }
@@ -281,15 +402,22 @@ impl Interner {
         }
     }
 
-    fn get_or_insert(&mut self, value: &str) -> Option<usize> {
-        if let Some(i) = self.values.iter().position(|v| &**v == value) {
-            return Some(i);
+    /// The index `value` has, or would get if committed; `None` when it is new and the
+    /// ceiling is reached. Nothing is stored: a link rejected for another reason afterwards
+    /// must leave no trace (no zero series for a currency no valid link has).
+    fn slot(&self, value: &str) -> Option<usize> {
+        match self.values.iter().position(|v| &**v == value) {
+            Some(i) => Some(i),
+            None if self.values.len() >= self.limit => None,
+            None => Some(self.values.len()),
         }
-        if self.values.len() >= self.limit {
-            return None;
+    }
+
+    /// Stores `value` at the index [`Interner::slot`] gave, if it is new.
+    fn commit(&mut self, value: &str, slot: usize) {
+        if slot == self.values.len() {
+            self.values.push(value.into());
         }
-        self.values.push(value.into());
-        Some(self.values.len() - 1)
     }
 }
 
@@ -347,6 +475,14 @@ impl Aggregator {
 
     /// Counts one link: validates it, drops it if its id was already counted, and adds it.
     pub fn add(&mut self, link: &Link<'_>) -> Outcome {
+        match read(link) {
+            Ok(data) => self.add_read(&data),
+            Err(reason) => Outcome::Invalid(reason),
+        }
+    }
+
+    /// Counts one link already [`read`].
+    pub fn add_read(&mut self, link: &LinkData<'_>) -> Outcome {
         match self.try_add(link) {
             Ok(true) => Outcome::Added,
             Ok(false) => Outcome::Duplicate,
@@ -354,59 +490,50 @@ impl Aggregator {
         }
     }
 
-    fn try_add(&mut self, link: &Link<'_>) -> Result<bool, InvalidReason> {
-        if link.id.is_empty() {
-            return Err(InvalidReason::Id);
-        }
-        if !is_label_value(&link.status) {
-            return Err(InvalidReason::Status);
-        }
-        if !is_label_value(&link.resource_type) {
-            return Err(InvalidReason::ResourceType);
-        }
-        let currency = &*link.amount.currency;
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(InvalidReason::Currency);
-        }
-        let amount = parse_decimal(&link.amount.value).ok_or(InvalidReason::Amount)?;
-        let expiration = OffsetDateTime::parse(&link.expiration_date, &Rfc3339)
-            .map_err(|_| InvalidReason::ExpirationDate)?;
-        let s = self
-            .statuses
-            .get_or_insert(&link.status)
-            .ok_or(InvalidReason::LabelLimit)?;
-        let c = self
-            .currencies
-            .get_or_insert(currency)
-            .ok_or(InvalidReason::LabelLimit)?;
-        let r = self
-            .resource_types
-            .get_or_insert(&link.resource_type)
-            .ok_or(InvalidReason::LabelLimit)?;
+    /// All or nothing: every check that can reject the link runs before anything is stored.
+    fn try_add(&mut self, link: &LinkData<'_>) -> Result<bool, InvalidReason> {
+        let slots = (
+            self.statuses.slot(&link.status),
+            self.currencies.slot(&link.currency),
+            self.resource_types.slot(&link.resource_type),
+        );
+        let (Some(s), Some(c), Some(r)) = slots else {
+            return Err(InvalidReason::LabelLimit);
+        };
+        let mut totals = self.totals.get(&(s, c, r)).copied().unwrap_or_default();
+        totals.add(link.amount)?;
         // The id is marked seen only once the link is known to be valid: a duplicate of an
         // invalid link is invalid again, never silently dropped.
-        let hash = self.id_key.hash_one(&*link.id);
-        if !self.seen.insert(hash) {
+        if !self.seen.insert(self.id_key.hash_one(link.id)) {
             return Ok(false);
         }
-        let totals = self.totals.entry((s, c, r)).or_default();
-        if let Err(reason) = totals.add(amount) {
-            self.seen.remove(hash);
-            return Err(reason);
-        }
-        if &*link.status == OPEN {
-            self.add_open(c, r, amount, expiration);
+        self.statuses.commit(&link.status, s);
+        self.currencies.commit(&link.currency, c);
+        self.resource_types.commit(&link.resource_type, r);
+        self.totals.insert((s, c, r), totals);
+        if link.status == OPEN {
+            self.add_open(c, r, link.amount, link.expiration);
         }
         Ok(true)
     }
 
-    fn add_open(&mut self, c: usize, r: usize, amount: Decimal, expiration: OffsetDateTime) {
+    fn add_open(
+        &mut self,
+        c: usize,
+        r: usize,
+        amount: Decimal,
+        expiration: Option<OffsetDateTime>,
+    ) {
         let n = self.windows.len();
         let group = self.open.entry((c, r)).or_insert_with(|| OpenGroup {
             expiring: vec![Totals::default(); n],
             past: 0,
             next: None,
         });
+        let Some(expiration) = expiration else {
+            // Counted in its status; its expiry is unknown, so it is in no expiry figure.
+            return;
+        };
         if expiration <= self.now {
             group.past += 1;
             return;
@@ -429,13 +556,16 @@ impl Aggregator {
     pub fn carry(&mut self, status: &str, rows: &[(String, String, Totals)]) -> u64 {
         let mut dropped = 0;
         for (currency, resource_type, t) in rows {
-            let ids = (
-                self.statuses.get_or_insert(status),
-                self.currencies.get_or_insert(currency),
-                self.resource_types.get_or_insert(resource_type),
+            let slots = (
+                self.statuses.slot(status),
+                self.currencies.slot(currency),
+                self.resource_types.slot(resource_type),
             );
-            match ids {
+            match slots {
                 (Some(s), Some(c), Some(r)) => {
+                    self.statuses.commit(status, s);
+                    self.currencies.commit(currency, c);
+                    self.resource_types.commit(resource_type, r);
                     self.totals.entry((s, c, r)).or_default().merge(*t);
                     self.carried += t.count;
                 }
@@ -540,7 +670,6 @@ pub fn parse_decimal(s: &str) -> Option<Decimal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
     use std::str::FromStr;
     use time::macros::datetime;
 
@@ -567,7 +696,8 @@ mod tests {
         Link {
             id: Cow::Borrowed(id),
             status: Cow::Borrowed(status),
-            expiration_date: Cow::Borrowed(exp),
+            expiration_date: Some(Cow::Borrowed(exp)),
+            created_at: None,
             amount: crate::qonto::model::Amount {
                 value: Cow::Borrowed(value),
                 currency: Cow::Borrowed(currency),
@@ -692,10 +822,15 @@ mod tests {
             agg.add(&link("3", "paid", "1", "euro", "Invoice", e)),
             Outcome::Invalid(InvalidReason::Currency)
         );
+        // A date is only needed for open links; an open link without a usable one still
+        // counts in its status (the poller reports it).
         assert_eq!(
             agg.add(&link("4", "paid", "1", "EUR", "Invoice", "tomorrow")),
-            Outcome::Invalid(InvalidReason::ExpirationDate)
+            Outcome::Added
         );
+        let open = link("4o", "open", "1", "EUR", "Invoice", "tomorrow");
+        assert!(read(&open).unwrap().expiration_unusable());
+        assert_eq!(agg.add(&open), Outcome::Added);
         assert_eq!(
             agg.add(&link("", "paid", "1", "EUR", "Invoice", e)),
             Outcome::Invalid(InvalidReason::Id)
@@ -713,8 +848,128 @@ mod tests {
             Outcome::Duplicate
         );
         let s = agg.finish();
-        assert_eq!(s.unique_links, 1);
-        assert_eq!(totals(&s, "paid", "EUR", "Invoice").amount, Decimal::ONE);
+        assert_eq!(s.unique_links, 3);
+        assert_eq!(
+            totals(&s, "paid", "EUR", "Invoice").amount,
+            Decimal::from(2)
+        );
+        assert_eq!(totals(&s, "open", "EUR", "Invoice").count, 1);
+        let g = group_key("EUR", "Invoice");
+        assert_eq!(s.open_past_expiration[&g], 0);
+        assert!(s.expiring.iter().all(|(_, t)| t.count == 0));
+        assert!(!s.next_expiration.contains_key(&g));
+    }
+
+    #[test]
+    fn iso_8601_forms_are_understood() {
+        let at = datetime!(2026-11-24 13:00 UTC);
+        for form in [
+            "2026-11-24T13:00:00Z",
+            "2026-11-24T13:00Z",
+            "2026-11-24T14:00:00+01:00",
+            "2026-11-24T14:00:00+0100",
+            "2026-11-24T14:00+01",
+            "2026-11-24T13:00:00.000Z",
+            "2026-11-24T13:00:00",
+            "2026-11-24T13:00",
+            "20261124T130000Z",
+            " 2026-11-24T13:00:00Z ",
+        ] {
+            assert_eq!(parse_date(form), Some(at), "{form}");
+        }
+        assert_eq!(
+            parse_date("2026-11-24"),
+            Some(datetime!(2026-11-24 00:00 UTC))
+        );
+        for bad in ["", "tomorrow", "2026-13-01T00:00:00Z", "1893456000"] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn other_letter_cases_fold_into_the_spec_spelling() {
+        let mut agg = Aggregator::new(NOW, &windows(), Limits::default());
+        let e = "2026-11-24T12:30:00Z";
+        let l = link("1", "OPEN", "1.5", "eur", "invoice", e);
+        let d = read(&l).unwrap();
+        assert_eq!(
+            (&*d.status, &*d.currency, &*d.resource_type),
+            ("open", "EUR", "Invoice")
+        );
+        assert_eq!(
+            d.normalized,
+            Normalized {
+                status: true,
+                currency: true,
+                resource_type: true
+            }
+        );
+        assert_eq!(agg.add_read(&d), Outcome::Added);
+        let same = link("2", "open", "2.5", "EUR", "Invoice", e);
+        assert_eq!(read(&same).unwrap().normalized, Normalized::default());
+        agg.add(&same);
+        agg.add(&link("3", "Paid", "1", "Eur", "BASKET", e));
+        agg.add(&link("4", "SETTLING", "1", "EUR", "Gift", e));
+        let s = agg.finish();
+        let t = totals(&s, "open", "EUR", "Invoice");
+        assert_eq!((t.count, t.amount), (2, Decimal::from(4)));
+        assert_eq!(totals(&s, "paid", "EUR", "Basket").count, 1);
+        assert_eq!(totals(&s, "settling", "EUR", "Gift").count, 1);
+        assert_eq!(
+            s.expiring[&(group_key("EUR", "Invoice"), "1h".into())].count,
+            2
+        );
+        // No series in another spelling beside the canonical ones.
+        assert!(s.links.keys().all(|k| k.currency == "EUR"
+            && k.status.bytes().all(|b| !b.is_ascii_uppercase())
+            && ["Invoice", "Basket", "Gift"].contains(&&*k.resource_type)));
+    }
+
+    #[test]
+    fn a_rejected_link_leaves_no_label_value_behind() {
+        let limits = Limits {
+            statuses: 5,
+            currencies: 2,
+            resource_types: 2,
+        };
+        let mut agg = Aggregator::new(NOW, &windows(), limits);
+        let e = "2027-01-01T00:00:00Z";
+        // New currency, but a resource type over the ceiling: rejected, and the currency
+        // must not be interned (no zero series, no ceiling slot used).
+        assert_eq!(
+            agg.add(&link("1", "paid", "1", "JPY", "Gift", e)),
+            Outcome::Invalid(InvalidReason::LabelLimit)
+        );
+        // New status over the ceiling with a new currency: same.
+        assert_eq!(
+            agg.add(&link("2", "settling", "1", "KWD", "Invoice", e)),
+            Outcome::Invalid(InvalidReason::LabelLimit)
+        );
+        // An amount overflow with a new currency: same.
+        agg.add(&link(
+            "3",
+            "paid",
+            "79228162514264337593543950335",
+            "USD",
+            "Invoice",
+            e,
+        ));
+        assert_eq!(
+            agg.add(&link("4", "paid", "1", "USD", "Invoice", e)),
+            Outcome::Invalid(InvalidReason::Amount)
+        );
+        assert_eq!(
+            agg.add(&link("5", "paid", "1", "EUR", "Invoice", e)),
+            Outcome::Added
+        );
+        let s = agg.finish();
+        let currencies: BTreeSet<&str> = s.links.keys().map(|k| &*k.currency).collect();
+        assert_eq!(currencies, BTreeSet::from(["EUR", "USD"]));
+        assert!(
+            s.open_past_expiration
+                .keys()
+                .all(|g| g.currency != "JPY" && g.currency != "KWD")
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct SelfMetrics {
     pub oauth_persist_failures: IntCounter,
     pub drift: IntCounter,
     pub full_walks: IntCounter,
+    pub normalized_values: IntCounterVec,
+    pub resync_corrections: IntCounterVec,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -126,7 +128,7 @@ impl SelfMetrics {
             .expect("metric registered once");
         let invalid_links = counter_vec(
             "qonto_exporter_invalid_links_total",
-            "Payment links skipped because their data was unusable, by reason.",
+            "Payment links whose data was unusable, by reason; each link counted once per reason, not once per poll that reads it. Every reason but invalid_expiration_date leaves the link out of the figures; an open link with an unusable expiration date counts in its status but in no expiry figure.",
             "reason",
         );
         for r in InvalidReason::ALL {
@@ -158,12 +160,28 @@ impl SelfMetrics {
         );
         let drift = counter(
             "qonto_exporter_pagination_drift_total",
-            "Walks of the listing that saw it change while paging (and were walked again).",
+            "Walks of a listing that saw it change while paging. A walk of all links, or of the open and processing ones, is then repeated (twice at most, after which the deduplicated figures are published); a terminal status's walk is not, as the next poll catches up.",
         );
         let full_walks = counter(
             "qonto_exporter_full_walks_total",
             "Polls that walked every payment link rather than only the links that can still change.",
         );
+        let normalized_values = counter_vec(
+            "qonto_exporter_normalized_values_total",
+            "Label values the API sent in another letter case and that were folded into the spec's spelling (open, EUR, Invoice), by field; counted once per link read, so a link read by several polls counts once per poll.",
+            "field",
+        );
+        for f in crate::aggregate::Normalized::default().fields() {
+            normalized_values.with_label_values(&[f.0]);
+        }
+        let resync_corrections = counter_vec(
+            "qonto_exporter_resync_corrections_total",
+            "Full resyncs that found the links of a terminal status (paid, expired, canceled) held by the previous poll changed: moved, gone, or with other amounts. Incremental polls assume they never change; each such resync corrected the figures.",
+            "status",
+        );
+        for s in crate::aggregate::TERMINAL_STATUSES {
+            resync_corrections.with_label_values(&[s]);
+        }
         let build = GaugeVec::new(
             Opts::new(
                 "qonto_exporter_build_info",
@@ -198,6 +216,8 @@ impl SelfMetrics {
             last_duration,
             polls,
             poll_failures,
+            normalized_values,
+            resync_corrections,
             api_requests,
             api_duration,
             invalid_links,

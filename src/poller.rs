@@ -25,6 +25,17 @@
 //! parts: a mismatch (links moving, or a status the exporter does not know yet, invisible to
 //! status-filtered walks) means walking again, and walking everything when it persists. A full
 //! walk also runs every `full_resync` as a safety net.
+//!
+//! # The assumption, and how every full resync checks it
+//! The spec does not promise that terminal links never change or disappear (`reusable` links
+//! exist). If the API ever breaks the assumption, incremental figures stay wrong until the next
+//! full walk: they are exact up to one `full_resync` interval. Each full walk that follows an
+//! earlier poll measures it: among the links of a terminal status that the walk finds, those
+//! created before the earlier poll started and not live at it must be exactly the links that
+//! poll held in that status (`Memory::terminal`'s `before` rows). Any difference in count or
+//! amount is counted in `qonto_exporter_resync_corrections_total{status}` and logged, so users
+//! learn from their own data whether the assumption holds. (A link the earlier poll missed
+//! because its listing kept changing can show as a correction too; that poll logged it.)
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -35,12 +46,11 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
 use crate::aggregate::{
     Aggregator, InvalidReason, Limits, OPEN, Outcome, Snapshot, StatusRows, TERMINAL_STATUSES,
-    Window,
+    Totals, Window, canonical_status, parse_date, read,
 };
 use crate::metrics::{SelfMetrics, render_snapshot};
 use crate::qonto::client::{ApiError, QontoClient};
@@ -50,8 +60,9 @@ use crate::shutdown::stopped;
 
 /// Statuses walked in full on every incremental poll.
 const LIVE_STATUSES: [&str; 2] = [OPEN, "processing"];
-/// Ids remembered so that each invalid link is logged once, not every poll.
-const LOGGED_IDS_MAX: usize = 10_000;
+/// Invalid links remembered so that each is counted and logged once, not every poll; beyond
+/// this many, the memory starts afresh (and links still invalid are counted once more).
+const REPORTED_MAX: usize = 100_000;
 
 /// How the poller behaves.
 #[derive(Debug, Clone)]
@@ -112,12 +123,23 @@ impl PollError {
     }
 }
 
+/// What the previous poll knew of one terminal status.
+#[derive(Debug, Clone)]
+struct TerminalMemory {
+    /// API `total_count` of the status, proven or held (see `collect`).
+    count: u64,
+    /// The totals computed for exactly that set.
+    rows: StatusRows,
+    /// The totals of those links created before the poll started, which a later full walk
+    /// must find again in this status (see the module docs).
+    before: StatusRows,
+}
+
 /// What the previous poll knew about terminal statuses.
 #[derive(Debug, Clone)]
 struct Memory {
     last_full: Instant,
-    /// API `total_count` per terminal status, and the totals computed for exactly that set.
-    terminal: BTreeMap<&'static str, (u64, StatusRows)>,
+    terminal: BTreeMap<&'static str, TerminalMemory>,
     /// `(id hash, expiration)` of the open and processing links, sorted by hash.
     live: Vec<(u64, i64)>,
     /// The reference time of the poll that built this memory.
@@ -128,10 +150,71 @@ struct Memory {
 /// walks of one poll attempt.
 type Walked = (u64, Option<String>, BTreeMap<&'static str, u64>);
 
+/// A link that could not be counted as it is (or, for an unusable expiration date, counted
+/// without its expiry); `key` identifies the link and reason across polls.
+struct Invalid {
+    reason: InvalidReason,
+    id: Option<String>,
+    key: u64,
+}
+
+/// `(status, currency, resource_type) → totals`, for the few groups of one poll.
+#[derive(Default)]
+struct Groups(Vec<(String, String, String, Totals)>);
+
+impl Groups {
+    fn add(
+        &mut self,
+        status: &str,
+        currency: &str,
+        resource_type: &str,
+        amount: rust_decimal::Decimal,
+    ) {
+        let one = Totals { count: 1, amount };
+        match self
+            .0
+            .iter_mut()
+            .find(|(s, c, r, _)| s == status && c == currency && r == resource_type)
+        {
+            Some((.., t)) => {
+                t.count += 1;
+                t.amount = t.amount.saturating_add(amount);
+            }
+            None => self.0.push((
+                status.to_owned(),
+                currency.to_owned(),
+                resource_type.to_owned(),
+                one,
+            )),
+        }
+    }
+
+    /// The rows of one status, sorted like `Snapshot::status_rows`.
+    fn rows(&self, status: &str) -> StatusRows {
+        let mut rows: StatusRows = self
+            .0
+            .iter()
+            .filter(|(s, ..)| s == status)
+            .map(|(_, c, r, t)| (c.clone(), r.clone(), *t))
+            .collect();
+        rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        rows
+    }
+}
+
+/// What a full walk needs of the previous poll to check the terminal assumption.
+struct ResyncCheck<'m> {
+    /// `(id hash, expiration)` of the links live at the previous poll, sorted.
+    live: &'m [(u64, i64)],
+    polled_at: i64,
+    /// Terminal links found now that the previous poll held in their status.
+    old: Groups,
+}
+
 /// Per-poll bookkeeping fed by the page callback.
-struct Tally {
+struct Tally<'m> {
     agg: Aggregator,
-    invalid: Vec<(InvalidReason, Option<String>)>,
+    invalid: Vec<Invalid>,
     duplicates: u64,
     /// Distinct ids of the invalid links of each status: they count in the API's
     /// `total_count` of their status, not in the snapshot's totals.
@@ -140,10 +223,17 @@ struct Tally {
     live: Vec<(u64, i64)>,
     /// Duplicates this poll caused itself (a status walked in full after a partial look).
     expected_duplicates: u64,
+    /// Links read whose status, currency or resource type was folded into the spec's spelling.
+    normalized: [u64; 3],
+    /// The poll's start, as a Unix time; `None` when no incremental memory is kept.
+    now: Option<i64>,
+    /// Terminal links created before the poll started, per group (for `TerminalMemory`).
+    before: Groups,
+    resync: Option<ResyncCheck<'m>>,
 }
 
-impl Tally {
-    fn new(agg: Aggregator) -> Self {
+impl<'m> Tally<'m> {
+    fn new(agg: Aggregator, now: Option<i64>, resync: Option<ResyncCheck<'m>>) -> Self {
         Tally {
             agg,
             invalid: Vec::new(),
@@ -151,31 +241,110 @@ impl Tally {
             invalid_by_status: BTreeMap::new(),
             live: Vec::new(),
             expected_duplicates: 0,
+            normalized: [0; 3],
+            now,
+            before: Groups::default(),
+            resync,
         }
     }
 
     /// Counts one link served by the API.
     fn link(&mut self, link: &Link<'_>, id_key: &RandomState) {
-        match self.agg.add(link) {
+        let data = match read(link) {
+            Ok(d) => d,
+            Err(reason) => {
+                let status = canonical_status(&link.status).into_owned();
+                let id = (!link.id.is_empty()).then(|| link.id.to_string());
+                let key = match &id {
+                    Some(id) => report_key(reason, id),
+                    // No id: the link's own fields tell it apart from the other bad links.
+                    None => report_key(
+                        reason,
+                        &format!(
+                            "{}|{}|{}|{}|{:?}",
+                            link.status,
+                            link.amount.value,
+                            link.amount.currency,
+                            link.resource_type,
+                            link.expiration_date
+                        ),
+                    ),
+                };
+                self.skip(reason, id, key, Some(status));
+                return;
+            }
+        };
+        for (n, (_, normalized)) in self.normalized.iter_mut().zip(data.normalized.fields()) {
+            *n += u64::from(normalized);
+        }
+        match self.agg.add_read(&data) {
             Outcome::Added => {
-                if LIVE_STATUSES.contains(&&*link.status) {
-                    // Valid, so the date parses; remembered to recognise the link next poll
-                    // when it has moved on to a terminal status.
-                    if let Ok(exp) = OffsetDateTime::parse(&link.expiration_date, &Rfc3339) {
-                        self.live
-                            .push((id_key.hash_one(&*link.id), exp.unix_timestamp()));
+                let hash = id_key.hash_one(data.id);
+                if data.expiration_unusable() {
+                    // Counted in its status, in no expiry figure: reported, not skipped.
+                    let reason = InvalidReason::ExpirationDate;
+                    self.invalid.push(Invalid {
+                        reason,
+                        id: Some(data.id.to_owned()),
+                        key: report_key(reason, data.id),
+                    });
+                }
+                if LIVE_STATUSES.contains(&&*data.status) {
+                    // Remembered to recognise the link next poll when it has moved on to a
+                    // terminal status (one without a usable date is found by a full walk).
+                    if let Some(exp) = data.expiration {
+                        self.live.push((hash, exp.unix_timestamp()));
+                    }
+                } else if let (Some(now), true) =
+                    (self.now, TERMINAL_STATUSES.contains(&&*data.status))
+                {
+                    // A date that does not parse counts as old, the same way every poll.
+                    let created = link
+                        .created_at
+                        .as_deref()
+                        .and_then(parse_date)
+                        .map(OffsetDateTime::unix_timestamp);
+                    let (s, c, r) = (&*data.status, &*data.currency, &*data.resource_type);
+                    if created.is_none_or(|t| t < now) {
+                        self.before.add(s, c, r, data.amount);
+                    }
+                    if let Some(check) = &mut self.resync {
+                        let was_live = check.live.binary_search_by_key(&hash, |(h, _)| *h).is_ok();
+                        if !was_live && created.is_none_or(|t| t < check.polled_at) {
+                            check.old.add(s, c, r, data.amount);
+                        }
                     }
                 }
             }
             Outcome::Duplicate => self.duplicates += 1,
-            Outcome::Invalid(r) => {
-                self.invalid.push((r, Some(link.id.to_string())));
-                self.invalid_by_status
-                    .entry(link.status.to_string())
-                    .or_default()
-                    .insert(link.id.to_string());
+            Outcome::Invalid(reason) => {
+                let key = report_key(reason, data.id);
+                self.skip(
+                    reason,
+                    Some(data.id.to_owned()),
+                    key,
+                    Some(data.status.into_owned()),
+                );
             }
         }
+    }
+
+    /// A link left out of the figures: reported, and remembered as part of its status's
+    /// `total_count` (so that status's remembered count still matches the API's).
+    fn skip(
+        &mut self,
+        reason: InvalidReason,
+        id: Option<String>,
+        key: u64,
+        status: Option<String>,
+    ) {
+        if let Some(status) = status {
+            self.invalid_by_status
+                .entry(status)
+                .or_default()
+                .insert(id.clone().unwrap_or_else(|| format!("#{key:016x}")));
+        }
+        self.invalid.push(Invalid { reason, id, key });
     }
 
     fn page(&mut self, page: &Page<'_>, id_key: &RandomState) {
@@ -183,9 +352,24 @@ impl Tally {
             self.link(link, id_key);
         }
         for m in &page.malformed {
-            self.invalid.push((InvalidReason::Malformed, m.id.clone()));
+            let reason = InvalidReason::Malformed;
+            let key = match &m.id {
+                Some(id) => report_key(reason, id),
+                None => report_key(reason, &format!("#{:016x}", m.fingerprint)),
+            };
+            let status = m
+                .status
+                .as_deref()
+                .map(|s| canonical_status(s).into_owned());
+            self.skip(reason, m.id.clone(), key, status);
         }
     }
+}
+
+/// Identifies one invalid link and reason across polls (a fixed-key hash).
+fn report_key(reason: InvalidReason, id: &str) -> u64 {
+    use std::hash::{BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one((reason.as_str(), id))
 }
 
 /// Runs polls on an interval and publishes their results.
@@ -197,7 +381,8 @@ pub struct Poller {
     memory: Option<Memory>,
     /// Hashes link ids the same way across polls (the incremental memory keeps hashes).
     id_key: RandomState,
-    logged: HashSet<String>,
+    /// Report keys of the invalid links already counted and logged.
+    reported: HashSet<u64>,
     refused: bool,
 }
 
@@ -215,7 +400,7 @@ impl Poller {
             shared,
             memory: None,
             id_key: RandomState::new(),
-            logged: HashSet::new(),
+            reported: HashSet::new(),
             refused: false,
         }
     }
@@ -337,11 +522,20 @@ impl Poller {
                     .memory
                     .as_ref()
                     .is_none_or(|m| m.last_full.elapsed() >= self.cfg.full_resync);
-            let tally = Mutex::new(Tally::new(Aggregator::new(
-                now,
-                &self.cfg.windows,
-                self.cfg.limits,
-            )));
+            let incremental = !self.cfg.full_resync.is_zero();
+            let resync = match (&self.memory, full && incremental) {
+                (Some(m), true) => Some(ResyncCheck {
+                    live: &m.live,
+                    polled_at: m.polled_at,
+                    old: Groups::default(),
+                }),
+                _ => None,
+            };
+            let tally = Mutex::new(Tally::new(
+                Aggregator::new(now, &self.cfg.windows, self.cfg.limits),
+                incremental.then(|| now.unix_timestamp()),
+                resync,
+            ));
             let id_key = &self.id_key;
             let on_page = |page: &Page<'_>| {
                 tally
@@ -379,6 +573,7 @@ impl Poller {
                     )
                 })
             });
+            let settled = drift.is_none();
             if let Some(why) = drift {
                 self.metrics.drift.inc();
                 if attempt < self.cfg.max_rewalks {
@@ -388,10 +583,25 @@ impl Poller {
                 }
                 tracing::warn!(%why, "listing kept changing; publishing the deduplicated figures of the last walk");
             }
-            self.count_invalid(&t.invalid);
+            count_invalid(&mut self.reported, &self.metrics, &t.invalid);
+            for ((field, _), n) in crate::aggregate::Normalized::default()
+                .fields()
+                .iter()
+                .zip(t.normalized)
+            {
+                if n > 0 {
+                    self.metrics
+                        .normalized_values
+                        .with_label_values(&[field])
+                        .inc_by(n);
+                }
+            }
             let snapshot = t.agg.finish();
             if full {
                 self.metrics.full_walks.inc();
+            }
+            if let (Some(check), Some(memory), true) = (&t.resync, &self.memory, settled) {
+                self.check_resync(memory, &check.old);
             }
             // The count remembered for a terminal status is the number of distinct links of
             // that status this poll holds (valid ones in the snapshot, invalid ones by id), or
@@ -401,7 +611,8 @@ impl Poller {
             // however much the listing moved during this poll.
             live.sort_unstable();
             live.shrink_to_fit();
-            self.memory = Some(Memory {
+            let before = std::mem::take(&mut t.before);
+            let memory = Memory {
                 last_full: match (&self.memory, full) {
                     (Some(m), false) => m.last_full,
                     _ => Instant::now(),
@@ -413,13 +624,27 @@ impl Poller {
                             + t.invalid_by_status
                                 .get(*s)
                                 .map_or(0, |ids| ids.len() as u64);
-                        let n = terminal.get(s).copied().unwrap_or(held);
-                        (*s, (n, snapshot.status_rows(s)))
+                        let rows = snapshot.status_rows(s);
+                        // Carried (or completed from last poll's live links): every link was
+                        // there before this poll started. Walked: by `created_at`.
+                        let (count, before) = match terminal.get(s) {
+                            Some(n) => (*n, rows.clone()),
+                            None => (held, before.rows(s)),
+                        };
+                        (
+                            *s,
+                            TerminalMemory {
+                                count,
+                                rows,
+                                before,
+                            },
+                        )
                     })
                     .collect(),
                 live,
                 polled_at: now.unix_timestamp(),
-            });
+            };
+            self.memory = Some(memory);
             return Ok((snapshot, pages, full));
         }
     }
@@ -433,7 +658,7 @@ impl Poller {
     /// when the parts do not add up to the whole (an unknown status): walk everything.
     async fn walk_incremental(
         &self,
-        tally: &Mutex<Tally>,
+        tally: &Mutex<Tally<'_>>,
         on_page: &(dyn Fn(&Page<'_>) + Sync),
     ) -> Result<Option<Walked>, PollError> {
         let Some(memory) = &self.memory else {
@@ -484,7 +709,7 @@ impl Poller {
         }
         let mut terminal = BTreeMap::new();
         for (status, n) in counts {
-            match memory.terminal.get(status) {
+            match memory.terminal.get(status).map(|m| (&m.count, &m.rows)) {
                 Some((known, rows)) if *known == n => {
                     let dropped = tally
                         .lock()
@@ -550,7 +775,7 @@ impl Poller {
     /// date is still ahead — few, in an organisation whose history goes back years.
     async fn find_moved(
         &self,
-        tally: &Mutex<Tally>,
+        tally: &Mutex<Tally<'_>>,
         status: &'static str,
         want: u64,
         vanished: &mut HashMap<u64, i64>,
@@ -574,8 +799,9 @@ impl Poller {
             }
             let oldest = page
                 .links
-                .last()
-                .and_then(|l| OffsetDateTime::parse(&l.expiration_date, &Rfc3339).ok())
+                .iter()
+                .rev()
+                .find_map(|l| l.expiration_date.as_deref().and_then(parse_date))
                 .map(|d| d.unix_timestamp());
             found < want && oldest.is_some_and(|o| o >= floor)
         };
@@ -604,23 +830,69 @@ impl Poller {
         }
     }
 
-    fn count_invalid(&mut self, invalid: &[(InvalidReason, Option<String>)]) {
-        for (reason, id) in invalid {
+    /// Compares what the previous poll held in each terminal status with what this full walk
+    /// finds of the same links (see the module docs); counts and logs every difference.
+    fn check_resync(&self, memory: &Memory, found: &Groups) {
+        for status in TERMINAL_STATUSES {
+            let held = memory
+                .terminal
+                .get(status)
+                .map(|m| m.before.clone())
+                .unwrap_or_default();
+            let now = found.rows(status);
+            if held == now {
+                continue;
+            }
+            let sum = |rows: &StatusRows| {
+                rows.iter().fold(Totals::default(), |mut a, (.., t)| {
+                    a.count += t.count;
+                    a.amount = a.amount.saturating_add(t.amount);
+                    a
+                })
+            };
+            let (h, n) = (sum(&held), sum(&now));
             self.metrics
-                .invalid_links
-                .with_label_values(&[reason.as_str()])
+                .resync_corrections
+                .with_label_values(&[status])
                 .inc();
-            let key = format!("{}:{}", reason.as_str(), id.as_deref().unwrap_or("?"));
-            if self.logged.len() >= LOGGED_IDS_MAX {
-                self.logged.clear();
-            }
-            if self.logged.insert(key) {
-                tracing::warn!(
-                    id = id.as_deref().unwrap_or("unknown"),
-                    reason = reason.as_str(),
-                    "payment link skipped: its data is unusable"
-                );
-            }
+            tracing::warn!(
+                status,
+                held_links = h.count,
+                found_links = n.count,
+                held_rows = ?held,
+                found_rows = ?now,
+                "full resync corrected the figures: links the incremental polls took as final changed status, amount or currency, or disappeared"
+            );
+        }
+    }
+}
+
+/// Counts and logs each invalid link once, not once per poll that reads it.
+fn count_invalid(reported: &mut HashSet<u64>, metrics: &SelfMetrics, invalid: &[Invalid]) {
+    for Invalid { reason, id, key } in invalid {
+        if reported.len() >= REPORTED_MAX {
+            reported.clear();
+        }
+        if !reported.insert(*key) {
+            continue;
+        }
+        metrics
+            .invalid_links
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        let id = id.as_deref().unwrap_or("unknown");
+        if *reason == InvalidReason::ExpirationDate {
+            tracing::warn!(
+                id,
+                reason = reason.as_str(),
+                "open payment link has no usable expiration date: counted in its status, in no expiry figure"
+            );
+        } else {
+            tracing::warn!(
+                id,
+                reason = reason.as_str(),
+                "payment link skipped: its data is unusable"
+            );
         }
     }
 }

@@ -35,19 +35,90 @@ pub struct Amount<'a> {
 }
 
 /// The fields of a payment link that the exporter aggregates. Validation of their content
-/// (decimal, currency code, date) belongs to the aggregator, which counts what it rejects.
+/// (decimal, currency code, date, spelling) belongs to the aggregator, which counts what it
+/// rejects.
+///
+/// The dates are optional here although the spec requires them: only open links need an
+/// expiration date, and a paid link without one must still count in its status. A date that is
+/// `null`, missing or not a string reaches the aggregator as `None`, which decides what it
+/// means; it never makes the whole link unreadable.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Link<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
     #[serde(borrow)]
     pub status: Cow<'a, str>,
-    #[serde(borrow)]
-    pub expiration_date: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "string_or_none")]
+    pub expiration_date: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "string_or_none")]
+    pub created_at: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub amount: Amount<'a>,
     #[serde(borrow)]
     pub resource_type: Cow<'a, str>,
+}
+
+/// A string, borrowed where the JSON has no escapes; any other JSON value is `None`.
+fn string_or_none<'de, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    'de: 'a,
+{
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// A parsed page: the links that had the documented shape, and how many did not.
@@ -59,10 +130,15 @@ pub struct Page<'a> {
     pub meta: Meta,
 }
 
-/// A link element that could not be read; `id` when the element had a readable one.
+/// A link element that could not be read. `id` and `status` are recovered when the element
+/// is an object holding them as strings (or, for `id`, a number): the status tells which
+/// listing's `total_count` the link counts in, and the id lets it be reported once, not once
+/// per poll. `fingerprint` identifies an element without a usable id by its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MalformedLink {
     pub id: Option<String>,
+    pub status: Option<String>,
+    pub fingerprint: u64,
     pub error: String,
 }
 
@@ -80,10 +156,39 @@ struct LenientPage<'a> {
     meta: Meta,
 }
 
+/// What can be salvaged from a link element of the wrong shape: any JSON values.
 #[derive(Deserialize)]
-struct JustId<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
+struct Salvage {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    status: Option<serde_json::Value>,
+}
+
+impl MalformedLink {
+    fn salvage(raw: &str, error: String) -> MalformedLink {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let salvaged = serde_json::from_str::<Salvage>(raw).ok();
+        let (id, status) = match salvaged {
+            Some(s) => (
+                s.id.and_then(|v| match v {
+                    serde_json::Value::String(s) if !s.is_empty() => Some(s),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }),
+                s.status.and_then(|v| v.as_str().map(str::to_owned)),
+            ),
+            None => (None, None),
+        };
+        MalformedLink {
+            id,
+            status,
+            // A fixed-key hash: the same element text gives the same fingerprint every poll.
+            fingerprint: BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(raw),
+            error,
+        }
+    }
 }
 
 /// Why a body is not a list page.
@@ -118,12 +223,7 @@ pub fn parse_page(body: &[u8]) -> Result<Page<'_>, PageError> {
     for raw in page.payment_links {
         match serde_json::from_str::<Link<'_>>(raw.get()) {
             Ok(link) => links.push(link),
-            Err(e) => malformed.push(MalformedLink {
-                id: serde_json::from_str::<JustId<'_>>(raw.get())
-                    .ok()
-                    .map(|j| j.id.into_owned()),
-                error: e.to_string(),
-            }),
+            Err(e) => malformed.push(MalformedLink::salvage(raw.get(), e.to_string())),
         }
     }
     Ok(Page {
@@ -203,6 +303,51 @@ mod tests {
             page.malformed[0].id.as_deref(),
             Some("0190e1a6-0000-7000-8000-000000000002")
         );
+        assert_eq!(page.malformed[0].status.as_deref(), Some("settling"));
+    }
+
+    #[test]
+    fn a_malformed_link_keeps_its_numeric_id_status_and_a_stable_fingerprint() {
+        let body = SPEC_EXAMPLE.replace(
+            r#""id":"0190e1a6-0000-7000-8000-000000000002""#,
+            r#""id":123"#,
+        );
+        let a = parse_page(body.as_bytes()).unwrap();
+        let b = parse_page(body.as_bytes()).unwrap();
+        assert_eq!(a.malformed[0].id.as_deref(), Some("123"));
+        assert_eq!(a.malformed[0].status.as_deref(), Some("settling"));
+        assert_eq!(a.malformed[0].fingerprint, b.malformed[0].fingerprint);
+        let other = body.replace(r#""id":123"#, r#""id":124"#);
+        let c = parse_page(other.as_bytes()).unwrap();
+        assert_ne!(a.malformed[0].fingerprint, c.malformed[0].fingerprint);
+    }
+
+    #[test]
+    fn null_or_missing_dates_are_not_malformed() {
+        let body = SPEC_EXAMPLE
+            .replacen(
+                r#""expiration_date":"2030-01-01T00:00:00Z""#,
+                r#""expiration_date":null"#,
+                1,
+            )
+            .replacen(r#""expiration_date":"2030-01-01T00:00:00Z","#, "", 1);
+        let page = parse_page(body.as_bytes()).unwrap();
+        assert!(page.malformed.is_empty(), "{:?}", page.malformed);
+        assert_eq!(page.links[0].expiration_date, None);
+        assert_eq!(page.links[1].expiration_date, None);
+        assert_eq!(
+            page.links[0].created_at.as_deref(),
+            Some("2021-01-01T00:00:00Z")
+        );
+        let numeric = SPEC_EXAMPLE.replacen(
+            r#""expiration_date":"2030-01-01T00:00:00Z""#,
+            r#""expiration_date":1893456000"#,
+            1,
+        );
+        let page = parse_page(numeric.as_bytes()).unwrap();
+        assert!(page.malformed.is_empty(), "{:?}", page.malformed);
+        assert_eq!(page.links[0].expiration_date, None);
+        assert_eq!(page.links.len(), 2);
     }
 
     #[test]
