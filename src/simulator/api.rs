@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use rand::Rng;
 
 use super::data::Mutation;
-use super::faults::{DataFault, Fault, GatewayFault, InvalidKind};
+use super::faults::{DataFault, Fault, GatewayFault};
 use super::oauth::{AccessCheck, OAuthReply};
 use super::query::{decode_pairs, parse_list_query};
 use super::render::{LinkJson, Meta, Page, PageWithoutMeta, error_body};
@@ -198,14 +198,13 @@ async fn list(
     lock(&shared.stats).record_filter(q.status_label());
 
     let offset = usize::try_from((q.page - 1).saturating_mul(q.per_page)).unwrap_or(usize::MAX);
-    let (mut links, mut meta) = {
+    let (mut links, first, mut meta) = {
         let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
         let (positions, total) = store.select(q.statuses, q.order, offset, q.per_page as usize);
-        let links: Vec<LinkJson> = positions
-            .iter()
-            .map(|&p| LinkJson::new(store.link(p)))
-            .collect();
-        (links, Meta::new(q.page, q.per_page, total as u64))
+        let links: Vec<LinkJson> = positions.iter().map(|&p| store.render(p)).collect();
+        // Kept to spoil the first link with a data fault.
+        let first = positions.first().map(|&p| store.link(p).clone());
+        (links, first, Meta::new(q.page, q.per_page, total as u64))
     };
     let fault = lock(&shared.faults).next_data(&shared.cfg.faults);
     let body = match fault {
@@ -216,14 +215,8 @@ async fn list(
         other => {
             match other {
                 Some(DataFault::InvalidLink(kind)) => {
-                    if let Some(link) = links.first_mut() {
-                        match kind {
-                            InvalidKind::Amount => link.amount.value = "12,5O".to_owned(),
-                            InvalidKind::Currency => link.amount.currency = "euro",
-                            InvalidKind::ExpirationDate => {
-                                link.expiration_date = "tomorrow".to_owned()
-                            }
-                        }
+                    if let (Some(json), Some(link)) = (links.first_mut(), &first) {
+                        json.spoil(kind, link);
                     }
                 }
                 Some(DataFault::StuckNextPage) => meta.next_page = Some(meta.current_page),

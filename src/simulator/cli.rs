@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{FaultRates, SimConfig, SimOAuth, Simulator};
+use super::{DateForm, FaultRates, InvalidKind, SimConfig, SimOAuth, Simulator, SpecVariants};
 
 /// Flags of the `simulate` subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -123,6 +123,46 @@ pub struct SimulateArgs {
     /// Probability that one link of a page has an invalid amount, currency or expiration date.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub fault_rate_invalid_link: f64,
+
+    /// Spec-valid variations (boxed: they would make `simulate` the one large command).
+    #[command(flatten)]
+    pub variants: Box<VariantArgs>,
+}
+
+/// Flags of the spec-valid variations ([`SpecVariants`]), each off by default.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VariantArgs {
+    /// Forms of `expiration_date` (and `created_at`), comma-separated; each link is written in
+    /// one of them, chosen by its id: utc (2030-01-01T00:00:00Z), offset (…T01:00:00+01:00),
+    /// offset-no-colon (…+0100), no-offset (…T00:00:00, meaning UTC), no-seconds (…T00:00Z),
+    /// fractional (…T00:00:00.250Z), null and absent (paid and canceled links only; beyond the
+    /// spec, which requires a string).
+    #[arg(long, value_delimiter = ',', default_value = "utc")]
+    pub date_forms: Vec<DateForm>,
+
+    /// Share (0–1) of links whose status, currency and resource type (each drawn on its own)
+    /// are written in another letter case: OPEN, eur, invoice…
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub other_case_share: f64,
+
+    /// Share of links invoiced in JPY (no decimals) or KWD (three decimals), half each.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub minor_unit_currency_share: f64,
+
+    /// Share of links written with an unusable value on every request (see --invalid-link-kinds).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub invalid_link_share: f64,
+
+    /// Kinds of unusable value of --invalid-link-share, comma-separated, one per link: amount
+    /// ("12,5O"), currency ("euro"), expiration_date ("tomorrow"), amount_number ("value": 12.5)
+    /// or id_number ("id": 123).
+    #[arg(long, value_delimiter = ',', default_value = "amount_number")]
+    pub invalid_link_kinds: Vec<InvalidKind>,
+
+    /// Terminal links that move at each evolution step: a reusable paid link reopens, a canceled
+    /// link becomes expired, or a terminal link disappears (0: terminal links never change).
+    #[arg(long, default_value_t = 0)]
+    pub terminal_moves_per_step: usize,
 }
 
 /// The background evolution interval; `None` is `off`.
@@ -213,6 +253,14 @@ impl SimulateArgs {
                 truncate: self.fault_rate_truncate,
                 malformed: self.fault_rate_malformed,
                 invalid_link: self.fault_rate_invalid_link,
+            },
+            variants: SpecVariants {
+                date_forms: self.variants.date_forms.clone(),
+                other_case_share: self.variants.other_case_share,
+                minor_unit_currency_share: self.variants.minor_unit_currency_share,
+                invalid_link_share: self.variants.invalid_link_share,
+                invalid_link_kinds: self.variants.invalid_link_kinds.clone(),
+                terminal_moves_per_step: self.variants.terminal_moves_per_step,
             },
         }
     }
@@ -312,5 +360,48 @@ mod tests {
         assert!(parse(&["--fault-rate-500", "1.5"]).is_err());
         assert!(parse(&["--api-key", "nocolon"]).is_err());
         assert!(parse(&["--evolve-every", "0s"]).is_err());
+    }
+
+    #[test]
+    fn spec_variant_flags() {
+        assert_eq!(
+            parse(&[]).unwrap().to_config().variants,
+            SpecVariants::default()
+        );
+        let cfg = parse(&[
+            "--date-forms",
+            "utc,no-offset,offset-no-colon,null",
+            "--other-case-share",
+            "0.2",
+            "--minor-unit-currency-share",
+            "0.3",
+            "--invalid-link-share",
+            "0.01",
+            "--invalid-link-kinds",
+            "amount_number,id_number",
+            "--terminal-moves-per-step",
+            "2",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(
+            cfg.variants,
+            SpecVariants {
+                date_forms: vec![
+                    DateForm::Utc,
+                    DateForm::NoOffset,
+                    DateForm::OffsetNoColon,
+                    DateForm::Null
+                ],
+                other_case_share: 0.2,
+                minor_unit_currency_share: 0.3,
+                invalid_link_share: 0.01,
+                invalid_link_kinds: vec![InvalidKind::AmountNumber, InvalidKind::IdNumber],
+                terminal_moves_per_step: 2,
+            }
+        );
+        assert!(parse(&["--date-forms", "rfc2822"]).is_err());
+        assert!(parse(&["--invalid-link-kinds", "amount-number"]).is_err());
+        assert!(parse(&["--other-case-share", "2"]).is_err());
     }
 }

@@ -17,22 +17,54 @@ use serde::{Deserialize, Serialize};
 
 use super::Shared;
 use super::api::{Body, error_response, json_response, lock, parse_faults, read_body};
-use super::data::Mutation;
+use super::data::{Mutation, Status};
 
 /// JSON form of a [`Mutation`], internally tagged by `kind`:
 /// `{"kind":"step"}`, `{"kind":"create","count":5}`, `{"kind":"pay","count":10}`,
 /// `{"kind":"expire","count":1}`, `{"kind":"cancel","count":1}`, `{"kind":"process","count":1}`,
-/// `{"kind":"expire_soon","count":3,"within":"1h"}` (`within` is a humantime string).
+/// `{"kind":"expire_soon","count":3,"within":"1h"}` (`within` is a humantime string);
+/// terminal links that move: `{"kind":"reopen","count":1}` (reusable paid → open),
+/// `{"kind":"recast","count":1,"from":"canceled","to":"expired"}`,
+/// `{"kind":"remove","count":1,"status":"paid"}` (statuses as the API spells them);
+/// several at once, seen by no request half-applied: `{"kind":"batch","mutations":[…]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MutationJson {
     Step,
-    Create { count: usize },
-    Pay { count: usize },
-    Expire { count: usize },
-    Cancel { count: usize },
-    Process { count: usize },
-    ExpireSoon { count: usize, within: String },
+    Create {
+        count: usize,
+    },
+    Pay {
+        count: usize,
+    },
+    Expire {
+        count: usize,
+    },
+    Cancel {
+        count: usize,
+    },
+    Process {
+        count: usize,
+    },
+    ExpireSoon {
+        count: usize,
+        within: String,
+    },
+    Reopen {
+        count: usize,
+    },
+    Recast {
+        count: usize,
+        from: Status,
+        to: Status,
+    },
+    Remove {
+        count: usize,
+        status: Status,
+    },
+    Batch {
+        mutations: Vec<MutationJson>,
+    },
 }
 
 impl TryFrom<MutationJson> for Mutation {
@@ -50,6 +82,15 @@ impl TryFrom<MutationJson> for Mutation {
                 count,
                 within: parse_duration(&within)?,
             },
+            MutationJson::Reopen { count } => Mutation::Reopen(count),
+            MutationJson::Recast { count, from, to } => Mutation::Recast { count, from, to },
+            MutationJson::Remove { count, status } => Mutation::Remove { count, status },
+            MutationJson::Batch { mutations } => Mutation::Batch(
+                mutations
+                    .into_iter()
+                    .map(Mutation::try_from)
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 }

@@ -19,10 +19,16 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
-/// The status of a payment link, as the API spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Status {
+use super::render::LinkJson;
+use super::variants::{SpecVariants, Variants};
+
+/// The status of a payment link; [`as_str`](Status::as_str) is the API's spelling, and JSON
+/// (`/_sim/mutate`) uses the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
     Open,
     Processing,
     Paid,
@@ -39,7 +45,8 @@ impl Status {
         Status::Canceled,
     ];
 
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The spec's spelling (`open`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::Open => "open",
             Status::Processing => "processing",
@@ -58,8 +65,10 @@ impl Status {
         1 << (self as u8)
     }
 
-    /// Paid, expired and canceled links never change again; the exporter relies on it.
-    pub(crate) fn is_terminal(self) -> bool {
+    /// Paid, expired and canceled: links that the simulator's own evolution never changes again,
+    /// unless [`SpecVariants::terminal_moves_per_step`](super::SpecVariants) or the `Reopen`,
+    /// `Recast` and `Remove` mutations say otherwise (the spec does not promise it either way).
+    pub fn is_terminal(self) -> bool {
         matches!(self, Status::Paid | Status::Expired | Status::Canceled)
     }
 }
@@ -69,13 +78,18 @@ pub(crate) type StatusMask = u8;
 /// Every status: the mask of a request without a `status[]` filter.
 pub(crate) const ALL_STATUSES: StatusMask = 0b1_1111;
 
-/// ISO 4217 currencies the simulated organisation invoices in.
+/// ISO 4217 currencies the simulated organisation invoices in. JPY and KWD only appear with
+/// [`SpecVariants::minor_unit_currency_share`](super::SpecVariants::minor_unit_currency_share).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Currency {
     Eur,
     Usd,
     Gbp,
     Chf,
+    /// Yen: no minor unit, amounts like `"1500"`.
+    Jpy,
+    /// Kuwaiti dinar: three decimals (fils), amounts like `"12.345"`.
+    Kwd,
 }
 
 impl Currency {
@@ -85,6 +99,28 @@ impl Currency {
             Currency::Usd => "USD",
             Currency::Gbp => "GBP",
             Currency::Chf => "CHF",
+            Currency::Jpy => "JPY",
+            Currency::Kwd => "KWD",
+        }
+    }
+
+    /// Decimals of the currency's minor unit (ISO 4217).
+    pub(crate) fn exponent(self) -> u32 {
+        match self {
+            Currency::Jpy => 0,
+            Currency::Kwd => 3,
+            _ => 2,
+        }
+    }
+
+    /// An amount drawn in cents, in this currency's minor units at a plausible rate: the same
+    /// number for the two-decimal currencies, ×1.6 for yen (about 160 JPY to 1 EUR), ×10/3 for
+    /// fils (about 1 KWD to 3 EUR).
+    fn minor_from_cents(self, cents: i64) -> i64 {
+        match self {
+            Currency::Jpy => cents * 8 / 5,
+            Currency::Kwd => cents * 10 / 3,
+            _ => cents,
         }
     }
 }
@@ -116,8 +152,8 @@ pub(crate) struct Link {
     pub(crate) created_at: i64,
     /// Unix seconds.
     pub(crate) expiration: i64,
-    /// Gross amount (VAT included) in cents.
-    pub(crate) amount_cents: i64,
+    /// Gross amount (VAT included) in minor units of `currency` (cents; yen; fils).
+    pub(crate) amount_minor: i64,
     /// Seed of the basket items (see [`basket_items`]).
     pub(crate) detail_seed: u64,
     pub(crate) invoice_number: u32,
@@ -127,6 +163,14 @@ pub(crate) struct Link {
     pub(crate) methods: u8,
     pub(crate) reusable: bool,
     pub(crate) debitor: u8,
+}
+
+impl Link {
+    /// The amount in thousandths of the currency's unit: the order of `sort_by=amount`, by
+    /// value whatever the currency's decimals.
+    pub(crate) fn amount_thousandths(&self) -> i64 {
+        self.amount_minor * 10i64.pow(3 - self.currency.exponent())
+    }
 }
 
 /// Customers of the simulated organisation (invoice links' `debitor_name`).
@@ -158,7 +202,8 @@ pub(crate) struct Item {
     /// Quantity in halves (3 = 1.5), so service hours can be fractional.
     pub(crate) quantity_halves: u32,
     pub(crate) measure_unit: &'static str,
-    pub(crate) unit_price_cents: i64,
+    /// In minor units of the link's currency.
+    pub(crate) unit_price_minor: i64,
     /// VAT rate in per mille (55 = 5.5 %).
     pub(crate) vat_permille: i64,
 }
@@ -176,10 +221,10 @@ const CATALOG: [(&str, &str, &str, &str); 8] = [
 ];
 
 /// A small, portable generator (SplitMix64) for deriving a link's details from its seed.
-struct Mix(u64);
+pub(crate) struct Mix(pub(crate) u64);
 
 impl Mix {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -194,8 +239,9 @@ impl Mix {
     }
 }
 
-/// The items of a basket link and their gross total in cents.
-/// Each line is at least 5.00 and at most about 6,000.00 gross, so totals stay in 5.00–20,000.00.
+/// The items of a basket link and their gross total in minor units of `currency`.
+/// Each line is at least 5.00 and at most about 6,000.00 gross, so totals stay in 5.00–20,000.00
+/// (two-decimal currencies; yen and dinars at the rates of [`Currency::minor_from_cents`]).
 pub(crate) fn basket_items(seed: u64, currency: Currency) -> (Vec<Item>, i64) {
     let mut m = Mix(seed);
     let n = 1 + m.below(3) as usize;
@@ -208,7 +254,8 @@ pub(crate) fn basket_items(seed: u64, currency: Currency) -> (Vec<Item>, i64) {
             Currency::Eur => [200, 200, 200, 100, 55, 0][m.below(6) as usize],
             Currency::Chf => 81,
             Currency::Gbp => 200,
-            Currency::Usd => 0,
+            Currency::Usd | Currency::Kwd => 0,
+            Currency::Jpy => 100,
         };
         let quantity_halves = if item_type == "service" && measure_unit == "hour" {
             2 + m.below(15) as u32 // 1 to 8 hours, by half hours
@@ -219,23 +266,24 @@ pub(crate) fn basket_items(seed: u64, currency: Currency) -> (Vec<Item>, i64) {
         let ln = (500f64).ln() + m.unit() * ((200_000f64).ln() - (500f64).ln());
         let cap = 600_000 * 2000 / (i64::from(quantity_halves) * (1000 + vat_permille));
         let unit_price_cents = (ln.exp().round() as i64).clamp(500, cap.max(500));
-        total += line_gross_cents(unit_price_cents, quantity_halves, vat_permille);
+        let unit_price_minor = currency.minor_from_cents(unit_price_cents);
+        total += line_gross_minor(unit_price_minor, quantity_halves, vat_permille);
         items.push(Item {
             title,
             item_type,
             description,
             quantity_halves,
             measure_unit,
-            unit_price_cents,
+            unit_price_minor,
             vat_permille,
         });
     }
     (items, total)
 }
 
-/// unit price × quantity × (1 + VAT), rounded half up to the cent.
-fn line_gross_cents(unit_price_cents: i64, quantity_halves: u32, vat_permille: i64) -> i64 {
-    let num = unit_price_cents * i64::from(quantity_halves) * (1000 + vat_permille);
+/// unit price × quantity × (1 + VAT), rounded half up to the minor unit.
+fn line_gross_minor(unit_price_minor: i64, quantity_halves: u32, vat_permille: i64) -> i64 {
+    let num = unit_price_minor * i64::from(quantity_halves) * (1000 + vat_permille);
     (num + 1000) / 2000
 }
 
@@ -264,8 +312,10 @@ const DAY: i64 = 24 * HOUR;
 const HISTORY: i64 = 365 * DAY;
 
 /// A deterministic change to the organisation, applied by [`crate::simulator::Simulator::mutate`]
-/// and `POST /_sim/mutate`. Counts are upper bounds: there may be fewer open links than asked for.
-/// Only open (and, for `Pay`, processing) links ever change status: terminal links never do.
+/// and `POST /_sim/mutate`. Counts are upper bounds: there may be fewer links than asked for.
+/// Only `Reopen`, `Recast` and `Remove` (and `Step` with
+/// [`SpecVariants::terminal_moves_per_step`](super::SpecVariants::terminal_moves_per_step))
+/// change or remove a paid, expired or canceled link; every other mutation leaves them as they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mutation {
     /// One realistic tick, as the background evolution does: due links expire, some open links
@@ -283,6 +333,21 @@ pub enum Mutation {
     Process(usize),
     /// N open links get an expiration date in (now, now + within].
     ExpireSoon { count: usize, within: Duration },
+    /// N reusable paid links become open again (a reusable link can be paid more than once); one
+    /// whose expiration date has passed gets a new one 1 to 30 days ahead.
+    Reopen(usize),
+    /// N links of status `from` take status `to` (e.g. canceled → expired); a link becoming
+    /// expired has its expiration date moved to now if it was later.
+    Recast {
+        count: usize,
+        from: Status,
+        to: Status,
+    },
+    /// N links of `status` disappear from the listing.
+    Remove { count: usize, status: Status },
+    /// Several mutations applied at once: no request sees some applied and others not (e.g. a
+    /// paid link removed and an open one paid, so the count of paid links never moves).
+    Batch(Vec<Mutation>),
 }
 
 /// A sort order of the list endpoint.
@@ -322,11 +387,15 @@ pub(crate) struct Store {
     views: Mutex<ViewCache>,
     rng: SmallRng,
     next_invoice_number: u32,
+    /// How links are written, and which spec-valid variations are switched on.
+    variants: Variants,
 }
 
 impl Store {
-    /// Generates `n` links created over the year before `now` (Unix seconds).
-    pub(crate) fn generate(n: usize, seed: u64, now: i64) -> Store {
+    /// Generates `n` links created over the year before `now` (Unix seconds). With the default
+    /// [`SpecVariants`], the links are those of earlier releases for the same seed; the switches
+    /// only re-spell links or change their currency, they do not change which links exist.
+    pub(crate) fn generate(n: usize, seed: u64, now: i64, spec: SpecVariants) -> Store {
         let mut store = Store {
             links: Vec::with_capacity(n),
             by_amount: Vec::new(),
@@ -334,6 +403,7 @@ impl Store {
             views: Mutex::new(HashMap::new()),
             rng: SmallRng::seed_from_u64(seed),
             next_invoice_number: 1,
+            variants: Variants::new(spec, seed),
         };
         let start = now - HISTORY;
         for i in 0..n {
@@ -360,29 +430,32 @@ impl Store {
         let rng = &mut self.rng;
         let id = uuid_v4(rng);
         let resource_id = uuid_v4(rng);
-        let currency = match rng.random_range(0..100) {
+        let drawn = match rng.random_range(0..100) {
             0..80 => Currency::Eur,
             80..88 => Currency::Usd,
             88..95 => Currency::Gbp,
             _ => Currency::Chf,
         };
+        // Re-assigned from the id, not from the stream, so the switch changes no other field.
+        let currency = self.variants.currency(id, drawn);
         let resource_type = if rng.random_bool(0.6) {
             ResourceType::Invoice
         } else {
             ResourceType::Basket
         };
         let detail_seed: u64 = rng.random();
-        let amount_cents = match resource_type {
+        let amount_minor = match resource_type {
             ResourceType::Basket => basket_items(detail_seed, currency).1,
             ResourceType::Invoice => {
                 let ln = rng.random_range((500f64).ln()..(2_000_000f64).ln());
                 let cents = ln.exp().round() as i64;
                 // A quarter of invoices are whole amounts, as people write them.
-                if rng.random_bool(0.25) {
+                let cents = if rng.random_bool(0.25) {
                     (cents / 100).max(5) * 100
                 } else {
                     cents.clamp(500, 2_000_000)
-                }
+                };
+                currency.minor_from_cents(cents)
             }
         };
         let mut methods = 0u8;
@@ -395,7 +468,9 @@ impl Store {
         if rng.random_bool(0.3) {
             methods |= 4;
         }
-        if currency == Currency::Eur && rng.random_bool(0.25) {
+        // iDEAL for euros only; drawn on the drawn currency so the stream does not depend on
+        // the minor-unit switch.
+        if drawn == Currency::Eur && rng.random_bool(0.25) && currency == Currency::Eur {
             methods |= 8;
         }
         if rng.random_bool(0.03) {
@@ -435,7 +510,7 @@ impl Store {
             resource_id,
             created_at,
             expiration,
-            amount_cents,
+            amount_minor,
             detail_seed,
             invoice_number,
             status,
@@ -455,9 +530,18 @@ impl Store {
         &self.links[pos as usize]
     }
 
-    /// All links in the default order (newest first).
-    pub(crate) fn all_newest_first(&self) -> impl Iterator<Item = &Link> {
-        self.links.iter().rev()
+    /// The link at `pos`, as the API writes it.
+    pub(crate) fn render(&self, pos: u32) -> LinkJson {
+        LinkJson::new(self.link(pos), &self.variants)
+    }
+
+    /// All links in the default order (newest first), as the API writes them.
+    pub(crate) fn render_all(&self) -> Vec<LinkJson> {
+        self.links
+            .iter()
+            .rev()
+            .map(|l| LinkJson::new(l, &self.variants))
+            .collect()
     }
 
     fn rebuild_sorted(&mut self) {
@@ -466,11 +550,22 @@ impl Store {
         self.by_amount.extend(self.by_amount.len() as u32..n);
         let links = &self.links;
         self.by_amount
-            .sort_by_key(|&p| (links[p as usize].amount_cents, p));
+            .sort_by_key(|&p| (links[p as usize].amount_thousandths(), p));
         self.by_expiration
             .extend(self.by_expiration.len() as u32..n);
-        self.by_expiration
-            .sort_by_key(|&p| (links[p as usize].expiration, p));
+        let v = &self.variants;
+        // A null date sorts as SQL's NULL does: after every date ascending, first descending.
+        self.by_expiration.sort_by_key(|&p| {
+            let l = &links[p as usize];
+            (v.dateless(l), l.expiration, p)
+        });
+    }
+
+    /// Forgets the indexes and builds them again (after links were removed).
+    fn reindex(&mut self) {
+        self.by_amount.clear();
+        self.by_expiration.clear();
+        self.rebuild_sorted();
     }
 
     /// Positions of the links matching `mask` in `order`, skipping `offset`, at most `limit`;
@@ -543,14 +638,16 @@ impl Store {
         chosen.to_vec()
     }
 
-    /// Applies a mutation at `now` (Unix seconds); returns how many links were created or changed.
+    /// Applies a mutation at `now` (Unix seconds); returns how many links were created, changed
+    /// or removed.
     pub(crate) fn apply(&mut self, m: &Mutation, now: i64) -> usize {
         let open = Status::Open.bit();
         let mut resort = false;
         let changed = match *m {
+            Mutation::Batch(ref all) => return all.iter().map(|m| self.apply(m, now)).sum(),
             Mutation::Step => {
-                let (n, created) = self.step(now);
-                resort = created > 0;
+                let (n, created, moved) = self.step(now);
+                resort = created > 0 || moved > 0;
                 n
             }
             Mutation::Create(count) => {
@@ -583,8 +680,26 @@ impl Store {
                 resort = !chosen.is_empty();
                 chosen.len()
             }
+            Mutation::Reopen(count) => {
+                let n = self.reopen(count, now);
+                resort = n > 0;
+                n
+            }
+            Mutation::Recast { count, from, to } => {
+                let n = self.recast(count, from, to, now);
+                resort = n > 0;
+                n
+            }
+            Mutation::Remove { count, status } => {
+                let n = self.remove(status.bit(), count);
+                if n > 0 {
+                    self.reindex();
+                }
+                n
+            }
         };
-        if resort {
+        // A change of status can turn a date into null (and back): the order moves with it.
+        if resort || (changed > 0 && self.variants.any_dateless()) {
             self.rebuild_sorted();
         }
         if changed > 0 {
@@ -594,6 +709,71 @@ impl Store {
                 .clear();
         }
         changed
+    }
+
+    fn reopen(&mut self, count: usize, now: i64) -> usize {
+        let mut found: Vec<u32> = (0..self.links.len() as u32)
+            .filter(|&p| {
+                let l = &self.links[p as usize];
+                l.status == Status::Paid && l.reusable
+            })
+            .collect();
+        let (chosen, _) = found.partial_shuffle(&mut self.rng, count);
+        let chosen = chosen.to_vec();
+        for &p in &chosen {
+            let ahead = self.rng.random_range(DAY..30 * DAY);
+            let link = &mut self.links[p as usize];
+            link.status = Status::Open;
+            if link.expiration <= now {
+                link.expiration = now + ahead;
+            }
+        }
+        chosen.len()
+    }
+
+    fn recast(&mut self, count: usize, from: Status, to: Status, now: i64) -> usize {
+        let chosen = self.pick(from.bit(), count);
+        for &p in &chosen {
+            let link = &mut self.links[p as usize];
+            link.status = to;
+            if to == Status::Expired {
+                link.expiration = link.expiration.min(now);
+            }
+        }
+        chosen.len()
+    }
+
+    /// Removes at most `count` links whose status is in `mask`; the caller re-indexes.
+    fn remove(&mut self, mask: StatusMask, count: usize) -> usize {
+        let chosen = self.pick(mask, count);
+        let mut gone = vec![false; self.links.len()];
+        for &p in &chosen {
+            gone[p as usize] = true;
+        }
+        let mut i = 0;
+        // `retain` keeps the order, so storage order stays creation order.
+        self.links.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+        chosen.len()
+    }
+
+    /// One terminal link moves: a reusable paid link reopens, a canceled link becomes expired,
+    /// or a terminal link disappears, drawn from the stream. Returns the links affected.
+    fn move_terminal(&mut self, now: i64) -> usize {
+        let terminal = Status::Paid.bit() | Status::Expired.bit() | Status::Canceled.bit();
+        match self.rng.random_range(0..3) {
+            0 => self.reopen(1, now),
+            1 => self.recast(1, Status::Canceled, Status::Expired, now),
+            _ => {
+                let n = self.remove(terminal, 1);
+                if n > 0 {
+                    self.reindex();
+                }
+                n
+            }
+        }
     }
 
     fn set_status(&mut self, from: StatusMask, count: usize, to: Status) -> usize {
@@ -620,8 +800,10 @@ impl Store {
     }
 
     /// One tick of realistic life. Rates are per open link and tick, tuned so a 3,000-link demo
-    /// sees about one payment and one new link every tick, and the number of open links stays stable.
-    fn step(&mut self, now: i64) -> (usize, usize) {
+    /// sees about one payment and one new link every tick, and the number of open links stays
+    /// stable; then `terminal_moves_per_step` terminal links move. Returns (links affected,
+    /// created, terminal links moved).
+    fn step(&mut self, now: i64) -> (usize, usize, usize) {
         let mut changed = 0;
         let mut open = 0usize;
         for i in 0..self.links.len() {
@@ -671,7 +853,11 @@ impl Store {
             self.rng.random_range(0..=(2.0 * mean).round() as usize)
         };
         self.create(created, now);
-        (changed + created, created)
+        let mut moved = 0;
+        for _ in 0..self.variants.spec.terminal_moves_per_step {
+            moved += self.move_terminal(now);
+        }
+        (changed + created + moved, created, moved)
     }
 }
 
@@ -683,9 +869,9 @@ mod tests {
 
     #[test]
     fn same_seed_same_links() {
-        let a = Store::generate(500, 7, NOW);
-        let b = Store::generate(500, 7, NOW);
-        let c = Store::generate(500, 8, NOW);
+        let a = Store::generate(500, 7, NOW, SpecVariants::default());
+        let b = Store::generate(500, 7, NOW, SpecVariants::default());
+        let c = Store::generate(500, 8, NOW, SpecVariants::default());
         let ids = |s: &Store| s.links.iter().map(|l| l.id).collect::<Vec<_>>();
         assert_eq!(ids(&a), ids(&b));
         assert_ne!(ids(&a), ids(&c));
@@ -693,7 +879,7 @@ mod tests {
 
     #[test]
     fn generated_links_are_plausible() {
-        let s = Store::generate(20_000, 1, NOW);
+        let s = Store::generate(20_000, 1, NOW, SpecVariants::default());
         let count =
             |st: Status| s.links.iter().filter(|l| l.status == st).count() as f64 / 20_000.0;
         assert!((0.12..0.18).contains(&count(Status::Open)));
@@ -701,9 +887,9 @@ mod tests {
         assert!((0.17..0.23).contains(&count(Status::Expired)));
         for (i, l) in s.links.iter().enumerate() {
             assert!(
-                (500..=2_000_000).contains(&l.amount_cents),
+                (500..=2_000_000).contains(&l.amount_minor),
                 "{}",
-                l.amount_cents
+                l.amount_minor
             );
             assert!(l.created_at <= NOW);
             if i > 0 {
@@ -733,7 +919,7 @@ mod tests {
             assert!((1..=3).contains(&items.len()));
             let sum: i64 = items
                 .iter()
-                .map(|i| line_gross_cents(i.unit_price_cents, i.quantity_halves, i.vat_permille))
+                .map(|i| line_gross_minor(i.unit_price_minor, i.quantity_halves, i.vat_permille))
                 .sum();
             assert_eq!(sum, total);
             assert!((500..=2_000_000).contains(&total));
@@ -742,7 +928,7 @@ mod tests {
 
     #[test]
     fn select_matches_a_naive_sort() {
-        let s = Store::generate(1000, 3, NOW);
+        let s = Store::generate(1000, 3, NOW, SpecVariants::default());
         let mask = Status::Open.bit() | Status::Paid.bit();
         for order in [
             Order::CreatedDesc,
@@ -758,8 +944,8 @@ mod tests {
                     let l = s.link(*p);
                     match order {
                         Order::CreatedDesc => -l.created_at,
-                        Order::AmountAsc => l.amount_cents,
-                        Order::AmountDesc => -l.amount_cents,
+                        Order::AmountAsc => l.amount_minor,
+                        Order::AmountDesc => -l.amount_minor,
                         Order::ExpirationAsc => l.expiration,
                         Order::ExpirationDesc => -l.expiration,
                     }
@@ -777,7 +963,7 @@ mod tests {
 
     #[test]
     fn terminal_links_never_change() {
-        let mut s = Store::generate(3000, 5, NOW);
+        let mut s = Store::generate(3000, 5, NOW, SpecVariants::default());
         let before: Vec<(u128, Status, i64)> = s
             .links
             .iter()
@@ -812,7 +998,7 @@ mod tests {
 
     #[test]
     fn mutations_change_what_they_say() {
-        let mut s = Store::generate(1000, 9, NOW);
+        let mut s = Store::generate(1000, 9, NOW, SpecVariants::default());
         let count = |s: &Store, st: Status| s.links.iter().filter(|l| l.status == st).count();
         let paid = count(&s, Status::Paid);
         assert_eq!(s.apply(&Mutation::Pay(10), NOW), 10);
@@ -854,7 +1040,7 @@ mod tests {
     #[test]
     fn a_million_links_generate_quickly() {
         let t = std::time::Instant::now();
-        let s = Store::generate(1_000_000, 1, NOW);
+        let s = Store::generate(1_000_000, 1, NOW, SpecVariants::default());
         assert_eq!(s.len(), 1_000_000);
         let (page, total) = s.select(Status::Open.bit(), Order::ExpirationAsc, 100, 100);
         assert_eq!(page.len(), 100);

@@ -85,7 +85,10 @@ fn one() -> usize {
     1
 }
 
-/// Which value of a link [`Fault::InvalidLink`] spoils.
+/// Which value of a link [`Fault::InvalidLink`] (one request) or
+/// [`SpecVariants::invalid_link_share`](super::SpecVariants::invalid_link_share) (every request)
+/// spoils. The first three keep the spec's JSON types with unusable content; the last two put a
+/// number where the spec says string, so the link does not even deserialise as the spec's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvalidKind {
@@ -95,6 +98,23 @@ pub enum InvalidKind {
     Currency,
     /// `expiration_date` becomes `"tomorrow"`.
     ExpirationDate,
+    /// `amount.value` becomes the link's amount as a JSON number (`"value": 12.5`).
+    AmountNumber,
+    /// `id` becomes a JSON number (`"id": 123`), distinct per link.
+    IdNumber,
+}
+
+impl std::str::FromStr for InvalidKind {
+    type Err = String;
+
+    /// The JSON spelling (`amount_number`), for the `simulate` flags.
+    fn from_str(s: &str) -> Result<InvalidKind, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+            format!(
+                "unknown kind {s:?}; expected amount, currency, expiration_date, amount_number or id_number"
+            )
+        })
+    }
 }
 
 /// Probabilities (0.0–1.0) of random faults per list request, for `simulate`'s `--fault-rate-*`

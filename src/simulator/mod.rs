@@ -10,7 +10,9 @@
 //! implementations of the API.
 //!
 //! Modules, one job each: `data` generates and evolves the links and selects pages;
-//! `render` holds the JSON shapes; `query` validates parameters; `api` handles HTTP requests;
+//! `variants` decides how each link is spelled when spec-valid variations are switched on
+//! ([`SpecVariants`]); `render` holds the JSON shapes; `query` validates parameters; `api`
+//! handles HTTP requests;
 //! `oauth` is the authorization server; `faults` the fault queue; `control` the `/_sim/`
 //! endpoints; `server` the listener; `stats` the counters; `cli` the `simulate` subcommand.
 
@@ -26,6 +28,7 @@ mod server;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod variants;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,11 +40,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use cli::{EvolveEvery, SimError, SimulateArgs, run_simulate};
+pub use cli::{EvolveEvery, SimError, SimulateArgs, VariantArgs, run_simulate};
 pub use control::MutationJson;
-pub use data::Mutation;
+pub use data::{Mutation, Status};
 pub use faults::{Fault, FaultRates, InvalidKind};
 pub use stats::SimStats;
+pub use variants::{DateForm, SpecVariants};
 
 use api::lock;
 use data::Store;
@@ -73,6 +77,9 @@ pub struct SimConfig {
     pub oauth: Option<SimOAuth>,
     /// Random faults on list requests (CLI); default none.
     pub faults: FaultRates,
+    /// Spec-valid variations of the links (date forms, letter cases, JPY and KWD, links of the
+    /// wrong JSON type, terminal links that move); default none.
+    pub variants: SpecVariants,
 }
 
 impl Default for SimConfig {
@@ -88,6 +95,7 @@ impl Default for SimConfig {
             staging_token: None,
             oauth: None,
             faults: FaultRates::default(),
+            variants: SpecVariants::default(),
         }
     }
 }
@@ -182,7 +190,7 @@ impl Shared {
             .store
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        store.all_newest_first().map(LinkJson::new).collect()
+        store.render_all()
     }
 
     fn links_json_bytes(&self) -> Vec<u8> {
@@ -207,7 +215,7 @@ impl Simulator {
         let now = start
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let store = Store::generate(cfg.links, cfg.seed, now);
+        let store = Store::generate(cfg.links, cfg.seed, now, cfg.variants.clone());
         let oauth = cfg.oauth.clone().map(|o| Mutex::new(OAuthState::new(o)));
         Simulator {
             shared: Arc::new(Shared {

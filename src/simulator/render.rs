@@ -1,17 +1,59 @@
 //! JSON shapes of the API, as serde structs: a payment link, a page with its pagination `meta`,
 //! JSON:API error bodies. Field order follows the reference page's example response.
+//! How a link is spelled (date form, letter case, wrong JSON types) is [`Variants`]'s choice.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::data::{DEBITORS, Link, METHODS, ResourceType, basket_items, format_uuid};
+use super::faults::InvalidKind;
+use super::variants::Variants;
+
+/// A value the spec types as a string, or a JSON number in its place (the wrong-type variants).
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub(crate) enum Text {
+    Str(String),
+    Number(serde_json::Number),
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::Str(s)
+    }
+}
+
+/// `expiration_date`: a string, `null`, or no key at all ([`LinkJson`] skips it when absent).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DateJson {
+    Str(String),
+    Null,
+    Absent,
+}
+
+impl DateJson {
+    fn is_absent(&self) -> bool {
+        *self == DateJson::Absent
+    }
+}
+
+impl Serialize for DateJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DateJson::Str(v) => s.serialize_str(v),
+            DateJson::Null | DateJson::Absent => s.serialize_none(),
+        }
+    }
+}
 
 /// Money as the API writes it: a decimal string and an ISO 4217 code.
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct Money {
-    pub(crate) value: String,
-    pub(crate) currency: &'static str,
+    pub(crate) value: Text,
+    pub(crate) currency: Cow<'static, str>,
 }
 
 /// One basket item.
@@ -30,12 +72,13 @@ pub(crate) struct ItemJson {
 /// One payment link, exactly as `GET /v2/payment_links` renders it.
 #[derive(Serialize, Debug, Clone)]
 pub(crate) struct LinkJson {
-    pub(crate) id: String,
-    pub(crate) status: &'static str,
-    pub(crate) expiration_date: String,
+    pub(crate) id: Text,
+    pub(crate) status: Cow<'static, str>,
+    #[serde(skip_serializing_if = "DateJson::is_absent")]
+    pub(crate) expiration_date: DateJson,
     pub(crate) potential_payment_methods: Vec<&'static str>,
     pub(crate) amount: Money,
-    pub(crate) resource_type: &'static str,
+    pub(crate) resource_type: Cow<'static, str>,
     pub(crate) reusable: bool,
     pub(crate) created_at: String,
     pub(crate) url: String,
@@ -96,16 +139,23 @@ pub(crate) fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
-/// Cents as a decimal string with two decimals ("1234.50").
-pub(crate) fn money_value(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let c = cents.unsigned_abs();
-    format!("{sign}{}.{:02}", c / 100, c % 100)
+/// Minor units as a decimal string with `exponent` decimals ("1234.50", "1500", "12.345").
+pub(crate) fn money_value(minor: i64, exponent: u32) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let m = minor.unsigned_abs();
+    let unit = 10u64.pow(exponent);
+    if exponent == 0 {
+        return format!("{sign}{m}");
+    }
+    let width = exponent as usize;
+    format!("{sign}{}.{:0width$}", m / unit, m % unit)
 }
 
 impl LinkJson {
-    pub(crate) fn new(link: &Link) -> LinkJson {
-        let currency = link.currency.as_str();
+    /// `link` as the API writes it, spelled as `variants` says.
+    pub(crate) fn new(link: &Link, variants: &Variants) -> LinkJson {
+        let currency = variants.currency_code(link);
+        let exponent = link.currency.exponent();
         let id = format_uuid(link.id);
         let resource_id = format_uuid(link.resource_id);
         let url = format!("https://pay.qonto.com/{id}?resource_id={resource_id}");
@@ -118,7 +168,7 @@ impl LinkJson {
         let (resource_type, items, invoice_id, invoice_number, debitor_name) =
             match link.resource_type {
                 ResourceType::Invoice => (
-                    "Invoice",
+                    variants.resource_type(link, "Invoice"),
                     None,
                     Some(resource_id),
                     Some(format!("INV-{:06}", link.invoice_number)),
@@ -137,8 +187,8 @@ impl LinkJson {
                                     .unwrap_or_else(|| serde_json::Number::from(1))
                             },
                             unit_price: Money {
-                                value: money_value(i.unit_price_cents),
-                                currency,
+                                value: money_value(i.unit_price_minor, exponent).into(),
+                                currency: currency.clone(),
                             },
                             vat_rate: format!("{}.{}", i.vat_permille / 10, i.vat_permille % 10),
                             item_type: i.item_type,
@@ -146,26 +196,61 @@ impl LinkJson {
                             measure_unit: i.measure_unit,
                         })
                         .collect();
-                    ("Basket", Some(items), None, None, None)
+                    (
+                        variants.resource_type(link, "Basket"),
+                        Some(items),
+                        None,
+                        None,
+                        None,
+                    )
                 }
             };
-        LinkJson {
-            id,
-            status: link.status.as_str(),
-            expiration_date: rfc3339(link.expiration),
+        let mut json = LinkJson {
+            id: id.into(),
+            status: variants.status(link),
+            expiration_date: match variants.date(link, link.expiration) {
+                Some(d) => DateJson::Str(d),
+                None if variants.date_form(link) == super::DateForm::Absent => DateJson::Absent,
+                None => DateJson::Null,
+            },
             potential_payment_methods: methods,
             amount: Money {
-                value: money_value(link.amount_cents),
+                value: money_value(link.amount_minor, exponent).into(),
                 currency,
             },
             resource_type,
             reusable: link.reusable,
-            created_at: rfc3339(link.created_at),
+            created_at: variants.created_at(link),
             url,
             items,
             invoice_id,
             invoice_number,
             debitor_name,
+        };
+        if let Some(kind) = variants.invalid(link) {
+            json.spoil(kind, link);
+        }
+        json
+    }
+
+    /// Gives this link the unusable value `kind` (a fault, or a link invalid on every request).
+    pub(crate) fn spoil(&mut self, kind: InvalidKind, link: &Link) {
+        match kind {
+            InvalidKind::Amount => self.amount.value = Text::Str("12,5O".to_owned()),
+            InvalidKind::Currency => self.amount.currency = Cow::Borrowed("euro"),
+            InvalidKind::ExpirationDate => {
+                self.expiration_date = DateJson::Str("tomorrow".to_owned());
+            }
+            InvalidKind::AmountNumber => {
+                let unit = 10f64.powi(link.currency.exponent() as i32);
+                let value = link.amount_minor as f64 / unit;
+                self.amount.value =
+                    Text::Number(serde_json::Number::from_f64(value).unwrap_or_else(|| 0.into()));
+            }
+            // Distinct per link, and exact in a double (below 2^53).
+            InvalidKind::IdNumber => {
+                self.id = Text::Number(((link.id as u64) & ((1 << 53) - 1)).into());
+            }
         }
     }
 }
@@ -248,8 +333,11 @@ mod tests {
 
     #[test]
     fn values_are_formatted_like_the_api() {
-        assert_eq!(money_value(123_450), "1234.50");
-        assert_eq!(money_value(5), "0.05");
+        assert_eq!(money_value(123_450, 2), "1234.50");
+        assert_eq!(money_value(5, 2), "0.05");
+        assert_eq!(money_value(1500, 0), "1500");
+        assert_eq!(money_value(12_345, 3), "12.345");
+        assert_eq!(money_value(7, 3), "0.007");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_609_459_200), "2021-01-01T00:00:00Z");
     }

@@ -943,3 +943,416 @@ async fn many_concurrent_requests() {
     }
     s.shutdown().await;
 }
+
+// ---- Spec-valid variations (issue 9 §7) ------------------------------------------------------
+
+/// Two organisations from the same seed and start: one in the example's spelling, one with
+/// `variants`. The switches re-spell links; they must not change which links exist.
+fn pair(links: usize, variants: SpecVariants) -> (Vec<Value>, Vec<Value>) {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+    let plain = Simulator::with_start_time(config(links), start).links_json();
+    let varied = Simulator::with_start_time(
+        SimConfig {
+            variants,
+            ..config(links)
+        },
+        start,
+    )
+    .links_json();
+    let arr = |v: Value| v.as_array().unwrap().clone();
+    (arr(plain), arr(varied))
+}
+
+#[test]
+fn date_forms_write_the_same_instant() {
+    let (plain, varied) = pair(
+        2000,
+        SpecVariants {
+            date_forms: DateForm::ALL.to_vec(),
+            ..SpecVariants::default()
+        },
+    );
+    let rfc = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+    };
+    let mut seen = HashSet::new();
+    for (p, v) in plain.iter().zip(&varied) {
+        assert_eq!(p["id"], v["id"]);
+        let want = p["expiration_date"].as_str().unwrap();
+        let status = v["status"].as_str().unwrap();
+        let Some(got) = v.get("expiration_date") else {
+            assert!(["paid", "canceled"].contains(&status), "{v}");
+            seen.insert("absent");
+            continue;
+        };
+        let Some(got) = got.as_str() else {
+            assert!(
+                got.is_null() && ["paid", "canceled"].contains(&status),
+                "{v}"
+            );
+            seen.insert("null");
+            continue;
+        };
+        let clock = got.split_once('T').unwrap().1;
+        let (form, instant) = if clock.contains('.') {
+            ("fractional", rfc(got).replace_nanosecond(0).unwrap())
+        } else if clock.len() == 6 {
+            // HH:MMZ: the instant truncated to the minute.
+            ("no-seconds", rfc(&got.replace('Z', ":00Z")))
+        } else if clock.len() == 8 {
+            ("no-offset", rfc(&format!("{got}Z")))
+        } else if clock.len() == 13 {
+            let (head, off) = got.split_at(got.len() - 2);
+            ("offset-no-colon", rfc(&format!("{head}:{off}")))
+        } else if got.ends_with('Z') {
+            ("utc", rfc(got))
+        } else {
+            ("offset", rfc(got))
+        };
+        seen.insert(form);
+        let want = rfc(want);
+        if form == "no-seconds" {
+            assert_eq!(instant, want.replace_second(0).unwrap(), "{got} for {want}");
+        } else {
+            assert_eq!(instant, want, "{form}: {got}");
+        }
+        let created = v["created_at"].as_str().unwrap();
+        assert_eq!(
+            created.split_once('T').unwrap().1.len(),
+            clock.len(),
+            "created_at in the same form: {created}, {got}"
+        );
+    }
+    assert_eq!(seen.len(), DateForm::ALL.len(), "{seen:?}");
+}
+
+#[test]
+fn letter_cases_and_minor_unit_currencies() {
+    let (plain, varied) = pair(
+        3000,
+        SpecVariants {
+            other_case_share: 0.3,
+            minor_unit_currency_share: 0.3,
+            ..SpecVariants::default()
+        },
+    );
+    let mut respelled = [0usize; 3];
+    let mut minor = 0;
+    for (p, v) in plain.iter().zip(&varied) {
+        assert_eq!((&p["id"], &p["url"]), (&v["id"], &v["url"]));
+        let fields = |l: &Value| {
+            [
+                l["status"].clone(),
+                l["amount"]["currency"].clone(),
+                l["resource_type"].clone(),
+            ]
+        };
+        for (i, (p, v)) in fields(p).iter().zip(fields(v)).enumerate() {
+            let (p, v) = (p.as_str().unwrap(), v.as_str().unwrap());
+            if p != v {
+                respelled[i] += 1;
+                // The currency may also be replaced by yen or dinars.
+                assert!(p.eq_ignore_ascii_case(v) || i == 1, "{p} / {v}");
+            }
+        }
+        let currency = v["amount"]["currency"]
+            .as_str()
+            .unwrap()
+            .to_ascii_uppercase();
+        let value = v["amount"]["value"].as_str().unwrap();
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        match currency.as_str() {
+            "JPY" => assert_eq!(decimals, 0, "{value}"),
+            "KWD" => assert_eq!(decimals, 3, "{value}"),
+            _ => {
+                assert_eq!(decimals, 2, "{value}");
+                assert_eq!(
+                    currency,
+                    p["amount"]["currency"].as_str().unwrap(),
+                    "only yen and dinars replace a currency"
+                );
+            }
+        }
+        if ["JPY", "KWD"].contains(&currency.as_str()) {
+            minor += 1;
+            assert!(
+                !v["potential_payment_methods"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("ideal")),
+                "iDEAL is for euros"
+            );
+            // A basket's amount is the sum of its lines, rounded half up to the minor unit.
+            if let Some(items) = v["items"].as_array() {
+                use rust_decimal::{Decimal, RoundingStrategy};
+                let total: Decimal = items
+                    .iter()
+                    .map(|i| {
+                        assert_eq!(i["unit_price"]["currency"], v["amount"]["currency"]);
+                        let price: Decimal =
+                            i["unit_price"]["value"].as_str().unwrap().parse().unwrap();
+                        let qty: Decimal = i["quantity"].to_string().parse().unwrap();
+                        let vat: Decimal = i["vat_rate"].as_str().unwrap().parse().unwrap();
+                        (price * qty * (Decimal::ONE + vat / Decimal::ONE_HUNDRED))
+                            .round_dp_with_strategy(
+                                decimals as u32,
+                                RoundingStrategy::MidpointAwayFromZero,
+                            )
+                    })
+                    .sum();
+                assert_eq!(total, value.parse::<Decimal>().unwrap(), "{v}");
+            }
+        }
+    }
+    for (i, n) in respelled.iter().enumerate() {
+        // 30 % of links respelled, the currency also by yen and dinars.
+        assert!(
+            (700..1400).contains(n) || (i == 1 && *n > 700),
+            "{respelled:?}"
+        );
+    }
+    assert!((700..1100).contains(&minor), "{minor}");
+}
+
+#[tokio::test]
+async fn respelled_links_are_filtered_and_sorted_like_the_others() {
+    let variants = SpecVariants {
+        date_forms: vec![DateForm::Utc, DateForm::Null, DateForm::Absent],
+        other_case_share: 0.5,
+        ..SpecVariants::default()
+    };
+    let (sim, s) = start(SimConfig {
+        variants,
+        ..config(600)
+    })
+    .await;
+    let c = client();
+    let base = s.base_url();
+    let all = sim.links_json();
+    let paid: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["status"].as_str().unwrap().eq_ignore_ascii_case("paid"))
+        .collect();
+    assert!(paid.iter().any(|l| l["status"] != "paid"), "some respelled");
+    let (ids, _) = walk(&c, &base, "status[]=paid&per_page=100").await;
+    assert_eq!(ids.len(), paid.len());
+    // Dateless links sort as SQL's NULLs: first descending, last ascending.
+    let dateless = paid
+        .iter()
+        .filter(|l| !l.get("expiration_date").is_some_and(Value::is_string))
+        .count();
+    assert!(dateless > 20 && dateless < paid.len() - 20, "{dateless}");
+    for (order, nulls_first) in [("desc", true), ("asc", false)] {
+        let mut dates: Vec<Option<String>> = Vec::new();
+        for page in 1..=paid.len().div_ceil(100) {
+            let r = list(
+                &c,
+                &base,
+                &format!("status[]=paid&sort_by=expiration_date:{order}&per_page=100&page={page}"),
+            )
+            .await
+            .json();
+            dates.extend(r["payment_links"].as_array().unwrap().iter().map(|l| {
+                l.get("expiration_date")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }));
+        }
+        assert_eq!(dates.len(), paid.len());
+        if !nulls_first {
+            dates.reverse();
+        }
+        assert!(dates[..dateless].iter().all(Option::is_none), "{order}");
+        assert!(dates[dateless..].iter().all(Option::is_some), "{order}");
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn links_of_the_wrong_type_are_the_same_on_every_request() {
+    let variants = SpecVariants {
+        invalid_link_share: 0.05,
+        invalid_link_kinds: vec![InvalidKind::AmountNumber, InvalidKind::IdNumber],
+        ..SpecVariants::default()
+    };
+    let (sim, s) = start(SimConfig {
+        variants,
+        ..config(1000)
+    })
+    .await;
+    let c = client();
+    let base = s.base_url();
+    let first = list(&c, &base, "per_page=100").await.json();
+    assert_eq!(first, list(&c, &base, "per_page=100").await.json());
+    let all = sim.links_json();
+    let links = all.as_array().unwrap();
+    let numbers = links
+        .iter()
+        .filter(|l| l["amount"]["value"].is_number())
+        .count();
+    let ids: Vec<u64> = links.iter().filter_map(|l| l["id"].as_u64()).collect();
+    assert!(numbers > 10 && ids.len() > 10, "{numbers} {}", ids.len());
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        ids.len(),
+        "numeric ids are distinct"
+    );
+    assert!(
+        links
+            .iter()
+            .all(|l| l["id"].is_string() || l["amount"]["value"].is_string())
+    );
+    assert!(ids.iter().all(|&id| id < 1 << 53));
+
+    s.shutdown().await;
+
+    // The same kinds as one-request faults, on an organisation without them.
+    let (sim, s) = start(config(5)).await;
+    let base = s.base_url();
+    let f: Fault =
+        serde_json::from_value(json!({"kind":"invalid_link","invalid":"id_number"})).unwrap();
+    sim.inject(f);
+    sim.inject(Fault::InvalidLink {
+        kind: InvalidKind::AmountNumber,
+        times: 1,
+    });
+    let plain = sim.links_json();
+    let r = list(&c, &base, "per_page=1").await.json();
+    assert!(r["payment_links"][0]["id"].is_u64(), "{r}");
+    let r = list(&c, &base, "per_page=1").await.json();
+    let value = &r["payment_links"][0]["amount"]["value"];
+    assert_eq!(
+        value.as_f64(),
+        plain[0]["amount"]["value"].as_str().unwrap().parse().ok(),
+        "{r}"
+    );
+    assert_eq!(
+        "id_number".parse::<InvalidKind>(),
+        Ok(InvalidKind::IdNumber)
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn terminal_links_move_on_demand() {
+    let (sim, s) = start(config(800)).await;
+    let c = client();
+    let base = s.base_url();
+    let by_id = |v: Value| -> std::collections::HashMap<String, Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["id"].as_str().unwrap().to_owned(), l.clone()))
+            .collect()
+    };
+    let count = |v: &std::collections::HashMap<String, Value>, st: &str| {
+        v.values().filter(|l| l["status"] == st).count()
+    };
+    let mutate = |body: Value| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let r = send(
+                c.post(format!("{base}/_sim/mutate"))
+                    .header("content-type", "application/json")
+                    .body(body.to_string()),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()
+        }
+    };
+    let before = by_id(sim.links_json());
+    let r = mutate(json!({"kind":"reopen","count":2})).await;
+    assert_eq!(r, json!({"affected": 2, "links": 800}));
+    let after = by_id(sim.links_json());
+    let reopened: Vec<&String> = after
+        .iter()
+        .filter(|(id, l)| l["status"] == "open" && before[*id]["status"] == "paid")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(reopened.len(), 2);
+    assert!(reopened.iter().all(|id| after[*id]["reusable"] == true));
+
+    let r = mutate(json!({"kind":"recast","count":3,"from":"canceled","to":"expired"})).await;
+    assert_eq!(r["affected"], 3);
+    let recast = by_id(sim.links_json());
+    assert_eq!(count(&recast, "expired"), count(&after, "expired") + 3);
+    assert_eq!(count(&recast, "canceled"), count(&after, "canceled") - 3);
+
+    let r = mutate(json!({"kind":"batch","mutations":[
+        {"kind":"remove","count":4,"status":"paid"},
+        {"kind":"pay","count":4}
+    ]}))
+    .await;
+    assert_eq!(r, json!({"affected": 8, "links": 796}));
+    let removed = by_id(sim.links_json());
+    assert_eq!(count(&removed, "paid"), count(&recast, "paid"));
+    assert_eq!(
+        recast
+            .keys()
+            .filter(|id| !removed.contains_key(*id))
+            .count(),
+        4
+    );
+    let (ids, _) = walk(&c, &base, "per_page=100").await;
+    assert_eq!(ids.len(), 796, "the listing has no hole");
+    let r = send(
+        c.post(format!("{base}/_sim/mutate"))
+            .body(json!({"kind":"recast","count":1,"from":"refunded","to":"paid"}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    s.shutdown().await;
+}
+
+#[test]
+fn terminal_moves_per_step_are_fixed_by_the_seed() {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+    let cfg = SimConfig {
+        variants: SpecVariants {
+            terminal_moves_per_step: 2,
+            ..SpecVariants::default()
+        },
+        ..config(2000)
+    };
+    let run = || {
+        let sim = Simulator::with_start_time(cfg.clone(), start);
+        let before = sim.links_json();
+        // Steps at fixed times (`Simulator::mutate` reads the clock).
+        let mut store = sim.shared.store.write().unwrap();
+        for i in 0..30 {
+            store.apply(&Mutation::Step, 1_750_000_000 + 5 * i);
+        }
+        drop(store);
+        (before, sim.links_json())
+    };
+    let (before, after) = run();
+    assert_eq!(
+        run().1,
+        after,
+        "the same seed and steps give the same moves"
+    );
+    let terminal =
+        |l: &Value| ["paid", "expired", "canceled"].contains(&l["status"].as_str().unwrap());
+    let now: std::collections::HashMap<&str, &Value> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap(), l))
+        .collect();
+    let moved = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| terminal(l))
+        .filter(|l| now.get(l["id"].as_str().unwrap()) != Some(l))
+        .count();
+    assert!(
+        (20..=60).contains(&moved),
+        "{moved} terminal links moved in 30 steps"
+    );
+}
