@@ -2,14 +2,23 @@
 #
 # qonto-exporter container image.
 #   docker build -t qonto-exporter .
-#   docker run --rm -p 10157:10157 qonto-exporter --demo
+#   docker run --rm -p 127.0.0.1:10157:10157 qonto-exporter --demo
 #
-# Build: glibc release build on Debian 12 (bookworm), `--locked` so Cargo.lock is used as committed.
-# Run:   distroless cc-debian12 (glibc + libgcc, nothing else; no shell, no package manager) as the
-#        distroless "nonroot" user 65532. TLS is rustls: no OpenSSL needed; the image carries
-#        Debian's CA bundle (/etc/ssl/certs) in case the binary uses the system roots.
+# Build: release build for the build platform's *-unknown-linux-gnu target on Debian 12 (bookworm),
+#        `--locked` so Cargo.lock is used as committed. The binary is NOT static: it is dynamically
+#        linked against glibc (libc, libm) and libgcc_s (stack unwinding), which is why the runtime
+#        image is distroless "cc" and not "static".
+# Run:   distroless cc-debian12: glibc, libgcc_s, ca-certificates, tzdata and /etc/passwd; like every
+#        distroless "base" image it also carries libssl and openssl, which the binary does not use
+#        (TLS is rustls). No shell, no package manager. Runs as the distroless "nonroot" user 65532.
+# Pins:  the Rust image by exact version; distroless publishes no version tags, only the floating
+#        "nonroot" tag and digests: for a reproducible image, pin it as
+#        gcr.io/distroless/cc-debian12:nonroot@sha256:<digest> (docker buildx imagetools inspect).
+# Health: no HEALTHCHECK, as the image has no shell, curl or wget to run one and the binary has no
+#        probe subcommand; orchestrators probe GET /-/healthy and /-/ready over HTTP (Kubernetes
+#        manifests in deploy/kubernetes/).
 
-ARG RUST_VERSION=1.95
+ARG RUST_VERSION=1.95.0
 # Set both for a release build: docker build --build-arg VERSION=1.2.3 --build-arg REVISION=$(git rev-parse --short=12 HEAD) .
 ARG VERSION=dev
 ARG REVISION=unknown
