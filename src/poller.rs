@@ -291,10 +291,12 @@ impl<'m> Tally<'m> {
                 }
                 if LIVE_STATUSES.contains(&&*data.status) {
                     // Remembered to recognise the link next poll when it has moved on to a
-                    // terminal status (one without a usable date is found by a full walk).
-                    if let Some(exp) = data.expiration {
-                        self.live.push((hash, exp.unix_timestamp()));
-                    }
+                    // terminal status. Without a usable date, the poll's start stands in: the
+                    // sorted look-up may then miss it, and the status is walked in full.
+                    let exp = data
+                        .expiration
+                        .map_or(self.now.unwrap_or(0), OffsetDateTime::unix_timestamp);
+                    self.live.push((hash, exp));
                 } else if let (Some(now), true) =
                     (self.now, TERMINAL_STATUSES.contains(&&*data.status))
                 {

@@ -107,3 +107,45 @@ async fn incremental_polls_equal_a_full_recount_and_stay_cheap() {
         );
     }
 }
+
+/// Every full resync checks that what the incremental polls carried still holds. With links
+/// created, paid, canceled and expiring all the time (but terminal links never changing, as
+/// the simulator's default organisation behaves), the check must find nothing to correct:
+/// links paid mid-poll, created mid-poll or moved between the live walk and a terminal walk
+/// are not corrections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_resyncs_find_no_correction_when_terminal_links_stay_final() {
+    let sim = Sim::start(SimConfig {
+        links: 3000,
+        seed: 5,
+        evolve_every: Some(Duration::from_millis(40)),
+        latency: Duration::from_millis(2),
+        ..SimConfig::default()
+    })
+    .await;
+    let exporter = Exporter::start(
+        &[
+            "--qonto.api-url",
+            &sim.url(),
+            "--poll.interval",
+            "200ms",
+            "--poll.full-resync-interval",
+            "700ms",
+            "--qonto.max-requests-per-second",
+            "1000",
+        ],
+        &[("QONTO_ACCESS_TOKEN", "t")],
+    );
+    exporter.wait_ready(Duration::from_secs(30)).await;
+    let m = exporter
+        .wait_until("five full resyncs", Duration::from_secs(60), |m| {
+            m.get("qonto_exporter_full_walks_total")
+                .is_some_and(|v| *v >= 6.0)
+        })
+        .await;
+    assert!(m["qonto_exporter_polls_total"] > m["qonto_exporter_full_walks_total"]);
+    for status in ["paid", "expired", "canceled"] {
+        let series = format!("qonto_exporter_resync_corrections_total{{status=\"{status}\"}}");
+        assert_eq!(m[&series], 0.0, "{series}:\n{}", exporter.logs());
+    }
+}
