@@ -5,14 +5,14 @@
 //!
 //! One [`Aggregator`] serves one poll. It deduplicates links by `id` (pagination drifts when
 //! links are created while a poll walks the pages, so the same link can be served twice),
-//! validates each link (an unusable link is skipped and reported with its reason, never
-//! guessed at), and caps the number of distinct label values so that bad data cannot explode
+//! validates each link (an unusable link is skipped and reported with its reason), and caps the number of distinct label values so that bad data cannot explode
 //! the number of series. [`Aggregator::finish`] adds the zeros the metric contract asks for.
 //!
 //! What the spec allows is accepted as the spec means it, not as our simulator happens to
 //! write it ([`read`]): statuses, currencies and resource types in another letter case are
 //! folded into the spec's spelling (and reported as normalised), expiration dates in any ISO
-//! 8601 date-time form are understood, and only open links need one at all: a paid link with a
+//! 8601 date-time form are understood (one without an offset is taken as UTC, as every date in
+//! Qonto's documentation is; a bare date as its midnight UTC), and only open links need one at all: a paid link with a
 //! `null` date still counts in its status, and an open link whose date is unusable counts in
 //! its status but in no expiry figure.
 
@@ -22,7 +22,7 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use time::format_description::well_known::Iso8601;
+use time::format_description::well_known::{Iso8601, Rfc3339};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use crate::qonto::model::Link;
@@ -245,6 +245,10 @@ fn canonical_resource_type(rt: &str) -> Cow<'_, str> {
 /// or extended. Without an offset the time is taken as UTC; a bare date as its midnight UTC.
 pub fn parse_date(s: &str) -> Option<OffsetDateTime> {
     let s = s.trim();
+    // The API's own form first: RFC 3339 is the common case and the cheapest parse.
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t);
+    }
     if let Ok(t) = OffsetDateTime::parse(s, &Iso8601::DEFAULT) {
         return Some(t);
     }
@@ -254,6 +258,37 @@ pub fn parse_date(s: &str) -> Option<OffsetDateTime> {
     time::Date::parse(s, &Iso8601::DEFAULT)
         .ok()
         .map(|d| d.midnight().assume_offset(UtcOffset::UTC))
+}
+
+/// The latest instant an ISO 8601 date-time can stand for: a date written to the minute stands
+/// for any instant of that minute, a bare date for any of that day, and one without an offset
+/// for any of the zones from UTC−12 to UTC+14. `None` when it does not parse. Used where the
+/// exporter must know that something happened *before* an instant, never guess it.
+pub fn parse_date_upper_bound(s: &str) -> Option<OffsetDateTime> {
+    let s = s.trim();
+    let at = parse_date(s)?;
+    let Some((_, time)) = s.split_once(['T', 't', ' ']) else {
+        return at.checked_add(time::Duration::DAY);
+    };
+    // The time without its offset (`Z`, `+hh…`, `-hh…`) and fraction, then its digits.
+    let (clock, has_offset) = match time.find(['Z', 'z', '+', '-']) {
+        Some(i) => (&time[..i], true),
+        None => (time, false),
+    };
+    let whole = clock.split(['.', ',']).next().unwrap_or_default();
+    let digits = whole.bytes().filter(u8::is_ascii_digit).count();
+    let precision = match digits {
+        0..=2 => time::Duration::HOUR,
+        3 | 4 => time::Duration::MINUTE,
+        _ => time::Duration::SECOND,
+    };
+    let zone = if has_offset {
+        time::Duration::ZERO
+    } else {
+        // Taken as UTC by `parse_date`; the writer may have meant any zone.
+        time::Duration::hours(12)
+    };
+    at.checked_add(precision)?.checked_add(zone)
 }
 
 /// What happened to one link given to [`Aggregator::add`].
@@ -884,6 +919,29 @@ mod tests {
         for bad in ["", "tomorrow", "2026-13-01T00:00:00Z", "1893456000"] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn upper_bounds_cover_the_precision_and_zone_a_date_leaves_open() {
+        let b = |s: &str| parse_date_upper_bound(s).unwrap_or_else(|| panic!("{s}"));
+        assert_eq!(
+            b("2026-11-24T13:00:00Z"),
+            datetime!(2026-11-24 13:00:01 UTC)
+        );
+        assert_eq!(
+            b("2026-11-24T13:00:00.250Z"),
+            datetime!(2026-11-24 13:00:01.25 UTC)
+        );
+        assert_eq!(b("2026-11-24T14:00+01:00"), datetime!(2026-11-24 13:01 UTC));
+        assert_eq!(b("20261124T1300Z"), datetime!(2026-11-24 13:01 UTC));
+        assert_eq!(b("2026-11-24T13:00:00"), datetime!(2026-11-25 01:00:01 UTC));
+        assert_eq!(
+            b("2026-11-24T13:00:00-05:00"),
+            datetime!(2026-11-24 18:00:01 UTC)
+        );
+        assert_eq!(b("2026-11-24"), datetime!(2026-11-25 00:00 UTC));
+        assert_eq!(parse_date_upper_bound("yesterday"), None);
+        assert_eq!(parse_date_upper_bound("+999999-12-31T23:59:59Z"), None);
     }
 
     #[test]

@@ -53,10 +53,14 @@ pub struct SelfMetrics {
     pub oauth_refreshes: IntCounter,
     pub oauth_refresh_failures: IntCounter,
     pub oauth_persist_failures: IntCounter,
+    pub oauth_refresh_token_unsaved: Gauge,
+    pub retry_after_over_ceiling: IntCounter,
     pub drift: IntCounter,
     pub full_walks: IntCounter,
     pub normalized_values: IntCounterVec,
     pub resync_corrections: IntCounterVec,
+    pub resync_checks: IntCounter,
+    pub excluded_links: Gauge,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -156,7 +160,15 @@ impl SelfMetrics {
         );
         let oauth_persist_failures = counter(
             "qonto_exporter_oauth_refresh_token_write_failures_total",
-            "Rotated OAuth refresh tokens that could not be written to their file (a restart would lose access).",
+            "Failed writes of a rotated OAuth refresh token to its file: at the rotation, then at each retry (at most one every 30 s) while the token in use stays unsaved.",
+        );
+        let oauth_refresh_token_unsaved = gauge(
+            "qonto_exporter_oauth_refresh_token_unsaved",
+            "1 while the OAuth refresh token in use could not be written to its file (the one there is spent: a restart would lose access), else 0.",
+        );
+        let retry_after_over_ceiling = counter(
+            "qonto_exporter_retry_after_over_ceiling_total",
+            "HTTP 429 answers whose Retry-After asked for a longer wait than --qonto.max-retry-after; each failed its request at once instead of waiting, and so its poll.",
         );
         let drift = counter(
             "qonto_exporter_pagination_drift_total",
@@ -176,12 +188,20 @@ impl SelfMetrics {
         }
         let resync_corrections = counter_vec(
             "qonto_exporter_resync_corrections_total",
-            "Full resyncs that found the links of a terminal status (paid, expired, canceled) held by the previous poll changed: moved, gone, or with other amounts. Incremental polls assume they never change; each such resync corrected the figures.",
+            "Times the links of a terminal status (paid, expired, canceled) were found changed although incremental polls take them as final: moved out, gone, or with other amounts. Found by a full resync's check (qonto_exporter_resync_checks_total) or when an incremental poll sees a terminal count fall or more links move in than it grew; the status is then walked in full.",
             "status",
         );
         for s in crate::aggregate::TERMINAL_STATUSES {
             resync_corrections.with_label_values(&[s]);
         }
+        let resync_checks = counter(
+            "qonto_exporter_resync_checks_total",
+            "Full resyncs that checked the links the incremental polls had carried (skipped when the listing moved during the walk or the previous poll).",
+        );
+        let excluded_links = gauge(
+            "qonto_exporter_excluded_links",
+            "Payment links the API counts but the last complete poll left out of the figures because their data was unusable.",
+        );
         let build = GaugeVec::new(
             Opts::new(
                 "qonto_exporter_build_info",
@@ -218,6 +238,8 @@ impl SelfMetrics {
             poll_failures,
             normalized_values,
             resync_corrections,
+            resync_checks,
+            excluded_links,
             api_requests,
             api_duration,
             invalid_links,
@@ -227,6 +249,8 @@ impl SelfMetrics {
             oauth_refreshes,
             oauth_refresh_failures,
             oauth_persist_failures,
+            oauth_refresh_token_unsaved,
+            retry_after_over_ceiling,
             drift,
             full_walks,
         })
@@ -277,6 +301,9 @@ impl ApiObserver for SelfMetrics {
             .inc();
         self.api_duration.observe(elapsed.as_secs_f64());
     }
+    fn retry_after_over_ceiling(&self) {
+        self.retry_after_over_ceiling.inc();
+    }
 }
 
 impl RefreshObserver for SelfMetrics {
@@ -288,6 +315,10 @@ impl RefreshObserver for SelfMetrics {
     }
     fn persist_failed(&self) {
         self.oauth_persist_failures.inc();
+    }
+    fn unsaved(&self, unsaved: bool) {
+        self.oauth_refresh_token_unsaved
+            .set(if unsaved { 1.0 } else { 0.0 });
     }
 }
 

@@ -8,7 +8,8 @@
 //! last good figures stay served and `qonto_up` drops to 0.
 //!
 //! # Incremental polls, and why their figures equal a full recount
-//! Links in a terminal status (paid, expired, canceled) never change again, and links are not
+//! The design rests on one assumption, which the spec does not promise (see the next section):
+//! links in a terminal status (paid, expired, canceled) never change again and are not
 //! deleted, so the set of links of a terminal status only grows. Each poll remembers, per
 //! terminal status, the totals of the links of that status it holds and how many links that
 //! is (invalid ones included, as the API counts them). Since a held link stays in its status,
@@ -26,16 +27,25 @@
 //! status-filtered walks) means walking again, and walking everything when it persists. A full
 //! walk also runs every `full_resync` as a safety net.
 //!
-//! # The assumption, and how every full resync checks it
-//! The spec does not promise that terminal links never change or disappear (`reusable` links
-//! exist). If the API ever breaks the assumption, incremental figures stay wrong until the next
-//! full walk: they are exact up to one `full_resync` interval. Each full walk that follows an
-//! earlier poll measures it: among the links of a terminal status that the walk finds, those
-//! created before the earlier poll started and not live at it must be exactly the links that
-//! poll held in that status (`Memory::terminal`'s `before` rows). Any difference in count or
-//! amount is counted in `qonto_exporter_resync_corrections_total{status}` and logged, so users
-//! learn from their own data whether the assumption holds. (A link the earlier poll missed
-//! because its listing kept changing can show as a correction too; that poll logged it.)
+//! # The assumption, and how it is checked
+//! If the API breaks the assumption (`reusable` links exist), incremental figures are wrong
+//! until the status is walked again: at most one `full_resync` interval. Two checks tell users
+//! from their own data whether it holds, each counted in
+//! `qonto_exporter_resync_corrections_total{status}` and logged:
+//! - at once, by an incremental poll that sees a terminal status's count fall, or find more
+//!   links moved into it than its count grew (the status is then walked in full);
+//! - by every full resync whose walk, and the previous poll, saw a still listing (a walk that
+//!   saw the listing move may have missed links, so it proves nothing; such resyncs are not
+//!   checked, and `qonto_exporter_resync_checks_total` tells how many were). Among the links of
+//!   a terminal status that the walk finds, those certainly created before the instant the
+//!   previous poll's rows were checked against (its start, or for a carried status the start
+//!   of the poll that last walked it) and not live at the previous poll must be exactly the
+//!   rows it held there (`TerminalMemory::before`). "Certainly before" uses the latest instant
+//!   a `created_at` can stand for (a date to the minute stands for the whole minute, one
+//!   without an offset for every zone), and a link without a usable `created_at` is never
+//!   "before": the same rule on both sides, so coarse dates cause no false correction.
+//! A count-preserving change (a paid link reopening while another is paid) is only seen by the
+//! full resync; one that moves a count is seen by the next poll.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -49,8 +59,8 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::aggregate::{
-    Aggregator, InvalidReason, Limits, OPEN, Outcome, Snapshot, StatusRows, TERMINAL_STATUSES,
-    Totals, Window, canonical_status, parse_date, read,
+    Aggregator, InvalidReason, Limits, LinkData, OPEN, Outcome, Snapshot, StatusRows,
+    TERMINAL_STATUSES, Totals, Window, canonical_status, parse_date, parse_date_upper_bound, read,
 };
 use crate::metrics::{SelfMetrics, render_snapshot};
 use crate::qonto::client::{ApiError, QontoClient};
@@ -60,9 +70,8 @@ use crate::shutdown::stopped;
 
 /// Statuses walked in full on every incremental poll.
 const LIVE_STATUSES: [&str; 2] = [OPEN, "processing"];
-/// Invalid links remembered so that each is counted and logged once, not every poll; beyond
-/// this many, the memory starts afresh (and links still invalid are counted once more).
-const REPORTED_MAX: usize = 100_000;
+/// Invalid links newly found in one poll that are logged one by one; the rest in a summary.
+const LOGGED_PER_POLL: usize = 20;
 
 /// How the poller behaves.
 #[derive(Debug, Clone)]
@@ -130,9 +139,11 @@ struct TerminalMemory {
     count: u64,
     /// The totals computed for exactly that set.
     rows: StatusRows,
-    /// The totals of those links created before the poll started, which a later full walk
-    /// must find again in this status (see the module docs).
+    /// The totals of those links certainly created before `before_at`, which a later full
+    /// walk must find again in this status (see the module docs).
     before: StatusRows,
+    /// The start of the poll that last walked this status (carried statuses keep it).
+    before_at: OffsetDateTime,
 }
 
 /// What the previous poll knew about terminal statuses.
@@ -144,11 +155,31 @@ struct Memory {
     live: Vec<(u64, i64)>,
     /// The reference time of the poll that built this memory.
     polled_at: i64,
+    /// False when that poll published while its listing kept moving: a later check could
+    /// then blame the API for a link that poll missed, so none is made.
+    settled: bool,
 }
 
-/// `(pages, drift, API count of each terminal status proven equal to the poll's set)` of the
-/// walks of one poll attempt.
-type Walked = (u64, Option<String>, BTreeMap<&'static str, u64>);
+/// What the walks of one poll attempt saw.
+struct Walked {
+    pages: u64,
+    /// Why the listing is known to have moved during the walks, if it did.
+    drift: Option<String>,
+    /// The API count of each terminal status whose set this poll proved equal to it (carried,
+    /// or completed from last poll's live links).
+    proven: BTreeMap<&'static str, u64>,
+}
+
+/// Two sets of rows of one status added up, sorted like `Snapshot::status_rows`.
+fn merge_rows(a: &StatusRows, b: &StatusRows) -> StatusRows {
+    let mut by: BTreeMap<(String, String), Totals> = BTreeMap::new();
+    for (c, r, t) in a.iter().chain(b) {
+        let e = by.entry((c.clone(), r.clone())).or_default();
+        e.count += t.count;
+        e.amount = e.amount.saturating_add(t.amount);
+    }
+    by.into_iter().map(|((c, r), t)| (c, r, t)).collect()
+}
 
 /// A link that could not be counted as it is (or, for an unusable expiration date, counted
 /// without its expiry); `key` identifies the link and reason across polls.
@@ -156,6 +187,8 @@ struct Invalid {
     reason: InvalidReason,
     id: Option<String>,
     key: u64,
+    /// What was wrong, when the parser said (for the log).
+    detail: Option<String>,
 }
 
 /// `(status, currency, resource_type) → totals`, for the few groups of one poll.
@@ -206,7 +239,9 @@ impl Groups {
 struct ResyncCheck<'m> {
     /// `(id hash, expiration)` of the links live at the previous poll, sorted.
     live: &'m [(u64, i64)],
-    polled_at: i64,
+    /// Per terminal status, the instant before which the previous poll's `before` rows were
+    /// created (see [`TerminalMemory::before_at`]).
+    before_at: BTreeMap<&'static str, OffsetDateTime>,
     /// Terminal links found now that the previous poll held in their status.
     old: Groups,
 }
@@ -219,21 +254,42 @@ struct Tally<'m> {
     /// Distinct ids of the invalid links of each status: they count in the API's
     /// `total_count` of their status, not in the snapshot's totals.
     invalid_by_status: BTreeMap<String, BTreeSet<String>>,
-    /// `(id hash, expiration)` of the open and processing links counted in this poll.
+    /// `(id hash, expiration)` of the links counted in this poll that are not in a terminal
+    /// status (open, processing, and statuses the exporter does not know), invalid ones too.
     live: Vec<(u64, i64)>,
     /// Duplicates this poll caused itself (a status walked in full after a partial look).
     expected_duplicates: u64,
     /// Links read whose status, currency or resource type was folded into the spec's spelling.
     normalized: [u64; 3],
-    /// The poll's start, as a Unix time; `None` when no incremental memory is kept.
-    now: Option<i64>,
-    /// Terminal links created before the poll started, per group (for `TerminalMemory`).
+    /// The poll's start; `None` when no incremental memory is kept.
+    now: Option<OffsetDateTime>,
+    /// Terminal links certainly created before the poll started, per group.
     before: Groups,
+    /// The previous poll's `before_at` of each terminal status, and the links found now that
+    /// were certainly created before it (links that moved in since, for carried statuses).
+    prev_before_at: BTreeMap<&'static str, OffsetDateTime>,
+    before_prev: Groups,
     resync: Option<ResyncCheck<'m>>,
 }
 
 impl<'m> Tally<'m> {
-    fn new(agg: Aggregator, now: Option<i64>, resync: Option<ResyncCheck<'m>>) -> Self {
+    fn new(
+        agg: Aggregator,
+        now: Option<OffsetDateTime>,
+        memory: Option<&'m Memory>,
+        check: bool,
+    ) -> Self {
+        let prev_before_at: BTreeMap<&'static str, OffsetDateTime> = memory
+            .map(|m| m.terminal.iter().map(|(s, t)| (*s, t.before_at)).collect())
+            .unwrap_or_default();
+        let resync = match (memory, check) {
+            (Some(m), true) => Some(ResyncCheck {
+                live: &m.live,
+                before_at: prev_before_at.clone(),
+                old: Groups::default(),
+            }),
+            _ => None,
+        };
         Tally {
             agg,
             invalid: Vec::new(),
@@ -244,8 +300,19 @@ impl<'m> Tally<'m> {
             normalized: [0; 3],
             now,
             before: Groups::default(),
+            prev_before_at,
+            before_prev: Groups::default(),
             resync,
         }
+    }
+
+    /// The expiration stored in the live memory: the poll's start stands in for a missing or
+    /// unusable date (the sorted look-up may then miss the link, and its new status is walked
+    /// in full: exact, only dearer).
+    fn live_expiration(&self, expiration: Option<OffsetDateTime>) -> i64 {
+        expiration
+            .or(self.now)
+            .map_or(0, OffsetDateTime::unix_timestamp)
     }
 
     /// Counts one link served by the API.
@@ -270,6 +337,10 @@ impl<'m> Tally<'m> {
                         ),
                     ),
                 };
+                if !TERMINAL_STATUSES.contains(&&*status) && !link.id.is_empty() {
+                    let exp = self.live_expiration(None);
+                    self.live.push((id_key.hash_one(&*link.id), exp));
+                }
                 self.skip(reason, id, key, Some(status));
                 return;
             }
@@ -279,7 +350,6 @@ impl<'m> Tally<'m> {
         }
         match self.agg.add_read(&data) {
             Outcome::Added => {
-                let hash = id_key.hash_one(data.id);
                 if data.expiration_unusable() {
                     // Counted in its status, in no expiry figure: reported, not skipped.
                     let reason = InvalidReason::ExpirationDate;
@@ -287,39 +357,24 @@ impl<'m> Tally<'m> {
                         reason,
                         id: Some(data.id.to_owned()),
                         key: report_key(reason, data.id),
+                        detail: None,
                     });
                 }
-                if LIVE_STATUSES.contains(&&*data.status) {
+                if !TERMINAL_STATUSES.contains(&&*data.status) {
                     // Remembered to recognise the link next poll when it has moved on to a
-                    // terminal status. Without a usable date, the poll's start stands in: the
-                    // sorted look-up may then miss it, and the status is walked in full.
-                    let exp = data
-                        .expiration
-                        .map_or(self.now.unwrap_or(0), OffsetDateTime::unix_timestamp);
-                    self.live.push((hash, exp));
-                } else if let (Some(now), true) =
-                    (self.now, TERMINAL_STATUSES.contains(&&*data.status))
-                {
-                    // A date that does not parse counts as old, the same way every poll.
-                    let created = link
-                        .created_at
-                        .as_deref()
-                        .and_then(parse_date)
-                        .map(OffsetDateTime::unix_timestamp);
-                    let (s, c, r) = (&*data.status, &*data.currency, &*data.resource_type);
-                    if created.is_none_or(|t| t < now) {
-                        self.before.add(s, c, r, data.amount);
-                    }
-                    if let Some(check) = &mut self.resync {
-                        let was_live = check.live.binary_search_by_key(&hash, |(h, _)| *h).is_ok();
-                        if !was_live && created.is_none_or(|t| t < check.polled_at) {
-                            check.old.add(s, c, r, data.amount);
-                        }
-                    }
+                    // terminal status.
+                    let exp = self.live_expiration(data.expiration);
+                    self.live.push((id_key.hash_one(data.id), exp));
+                } else if let Some(now) = self.now {
+                    self.terminal(link, &data, now, id_key);
                 }
             }
             Outcome::Duplicate => self.duplicates += 1,
             Outcome::Invalid(reason) => {
+                if !TERMINAL_STATUSES.contains(&&*data.status) {
+                    let exp = self.live_expiration(data.expiration);
+                    self.live.push((id_key.hash_one(data.id), exp));
+                }
                 let key = report_key(reason, data.id);
                 self.skip(
                     reason,
@@ -327,6 +382,37 @@ impl<'m> Tally<'m> {
                     key,
                     Some(data.status.into_owned()),
                 );
+            }
+        }
+    }
+
+    /// The bookkeeping of a counted terminal link for the incremental memory and the resync
+    /// check. "Created before T" means certainly before: the latest instant its `created_at`
+    /// can stand for is at or before T; a link without a usable `created_at` is never before
+    /// anything, the same way every poll.
+    fn terminal(
+        &mut self,
+        link: &Link<'_>,
+        data: &LinkData<'_>,
+        now: OffsetDateTime,
+        id_key: &RandomState,
+    ) {
+        let Some(created) = link.created_at.as_deref().and_then(parse_date_upper_bound) else {
+            return;
+        };
+        let (s, c, r) = (&*data.status, &*data.currency, &*data.resource_type);
+        if created <= now {
+            self.before.add(s, c, r, data.amount);
+        }
+        if self.prev_before_at.get(s).is_some_and(|at| created <= *at) {
+            self.before_prev.add(s, c, r, data.amount);
+        }
+        if let Some(check) = &mut self.resync {
+            if check.before_at.get(s).is_some_and(|at| created <= *at) {
+                let hash = id_key.hash_one(data.id);
+                if check.live.binary_search_by_key(&hash, |(h, _)| *h).is_err() {
+                    check.old.add(s, c, r, data.amount);
+                }
             }
         }
     }
@@ -346,10 +432,21 @@ impl<'m> Tally<'m> {
                 .or_default()
                 .insert(id.clone().unwrap_or_else(|| format!("#{key:016x}")));
         }
-        self.invalid.push(Invalid { reason, id, key });
+        self.invalid.push(Invalid {
+            reason,
+            id,
+            key,
+            detail: None,
+        });
     }
 
     fn page(&mut self, page: &Page<'_>, id_key: &RandomState) {
+        self.page_of(page, id_key, None);
+    }
+
+    /// A page of a listing filtered by `status` when given: a link of the wrong shape without
+    /// a readable status of its own belongs to it.
+    fn page_of(&mut self, page: &Page<'_>, id_key: &RandomState, status: Option<&str>) {
         for link in &page.links {
             self.link(link, id_key);
         }
@@ -362,10 +459,32 @@ impl<'m> Tally<'m> {
             let status = m
                 .status
                 .as_deref()
-                .map(|s| canonical_status(s).into_owned());
+                .map(|s| canonical_status(s).into_owned())
+                .or_else(|| status.map(str::to_owned));
+            if let (Some(id), Some(st)) = (&m.id, &status) {
+                if !TERMINAL_STATUSES.contains(&st.as_str()) {
+                    let exp = self.live_expiration(None);
+                    self.live.push((id_key.hash_one(id.as_str()), exp));
+                }
+            }
             self.skip(reason, m.id.clone(), key, status);
+            if let Some(last) = self.invalid.last_mut() {
+                last.detail = Some(truncate(&m.error, 200).to_owned());
+            }
         }
     }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), for logs of outside data.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Identifies one invalid link and reason across polls (a fixed-key hash).
@@ -525,18 +644,11 @@ impl Poller {
                     .as_ref()
                     .is_none_or(|m| m.last_full.elapsed() >= self.cfg.full_resync);
             let incremental = !self.cfg.full_resync.is_zero();
-            let resync = match (&self.memory, full && incremental) {
-                (Some(m), true) => Some(ResyncCheck {
-                    live: &m.live,
-                    polled_at: m.polled_at,
-                    old: Groups::default(),
-                }),
-                _ => None,
-            };
             let tally = Mutex::new(Tally::new(
                 Aggregator::new(now, &self.cfg.windows, self.cfg.limits),
-                incremental.then(|| now.unix_timestamp()),
-                resync,
+                incremental.then_some(now),
+                self.memory.as_ref(),
+                full && incremental,
             ));
             let id_key = &self.id_key;
             let on_page = |page: &Page<'_>| {
@@ -564,7 +676,11 @@ impl Poller {
                     }
                 }
             };
-            let (pages, drift, terminal) = outcome;
+            let Walked {
+                pages,
+                drift,
+                proven,
+            } = outcome;
             let mut t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
             let mut live = std::mem::take(&mut t.live);
             let drift = drift.or_else(|| {
@@ -585,7 +701,7 @@ impl Poller {
                 }
                 tracing::warn!(%why, "listing kept changing; publishing the deduplicated figures of the last walk");
             }
-            count_invalid(&mut self.reported, &self.metrics, &t.invalid);
+            count_invalid(&mut self.reported, &self.metrics, &t.invalid, full);
             for ((field, _), n) in crate::aggregate::Normalized::default()
                 .fields()
                 .iter()
@@ -602,8 +718,14 @@ impl Poller {
             if full {
                 self.metrics.full_walks.inc();
             }
-            if let (Some(check), Some(memory), true) = (&t.resync, &self.memory, settled) {
-                self.check_resync(memory, &check.old);
+            if let (Some(check), Some(memory)) = (&t.resync, &self.memory) {
+                if settled && memory.settled {
+                    self.check_resync(memory, &check.old);
+                } else {
+                    tracing::info!(
+                        "full resync: terminal links not checked, as this walk or the previous poll saw the listing move"
+                    );
+                }
             }
             // The count remembered for a terminal status is the number of distinct links of
             // that status this poll holds (valid ones in the snapshot, invalid ones by id), or
@@ -613,7 +735,10 @@ impl Poller {
             // however much the listing moved during this poll.
             live.sort_unstable();
             live.shrink_to_fit();
-            let before = std::mem::take(&mut t.before);
+            let (before, before_prev) = (
+                std::mem::take(&mut t.before),
+                std::mem::take(&mut t.before_prev),
+            );
             let memory = Memory {
                 last_full: match (&self.memory, full) {
                     (Some(m), false) => m.last_full,
@@ -627,25 +752,45 @@ impl Poller {
                                 .get(*s)
                                 .map_or(0, |ids| ids.len() as u64);
                         let rows = snapshot.status_rows(s);
-                        // Carried (or completed from last poll's live links): every link was
-                        // there before this poll started. Walked: by `created_at`.
-                        let (count, before) = match terminal.get(s) {
-                            Some(n) => (*n, rows.clone()),
-                            None => (held, before.rows(s)),
-                        };
-                        (
-                            *s,
-                            TerminalMemory {
-                                count,
+                        let prev = self.memory.as_ref().and_then(|m| m.terminal.get(s));
+                        let memory = match (proven.get(s), prev) {
+                            // Carried, or completed from last poll's live links: the set is
+                            // last poll's plus the links found, checked against last poll's
+                            // instant (a link created since is not "before" it).
+                            (Some(n), Some(prev)) => TerminalMemory {
+                                count: *n,
                                 rows,
-                                before,
+                                before: merge_rows(&prev.before, &before_prev.rows(s)),
+                                before_at: prev.before_at,
                             },
-                        )
+                            _ => TerminalMemory {
+                                count: held,
+                                rows,
+                                before: before.rows(s),
+                                before_at: now,
+                            },
+                        };
+                        (*s, memory)
                     })
                     .collect(),
                 live,
                 polled_at: now.unix_timestamp(),
+                settled,
             };
+            // Links the API counts that the figures leave out: invalid ones this poll held,
+            // by the remembered counts of terminal statuses and by id for the others.
+            let excluded: u64 = memory
+                .terminal
+                .iter()
+                .map(|(s, m)| m.count.saturating_sub(snapshot.status_count(s)))
+                .chain(
+                    t.invalid_by_status
+                        .iter()
+                        .filter(|(s, _)| !TERMINAL_STATUSES.contains(&s.as_str()))
+                        .map(|(_, ids)| ids.len() as u64),
+                )
+                .sum();
+            self.metrics.excluded_links.set(excluded as f64);
             self.memory = Some(memory);
             return Ok((snapshot, pages, full));
         }
@@ -653,7 +798,11 @@ impl Poller {
 
     async fn walk_full(&self, on_page: &(dyn Fn(&Page<'_>) + Sync)) -> Result<Walked, PollError> {
         let s = walk(&self.client, &[], self.cfg.concurrency, on_page).await?;
-        Ok((s.pages, s.drift, BTreeMap::new()))
+        Ok(Walked {
+            pages: s.pages,
+            drift: s.drift,
+            proven: BTreeMap::new(),
+        })
     }
 
     /// Live statuses walked, terminal ones probed and re-walked only if they moved. `None`
@@ -732,6 +881,10 @@ impl Poller {
                         .find_moved(tally, status, n - known, &mut vanished, memory.polled_at)
                         .await?;
                     pages += walked;
+                    if found > n - known {
+                        // More links joined than the count grew: some it held have left.
+                        self.correction(status, "more links moved in than its count grew");
+                    }
                     if found == n - known {
                         tally
                             .lock()
@@ -746,22 +899,58 @@ impl Poller {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .expected_duplicates += found;
-                        let s =
-                            walk(&self.client, &[status], self.cfg.concurrency, on_page).await?;
-                        pages += s.pages;
-                        self.note_terminal_drift(status, s.drift);
+                        pages += self.walk_status(tally, status).await?;
                     }
                 }
-                _ => {
-                    let s = walk(&self.client, &[status], self.cfg.concurrency, on_page).await?;
-                    pages += s.pages;
-                    self.note_terminal_drift(status, s.drift);
+                known => {
+                    if known.is_some_and(|(k, _)| n < *k) {
+                        self.correction(status, "its count fell");
+                    }
+                    pages += self.walk_status(tally, status).await?;
                 }
             }
         }
         let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
         t.expected_duplicates = t.duplicates - live_duplicates;
-        Ok(Some((pages, drift, terminal)))
+        Ok(Some(Walked {
+            pages,
+            drift,
+            proven: terminal,
+        }))
+    }
+
+    /// Walks one terminal status in full; returns the pages. Its links of the wrong shape
+    /// whose own status is unreadable are attributed to it (the API filtered them into it), so
+    /// its remembered count keeps matching the API's.
+    async fn walk_status(
+        &self,
+        tally: &Mutex<Tally<'_>>,
+        status: &'static str,
+    ) -> Result<u64, PollError> {
+        let id_key = &self.id_key;
+        let on_page = |page: &Page<'_>| {
+            tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .page_of(page, id_key, Some(status));
+        };
+        let s = walk(&self.client, &[status], self.cfg.concurrency, &on_page).await?;
+        self.note_terminal_drift(status, s.drift);
+        Ok(s.pages)
+    }
+
+    /// An incremental poll found the terminal assumption broken for `status` (it then walks
+    /// the status in full, so the figures are right again).
+    fn correction(&self, status: &str, why: &str) {
+        self.metrics
+            .resync_corrections
+            .with_label_values(&[status])
+            .inc();
+        tracing::warn!(
+            status,
+            why,
+            "links the incremental polls took as final changed; walking the status in full"
+        );
     }
 
     /// Looks for the `want` links that joined terminal `status` since the last poll among the
@@ -805,7 +994,9 @@ impl Poller {
                 .rev()
                 .find_map(|l| l.expiration_date.as_deref().and_then(parse_date))
                 .map(|d| d.unix_timestamp());
-            found < want && oldest.is_some_and(|o| o >= floor)
+            // A page without a usable date (APIs may sort missing dates first) says nothing
+            // about where the candidates are: read on.
+            found < want && oldest.is_none_or(|o| o >= floor)
         };
         let pages = walk_until(
             &self.client,
@@ -835,6 +1026,7 @@ impl Poller {
     /// Compares what the previous poll held in each terminal status with what this full walk
     /// finds of the same links (see the module docs); counts and logs every difference.
     fn check_resync(&self, memory: &Memory, found: &Groups) {
+        self.metrics.resync_checks.inc();
         for status in TERMINAL_STATUSES {
             let held = memory
                 .terminal
@@ -869,11 +1061,29 @@ impl Poller {
     }
 }
 
-/// Counts and logs each invalid link once, not once per poll that reads it.
-fn count_invalid(reported: &mut HashSet<u64>, metrics: &SelfMetrics, invalid: &[Invalid]) {
-    for Invalid { reason, id, key } in invalid {
-        if reported.len() >= REPORTED_MAX {
-            reported.clear();
+/// Counts and logs each invalid link once, not once per poll that reads it: `reported` holds
+/// the keys already counted. A full walk reads every link, so after one the set keeps only the
+/// keys it saw (memory follows the invalid links that exist, not all that ever did); an
+/// incremental poll adds to it. At most [`LOGGED_PER_POLL`] links are logged one by one per
+/// poll, the rest in one summary line.
+fn count_invalid(
+    reported: &mut HashSet<u64>,
+    metrics: &SelfMetrics,
+    invalid: &[Invalid],
+    full: bool,
+) {
+    let mut seen = HashSet::with_capacity(if full { invalid.len() } else { 0 });
+    let mut logged = 0;
+    let mut unlogged: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for Invalid {
+        reason,
+        id,
+        key,
+        detail,
+    } in invalid
+    {
+        if full {
+            seen.insert(*key);
         }
         if !reported.insert(*key) {
             continue;
@@ -882,7 +1092,13 @@ fn count_invalid(reported: &mut HashSet<u64>, metrics: &SelfMetrics, invalid: &[
             .invalid_links
             .with_label_values(&[reason.as_str()])
             .inc();
-        let id = id.as_deref().unwrap_or("unknown");
+        if logged >= LOGGED_PER_POLL {
+            *unlogged.entry(reason.as_str()).or_default() += 1;
+            continue;
+        }
+        logged += 1;
+        let id = truncate(id.as_deref().unwrap_or("unknown"), 100);
+        let detail = detail.as_deref().unwrap_or("");
         if *reason == InvalidReason::ExpirationDate {
             tracing::warn!(
                 id,
@@ -893,9 +1109,16 @@ fn count_invalid(reported: &mut HashSet<u64>, metrics: &SelfMetrics, invalid: &[
             tracing::warn!(
                 id,
                 reason = reason.as_str(),
+                detail,
                 "payment link skipped: its data is unusable"
             );
         }
+    }
+    if !unlogged.is_empty() {
+        tracing::warn!(more = ?unlogged, "more payment links with unusable data, not logged one by one");
+    }
+    if full {
+        *reported = seen;
     }
 }
 

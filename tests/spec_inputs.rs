@@ -702,3 +702,88 @@ async fn every_variation_at_once_through_the_simulate_subcommand() {
     }
     daemon.assert_running();
 }
+
+/// A terminal status whose count falls (a paid link disappears) breaks the assumption in a way
+/// an incremental poll sees at once: it is counted as a correction and the status walked again,
+/// without waiting for a full resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_count_that_falls_is_corrected_by_the_next_incremental_poll() {
+    let sim = Sim::start(SimConfig {
+        links: 2000,
+        seed: 28,
+        ..SimConfig::default()
+    })
+    .await;
+    let exporter = Exporter::start_owned(
+        &fast_args(
+            &sim.url(),
+            &[
+                ("--poll.full-resync-interval", "1h"),
+                ("--expiry.windows", WINDOWS_FLAG),
+            ],
+        ),
+        &[("QONTO_ACCESS_TOKEN", "t")],
+    );
+    exporter.wait_ready(Duration::from_secs(30)).await;
+    let affected = sim.sim.mutate(Mutation::Remove {
+        count: 1,
+        status: Status::Paid,
+    });
+    assert_eq!(affected, 1);
+    let want = sim_figures(&sim.sim);
+    let m = exporter
+        .wait_until(
+            "the fallen paid count corrected",
+            Duration::from_secs(20),
+            |m| status_figures(m) == want && corrections(m)["paid"] == Some(1.0),
+        )
+        .await;
+    assert_eq!(
+        m["qonto_exporter_full_walks_total"], 1.0,
+        "no full walk needed"
+    );
+    assert_eq!(corrections(&m)["expired"], Some(0.0));
+    assert_eq!(corrections(&m)["canceled"], Some(0.0));
+}
+
+/// Dates written to the minute or without an offset leave the creation instant uncertain by a
+/// minute or by the writer's time zone; with links created and paid all the time, full resyncs
+/// must still find nothing to correct (a link created in the minute a poll started is not
+/// "before" it), and the check must really run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coarse_dates_under_churn_give_no_false_correction() {
+    let sim = Sim::start(SimConfig {
+        links: 2000,
+        seed: 29,
+        evolve_every: Some(Duration::from_millis(250)),
+        variants: SpecVariants {
+            date_forms: vec![DateForm::Utc, DateForm::NoSeconds, DateForm::NoOffset],
+            ..SpecVariants::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let exporter = Exporter::start_owned(
+        &fast_args(
+            &sim.url(),
+            &[
+                ("--poll.full-resync-interval", "500ms"),
+                ("--expiry.windows", WINDOWS_FLAG),
+            ],
+        ),
+        &[("QONTO_ACCESS_TOKEN", "t")],
+    );
+    exporter.wait_ready(Duration::from_secs(30)).await;
+    let m = exporter
+        .wait_until("four checked full resyncs", Duration::from_secs(60), |m| {
+            m.get("qonto_exporter_resync_checks_total")
+                .is_some_and(|v| *v >= 4.0)
+        })
+        .await;
+    assert!(
+        corrections(&m).values().all(|v| *v == Some(0.0)),
+        "{:?}\n{}",
+        corrections(&m),
+        exporter.logs()
+    );
+}
