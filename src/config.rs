@@ -109,6 +109,9 @@ pub struct RunArgs {
     /// Attempts per request for transient faults (5xx, 429, resets, bad bodies).
     #[arg(long = "qonto.max-attempts", env = "QONTO_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20), value_name = "N")]
     pub max_attempts: u32,
+    /// Longest Retry-After honoured on a 429 (at most 1h); a 429 asking for more fails its poll at once, and the next poll tries again. Qonto's longest rate-limit window is 10 minutes.
+    #[arg(long = "qonto.max-retry-after", env = "QONTO_MAX_RETRY_AFTER", default_value = "10m", value_parser = parse_max_retry_after, value_name = "DURATION")]
+    pub max_retry_after: Duration,
     /// Pages fetched at once once the first page has told how many there are.
     #[arg(long = "qonto.max-concurrency", env = "QONTO_MAX_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
     pub max_concurrency: u16,
@@ -340,6 +343,17 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Longest `--qonto.max-retry-after`: a longer pause would stall every later poll too.
+const MAX_RETRY_AFTER_LIMIT: Duration = Duration::from_secs(3600);
+
+fn parse_max_retry_after(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > MAX_RETRY_AFTER_LIMIT {
+        return Err("must be at most 1h (a longer pause would stall every later poll)".into());
+    }
+    Ok(d)
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => Ok(r),
@@ -397,6 +411,10 @@ mod tests {
         let cli = parse(&["--demo"]).unwrap();
         assert!(cli.run.demo);
         assert_eq!(cli.run.poll_interval, Duration::from_secs(60));
+        assert_eq!(
+            cli.run.max_retry_after,
+            crate::qonto::client::DEFAULT_MAX_RETRY_AFTER
+        );
         assert_eq!(cli.run.listen_address.port(), DEFAULT_PORT);
         let labels: Vec<_> = cli
             .run
@@ -426,6 +444,10 @@ mod tests {
             (
                 &["--qonto.max-requests-per-second", "0"][..],
                 "--qonto.max-requests-per-second",
+            ),
+            (
+                &["--qonto.max-retry-after", "2h"][..],
+                "--qonto.max-retry-after",
             ),
         ] {
             let e = parse(args).unwrap_err();

@@ -11,4 +11,5 @@ pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod simulator;
+pub mod supervisor;
 pub mod webconfig;

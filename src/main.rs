@@ -13,6 +13,7 @@ use qonto_exporter::qonto::client::{ClientConfig, QontoClient, RetryPolicy, http
 use qonto_exporter::qonto::oauth_session::OAuthSession;
 use qonto_exporter::server::{self, App};
 use qonto_exporter::simulator::{SimConfig, Simulator};
+use qonto_exporter::supervisor::{Outcome, supervise};
 use qonto_exporter::webconfig::WebConfig;
 use tokio::sync::watch;
 
@@ -192,6 +193,7 @@ async fn run(args: RunArgs) -> ExitCode {
             staging_token,
             retry: RetryPolicy {
                 max_attempts: args.max_attempts,
+                max_retry_after: args.max_retry_after,
                 ..RetryPolicy::default()
             },
             max_requests_per_second: args.max_requests_per_second,
@@ -259,23 +261,23 @@ async fn run(args: RunArgs) -> ExitCode {
     );
     let poller_task = tokio::spawn(poller.run(shutdown_rx.clone()));
     let server_task = tokio::spawn(server::serve(listener, app, shutdown_rx));
-    qonto_exporter::shutdown::signal().await;
-    tracing::info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    let _ = poller_task.await;
-    let served = server_task.await;
+    let outcome = supervise(
+        poller_task,
+        server_task,
+        qonto_exporter::shutdown::signal(),
+        &shutdown_tx,
+    )
+    .await;
     if let Some((_, running)) = demo {
         running.shutdown().await;
     }
-    match served {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
+    match outcome {
+        Outcome::Stopped => ExitCode::SUCCESS,
+        Outcome::ServerFailed(e) => {
             tracing::error!(error = %e, "server failed");
             ExitCode::FAILURE
         }
-        Err(e) => {
-            tracing::error!(error = %e, "server task failed");
-            ExitCode::FAILURE
-        }
+        // Already logged by the supervisor.
+        Outcome::Unexpected { .. } => ExitCode::FAILURE,
     }
 }

@@ -46,7 +46,7 @@ pub struct TokenSet {
 }
 
 /// Why the token endpoint did not hand out tokens.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum OAuthError {
     /// The authorization server refused the grant (`invalid_grant`: the refresh token expired,
     /// was revoked or was already rotated; or another OAuth error code on a 4xx). Retrying will
@@ -65,6 +65,12 @@ pub enum OAuthError {
         fmt_description(description)
     )]
     InvalidClient { description: Option<String> },
+    /// A redirect, not followed: the request carries the client secret, which must only ever
+    /// reach the configured token endpoint.
+    #[error(
+        "the token endpoint answered HTTP {status}, a redirect to {location:?}, which is not followed (the request carries the client secret); check the token URL"
+    )]
+    Redirect { status: u16, location: String },
     /// Any other HTTP status (5xx, 429, 408...): transient, worth retrying later.
     #[error("the token endpoint answered HTTP {status}{}", match error { Some(e) => format!(" ({e})"), None => String::new() })]
     Status { status: u16, error: Option<String> },
@@ -157,6 +163,18 @@ impl TokenEndpoint {
             .await
             .map_err(transport_error)?;
         let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            return Err(OAuthError::Redirect {
+                status: status.as_u16(),
+                location,
+            });
+        }
         let body = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
             parse_token_response(&body)

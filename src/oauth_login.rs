@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::oauth::{OAuthError, TokenEndpoint};
+use crate::qonto::client::{BuildError, http_client};
 use crate::secret::write_secret_file_atomic;
 use crate::secret::{
     Secret, SecretFileError, SecretSourceError, check_writable, secret_from_file_or_value,
@@ -45,6 +46,8 @@ pub const URL_LINE_PREFIX: &str = "Open this URL in a browser: ";
 
 /// How long the browser's last response may take to be flushed once the flow is over.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of the request to the token endpoint.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Command-line arguments of `qonto-exporter oauth-login`.
 #[derive(Debug, Clone, clap::Args)]
@@ -130,6 +133,8 @@ pub enum LoginError {
     },
     #[error("the OAuth redirect listener failed: {0}")]
     Server(#[source] std::io::Error),
+    #[error(transparent)]
+    HttpClient(BuildError),
     #[error(
         "authorization was not granted ({error}{}); run oauth-login again and accept the consent screen",
         match description { Some(d) => format!(": {d}"), None => String::new() }
@@ -219,13 +224,9 @@ impl Prepared {
         })?;
         let state = random_state();
         let consent_url = consent_url(args, &state)?;
-        // reqwest is built without a default crypto provider; installing ring here (a no-op when
-        // main already did) keeps the login usable from any caller.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| LoginError::Exchange(OAuthError::Transport(e.to_string())))?;
+        // The exporter's own client: it follows no redirect, so the client secret posted to the
+        // token endpoint can never be replayed to wherever a redirect points.
+        let http = http_client(TOKEN_TIMEOUT).map_err(LoginError::HttpClient)?;
         Ok(Prepared {
             endpoint: TokenEndpoint::new(
                 http,
@@ -814,6 +815,49 @@ mod tests {
             LoginError::Exchange(OAuthError::Refused { .. })
         ));
         assert!(!format!("{e} {e:?}").contains(CLIENT_SECRET));
+    }
+
+    /// The token endpoint redirects (307 keeps the method and the body, client secret included)
+    /// to another server: the redirect is not followed, and nothing reaches the other server.
+    #[tokio::test]
+    async fn a_redirect_from_the_token_endpoint_never_carries_the_client_secret_away() {
+        let elsewhere = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "access_token": "a", "refresh_token": "stolen-refresh", "expires_in": 3600
+            })))
+            .mount(&elsewhere)
+            .await;
+        let auth = AuthServer::start(serde_json::json!({}), "code=test-code").await;
+        Mock::given(method("POST"))
+            .and(path("/oauth2/token"))
+            .respond_with(
+                ResponseTemplate::new(307)
+                    .insert_header("location", format!("{}/oauth2/token", elsewhere.uri())),
+            )
+            .with_priority(1)
+            .mount(&auth.server)
+            .await;
+        let (url, _callback, token_file, task, _dir) = start(setup(&auth).await).await;
+        let page = http().get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("307"), "{page}");
+        let e = task.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LoginError::Exchange(OAuthError::Redirect { status: 307, .. })
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("not followed"), "{e}");
+        assert!(!format!("{e} {e:?}").contains(CLIENT_SECRET));
+        let reached = elsewhere.received_requests().await.unwrap();
+        assert!(
+            reached.is_empty(),
+            "{} request(s) reached the redirect's target",
+            reached.len()
+        );
+        assert!(!token_file.exists());
     }
 
     #[tokio::test]

@@ -22,7 +22,9 @@ fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {
 }
 
 /// A simulator whose authorization server issues 2 s access tokens from `REFRESH_TOKEN`, and
-/// lets a used refresh token live 1 s.
+/// lets a used refresh token live 1 s. The exporter believes an access token lives at least a
+/// minute (`MIN_TOKEN_LIFETIME`), so each one dies early: the API's 401 costs one refresh and one
+/// retry, and rotates the refresh token.
 async fn oauth_sim() -> Sim {
     Sim::start(SimConfig {
         links: 150,
@@ -68,8 +70,8 @@ async fn oauth_rotation_is_persisted_and_a_restart_resumes_from_the_file() {
         REFRESH_TOKEN,
         "the first refresh rotates the token"
     );
-    // Access tokens live 2 s: within 5 s the exporter refreshes ahead of expiry at least twice
-    // more, each time writing the new refresh token.
+    // Access tokens live 2 s: within 10 s the API refuses at least two more of them, and each
+    // refusal costs one refresh, which writes the new refresh token.
     let mut tokens = vec![read(&file)];
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokens.len() < 3 {
@@ -92,9 +94,16 @@ async fn oauth_rotation_is_persisted_and_a_restart_resumes_from_the_file() {
     assert_eq!(get(&m, "qonto_up"), 1.0);
     assert_eq!(get(&m, "qonto_exporter_poll_failures_total"), 0.0);
     assert_eq!(get(&m, "qonto_exporter_oauth_refresh_failures_total"), 0.0);
-    assert!(get(&m, "qonto_exporter_oauth_refreshes_total") >= 3.0);
-    // Refreshed ahead of expiry: never a 401 from the API.
-    assert_eq!(sim.sim.stats().by_code.get("401"), None);
+    let refreshes = get(&m, "qonto_exporter_oauth_refreshes_total");
+    assert!(refreshes >= 3.0);
+    // Every 401 was answered by a refresh (the first refresh needed none) and a retry that
+    // succeeded: no poll failed.
+    let unauthorized = sim.sim.stats().by_code.get("401").copied().unwrap_or(0) as f64;
+    assert!(
+        unauthorized >= 1.0 && unauthorized <= refreshes,
+        "{unauthorized} 401s for {refreshes} refreshes"
+    );
+    assert_eq!(get(&m, "qonto_exporter_oauth_refresh_token_unsaved"), 0.0);
     assert_eq!(e.terminate().code(), Some(0));
     // No temporary file left beside the token.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -133,8 +142,15 @@ async fn refused_refresh_token_is_reported_once_and_not_retried() {
     assert_eq!(stats.list_requests_total, 0, "{stats:?}");
     let warnings = e.log_lines(&["level=warn", "refused"]);
     assert_eq!(warnings.len(), 1, "one warning:\n{}", e.logs());
-    assert!(warnings[0].contains("oauth-login"), "{}", warnings[0]);
+    // The advice is given once, and it is the right one.
+    assert_eq!(
+        warnings[0].matches("oauth-login").count(),
+        1,
+        "{}",
+        warnings[0]
+    );
     assert!(warnings[0].contains("invalid_grant"), "{}", warnings[0]);
+    assert!(!warnings[0].contains("client secret"), "{}", warnings[0]);
     assert_eq!(read(&file), "a-token-the-server-never-issued");
     assert_eq!(
         e.metric("qonto_exporter_oauth_refresh_failures_total")
@@ -176,6 +192,14 @@ async fn wrong_client_secret_is_reported_once_and_not_retried() {
     let warnings = e.log_lines(&["level=warn", "refused"]);
     assert_eq!(warnings.len(), 1, "one warning:\n{}", e.logs());
     assert!(warnings[0].contains("invalid_client"), "{}", warnings[0]);
+    // The client is refused, not the refresh token: no oauth-login advice.
+    assert!(
+        warnings[0].contains("check the client id and client secret"),
+        "{}",
+        warnings[0]
+    );
+    assert!(!warnings[0].contains("oauth-login"), "{}", warnings[0]);
+    assert!(!warnings[0].contains("expired"), "{}", warnings[0]);
 }
 
 /// An access token the API refuses early (revoked) costs one refresh and one retry, not a

@@ -1,5 +1,6 @@
 //! The Qonto client against a wiremock server: what goes on the wire (auth, staging token,
-//! User-Agent, pagination parameters) and how API errors become typed errors.
+//! User-Agent, pagination parameters), how API errors become typed errors, and how far a
+//! `Retry-After` is honoured.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,14 +17,26 @@ use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 #[derive(Default)]
-struct Count(AtomicU64);
+struct Count(AtomicU64, AtomicU64);
 impl ApiObserver for Count {
     fn request(&self, _code: Option<u16>, _elapsed: Duration) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    fn retry_after_over_ceiling(&self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn client(server: &MockServer, credentials: Credentials, staging: Option<&str>) -> QontoClient {
+    client_with(server, credentials, staging, Arc::new(Count::default()))
+}
+
+fn client_with(
+    server: &MockServer,
+    credentials: Credentials,
+    staging: Option<&str>,
+    observer: Arc<Count>,
+) -> QontoClient {
     QontoClient::new(
         ClientConfig {
             base_url: server.uri(),
@@ -33,14 +46,22 @@ fn client(server: &MockServer, credentials: Credentials, staging: Option<&str>) 
                 max_attempts: 3,
                 base_delay: Duration::from_millis(10),
                 max_delay: Duration::from_millis(50),
+                max_retry_after: Duration::from_secs(2),
             },
             max_requests_per_second: 1000.0,
         },
         credentials,
-        Arc::new(Count::default()),
+        observer,
     )
     .unwrap()
 }
+
+const PAGE_1: ListQuery<'static> = ListQuery {
+    statuses: &[],
+    page: 1,
+    per_page: 100,
+    sort_by: None,
+};
 
 fn link(i: u64) -> serde_json::Value {
     json!({
@@ -200,4 +221,135 @@ async fn server_errors_are_retried_then_reported() {
         "{err:?}"
     );
     assert_eq!(c.requests_sent(), 3);
+}
+
+/// A `Retry-After` beyond the ceiling (2 s here) fails the request at once, typed and counted;
+/// before, `u64::MAX` seconds overflowed the `Instant` of the global pause (a panic), and a date
+/// in year 9999 paused every request of the process for millennia.
+#[tokio::test]
+async fn a_retry_after_beyond_the_ceiling_fails_at_once_and_is_counted() {
+    for (value, requested) in [
+        ("18446744073709551615", Some(Duration::from_secs(u64::MAX))),
+        ("99999999999999999999999", Some(Duration::MAX)),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", None),
+        ("3", Some(Duration::from_secs(3))),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", value))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let seen = Arc::new(Count::default());
+        let c = client_with(
+            &server,
+            Credentials::AccessToken(Secret::new("tok")),
+            None,
+            seen.clone(),
+        );
+        let err = tokio::time::timeout(Duration::from_secs(5), c.get_page(&PAGE_1, |_| ()))
+            .await
+            .unwrap_or_else(|_| panic!("Retry-After {value} was waited for"))
+            .unwrap_err();
+        match &err {
+            ApiError::RetryAfterTooLong {
+                page: 1,
+                requested: r,
+                ceiling,
+            } => {
+                assert_eq!(*ceiling, Duration::from_secs(2));
+                match requested {
+                    Some(want) => assert_eq!(r, &want, "{value}"),
+                    None => assert!(*r > Duration::from_secs(200 * 365 * 86_400), "{r:?}"),
+                }
+            }
+            other => panic!("{value}: expected RetryAfterTooLong, got {other:?}"),
+        }
+        assert!(!err.is_credentials());
+        let text = err.to_string();
+        assert!(
+            text.contains("page 1")
+                && text.contains("Retry-After")
+                && text.contains("--qonto.max-retry-after (2s)"),
+            "{text}"
+        );
+        assert_eq!(seen.1.load(Ordering::Relaxed), 1, "{value}: counted once");
+        assert_eq!(c.requests_sent(), 1, "{value}: not retried");
+
+        // The client is not left paused: the next request goes out at once.
+        server.reset().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(1, 1, 1)))
+            .mount(&server)
+            .await;
+        tokio::time::timeout(Duration::from_secs(5), c.get_page(&PAGE_1, |_| ()))
+            .await
+            .expect("no pause left behind")
+            .unwrap();
+    }
+}
+
+/// Within the ceiling, `Retry-After` is honoured as before.
+#[tokio::test]
+async fn a_retry_after_within_the_ceiling_is_waited_for() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page(1, 1, 1)))
+        .mount(&server)
+        .await;
+    let seen = Arc::new(Count::default());
+    let c = client_with(
+        &server,
+        Credentials::AccessToken(Secret::new("tok")),
+        None,
+        seen.clone(),
+    );
+    let started = std::time::Instant::now();
+    c.get_page(&PAGE_1, |_| ()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(seen.1.load(Ordering::Relaxed), 0);
+    assert_eq!(c.requests_sent(), 2);
+}
+
+/// A credential that cannot be a header is its own error, named for where it came from; it
+/// is not an "OAuth refresh refused" and nothing is sent.
+#[tokio::test]
+async fn a_credential_that_cannot_be_a_header_is_named_and_not_sent() {
+    let server = MockServer::start().await;
+    for (credentials, names) in [
+        (
+            Credentials::ApiKey {
+                login: "acme".into(),
+                secret_key: Secret::new("line-one\nline-two"),
+            },
+            "QONTO_SECRET_KEY",
+        ),
+        (
+            Credentials::AccessToken(Secret::new("tok\u{7f}en")),
+            "QONTO_ACCESS_TOKEN",
+        ),
+    ] {
+        let c = client(&server, credentials, None);
+        let err = c.get_page(&PAGE_1, |_| ()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(names), "{text}");
+        assert!(text.contains("not allowed in a header"), "{text}");
+        assert!(
+            !text.contains("OAuth") && !text.contains("refused"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("line-two") && !text.contains('\u{7f}'),
+            "{text}"
+        );
+        assert!(!err.is_credentials());
+        assert_eq!(c.requests_sent(), 0);
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
 }

@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
+use crate::oauth::OAuthError;
 use crate::qonto::oauth_session::OAuthSession;
-use crate::secret::{Secret, SecretFileError};
+use crate::secret::Secret;
 
 /// How the exporter authenticates.
 #[derive(Debug, Clone)]
@@ -22,21 +23,30 @@ pub enum Credentials {
 /// Why no usable `Authorization` header could be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// The authorization server refused the refresh token or the client: a human must act.
-    #[error("OAuth refresh refused ({error}): {hint}")]
-    Refused { error: String, hint: &'static str },
+    /// The authorization server refused the refresh token (`invalid_grant`…) or the client
+    /// (`invalid_client`): a human must act. The [`OAuthError`]'s own text says what to do
+    /// (run `oauth-login`, or check the client id and secret), once.
+    #[error("OAuth refresh refused: {0}")]
+    Refused(OAuthError),
     /// The token endpoint failed in a way worth retrying later (network, 5xx, 429).
     #[error("OAuth token endpoint unavailable: {0}")]
     Unavailable(String),
-    /// The rotated refresh token could not be saved; it is not used until it is.
-    #[error("cannot save the rotated refresh token: {0}")]
-    Persist(#[from] SecretFileError),
+    /// The credential holds a character an HTTP header cannot carry (a control character,
+    /// such as a line break inside a secret's file). Nothing was sent.
+    #[error(
+        "the {credential} contains a character not allowed in a header (a control character, such as a line break inside the value); {fix}"
+    )]
+    InvalidHeader {
+        credential: &'static str,
+        fix: &'static str,
+    },
 }
 
 impl AuthError {
-    /// True when retrying without human action is pointless.
+    /// True when the authorization server refused the credentials: retrying without human
+    /// action is pointless, and `qonto_exporter_credentials_refused` says so.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, AuthError::Refused { .. } | AuthError::Persist(_))
+        matches!(self, AuthError::Refused(_))
     }
 }
 
@@ -64,6 +74,25 @@ impl Credentials {
                 .await
                 .map(|t| Secret::new(format!("Bearer {}", t.expose()))),
         }
+    }
+
+    /// The error for a credential that cannot be sent as a header, naming where it came from.
+    pub fn not_a_header(&self) -> AuthError {
+        let (credential, fix) = match self {
+            Credentials::ApiKey { .. } => (
+                "API key header (`<login>:<secret-key>`)",
+                "check --qonto.login (QONTO_LOGIN) and the key in --qonto.secret-key-file or QONTO_SECRET_KEY",
+            ),
+            Credentials::AccessToken(_) => (
+                "static access token",
+                "check --qonto.access-token-file or QONTO_ACCESS_TOKEN",
+            ),
+            Credentials::OAuth(_) => (
+                "access token issued by the OAuth token endpoint",
+                "check that --qonto.oauth.token-url is Qonto's token endpoint",
+            ),
+        };
+        AuthError::InvalidHeader { credential, fix }
     }
 
     /// Called after a 401 to the header `sent`. Returns true when a fresh credential is now
@@ -98,5 +127,28 @@ mod tests {
         let t = Credentials::AccessToken(Secret::new("tok"));
         assert_eq!(t.authorization().await.unwrap().expose(), "Bearer tok");
         assert!(!t.unauthorized(&Secret::new("Bearer tok")).await);
+    }
+
+    #[test]
+    fn a_credential_that_is_not_a_header_says_which_and_is_no_refusal() {
+        let k = Credentials::ApiKey {
+            login: "acme".into(),
+            secret_key: Secret::new("s3cr3t"),
+        };
+        let e = k.not_a_header();
+        let text = e.to_string();
+        assert!(
+            text.contains("API key") && text.contains("QONTO_SECRET_KEY"),
+            "{text}"
+        );
+        assert!(text.contains("not allowed in a header"), "{text}");
+        assert!(
+            !text.contains("OAuth") && !text.contains("refused"),
+            "{text}"
+        );
+        assert!(!e.is_refusal());
+        let t = Credentials::AccessToken(Secret::new("tok")).not_a_header();
+        assert!(t.to_string().contains("QONTO_ACCESS_TOKEN"), "{t}");
+        assert!(!t.to_string().contains("refresh"), "{t}");
     }
 }

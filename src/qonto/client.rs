@@ -3,7 +3,12 @@
 //!
 //! Retry policy (each attempt counted in `qonto_exporter_api_requests_total{code}`):
 //! - 429: wait `Retry-After` (seconds or an HTTP date) if given, else exponential backoff with
-//!   jitter; every concurrent request of the process pauses too (the limit is per IP).
+//!   jitter; every concurrent request of the process pauses too (the limit is per IP). A
+//!   `Retry-After` longer than [`RetryPolicy::max_retry_after`] is not honoured: the request
+//!   fails at once with [`ApiError::RetryAfterTooLong`] (so its poll fails, and the next poll
+//!   tries again), and [`ApiObserver::retry_after_over_ceiling`] counts it. Every wait is
+//!   computed with checked arithmetic: no header value can overflow an `Instant` or hand tokio
+//!   an absurd sleep.
 //! - 5xx, connection errors, timeouts, a body that is not the documented page: bounded
 //!   exponential backoff with jitter, at most `max_attempts` tries.
 //! - 401: with OAuth, one retry with a freshly refreshed access token; otherwise, and for 403,
@@ -34,14 +39,29 @@ pub const MAX_REFUSALS_PER_HOUR: usize = 100;
 pub trait ApiObserver: Send + Sync {
     /// `code` is the HTTP status, or `None` when no response came back.
     fn request(&self, code: Option<u16>, elapsed: Duration);
+
+    /// A 429 asked for a longer wait than [`RetryPolicy::max_retry_after`]; its request failed
+    /// at once instead of waiting. Does nothing unless implemented.
+    fn retry_after_over_ceiling(&self) {}
 }
 
-/// Backoff bounds for one request.
+/// Qonto's longest rate-limit window (10,000 requests per 10 minutes per IP, `FACTS.md`): the
+/// longest `Retry-After` a healthy API has a reason to send.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Bounds of the waits of one request: every wait before a retry is at most `max_delay`
+/// (backoff) or `max_retry_after` (a 429's `Retry-After`), and there are at most
+/// `max_attempts` attempts.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
+    /// First backoff step; each retry doubles it, with jitter.
     pub base_delay: Duration,
+    /// Ceiling of one backoff wait (without `Retry-After`).
     pub max_delay: Duration,
+    /// Longest `Retry-After` honoured. A 429 asking for more fails its request at once with
+    /// [`ApiError::RetryAfterTooLong`] rather than stalling every request of the process.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -50,6 +70,7 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
         }
     }
 }
@@ -131,6 +152,18 @@ pub enum ApiError {
     Redirect { page: u64, location: String },
     #[error("page {page}: {message}")]
     Transport { page: u64, message: String },
+    #[error(
+        "page {page}: HTTP 429 with Retry-After {} s, longer than --qonto.max-retry-after ({}); not waiting: this poll fails and the next one tries again",
+        .requested.as_secs(),
+        humantime::format_duration(*.ceiling)
+    )]
+    RetryAfterTooLong {
+        page: u64,
+        /// The wait the API asked for (from now, for an HTTP date).
+        requested: Duration,
+        /// [`RetryPolicy::max_retry_after`].
+        ceiling: Duration,
+    },
     #[error("page {page}: pagination error: {message}")]
     Pagination { page: u64, message: String },
     #[error(transparent)]
@@ -305,6 +338,17 @@ impl QontoClient {
                     retry_after,
                     rate_limited,
                 } => {
+                    // Checked before the attempt budget, so that every over-long
+                    // `Retry-After` is counted, whichever attempt it answers.
+                    if let Some(requested) = retry_after.filter(|w| *w > self.retry.max_retry_after)
+                    {
+                        self.observer.retry_after_over_ceiling();
+                        return Err(ApiError::RetryAfterTooLong {
+                            page: q.page,
+                            requested,
+                            ceiling: self.retry.max_retry_after,
+                        });
+                    }
                     if attempt + 1 >= self.retry.max_attempts {
                         return Err(error);
                     }
@@ -330,12 +374,8 @@ impl QontoClient {
         self.wait_for_pause().await;
         self.limiter.until_ready().await;
         let authorization = self.credentials.authorization().await?;
-        let mut header = HeaderValue::from_str(authorization.expose()).map_err(|_| {
-            ApiError::Auth(AuthError::Refused {
-                error: "credential contains characters not allowed in a header".into(),
-                hint: "check the secret's file or variable",
-            })
-        })?;
+        let mut header = HeaderValue::from_str(authorization.expose())
+            .map_err(|_| ApiError::Auth(self.credentials.not_a_header()))?;
         header.set_sensitive(true);
         let mut req = self
             .http
@@ -403,7 +443,10 @@ impl QontoClient {
     }
 
     fn pause_all(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        // `wait` is bounded by the policy, but an `Instant` must never overflow whatever it is.
+        let Some(until) = Instant::now().checked_add(wait) else {
+            return;
+        };
         let mut p = self.pause_until.lock().unwrap_or_else(|p| p.into_inner());
         if p.is_none_or(|t| t < until) {
             *p = Some(until);
@@ -420,8 +463,9 @@ impl QontoClient {
     }
 }
 
-/// The one reqwest client of the process: pooled, rustls, our User-Agent, no redirects (a
-/// redirect from the API means a missing staging token, and must not carry credentials away).
+/// The one reqwest client builder of the process, for the API, the OAuth token endpoint and
+/// `oauth-login`: pooled, rustls, our User-Agent, no redirects (a redirect from the API means a
+/// missing staging token, and neither credentials nor a client secret may follow one).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -548,11 +592,12 @@ fn classify(
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
+/// `Retry-After` as seconds or as an HTTP date (a date in the past is no wait). A number of
+/// seconds too large for a `u64` is [`Duration::MAX`]: longer than any ceiling, not ignored.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(v.parse::<u64>().map_or(Duration::MAX, Duration::from_secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(
