@@ -1,11 +1,12 @@
-//! HTTP handling: routing, the list endpoint (faults → staging token → authentication →
-//! parameters → page), the OAuth endpoints and the `/_sim/` control endpoints.
+//! HTTP handling: routing, the rate limits, the list endpoint (faults → staging token →
+//! authentication → parameters → page), the OAuth endpoints and the `/_sim/` control endpoints.
+//! Every API request (all but `/_sim/`) is counted in the stats and logged in the request log.
 //!
 //! Every response carries `X-Tyk-Trace-Id`; error bodies carry the same value as `trace_id`, as
 //! Qonto's do. Request input is never trusted: anything malformed is a 4xx, never a panic.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -18,7 +19,9 @@ use super::data::Mutation;
 use super::faults::{DataFault, Fault, GatewayFault};
 use super::oauth::{AccessCheck, OAuthReply};
 use super::query::{decode_pairs, parse_list_query};
+use super::rate_limit::{Admission, RateWindow};
 use super::render::{LinkJson, Meta, Page, PageWithoutMeta, error_body};
+use super::request_log::{RequestRecord, bounded_path};
 use super::{Shared, control};
 
 pub(crate) type Body = Full<Bytes>;
@@ -105,13 +108,7 @@ pub(crate) async fn handle(
     let result = if req.uri().path().starts_with("/_sim/") {
         Ok(control::handle(&shared, req, &trace_id).await)
     } else {
-        let result = api(&shared, req, &trace_id).await;
-        let code = match &result {
-            Ok(resp) => resp.status().as_u16().to_string(),
-            Err(ResetConnection) => "reset".to_owned(),
-        };
-        lock(&shared.stats).record(&code);
-        result
+        limited_api(&shared, req, &trace_id).await
     };
     result.map(|mut resp| {
         if let Ok(v) = HeaderValue::from_str(&trace_id) {
@@ -119,6 +116,89 @@ pub(crate) async fn handle(
         }
         resp
     })
+}
+
+/// An API request: the rate limits first (Qonto's gateway refuses before routing), then the
+/// endpoint; counted in the stats and logged with its arrival time.
+async fn limited_api(
+    shared: &Shared,
+    req: Request<Incoming>,
+    trace_id: &str,
+) -> Result<Response<Body>, ResetConnection> {
+    // Qonto's OAuth server is another host (oauth.qonto.com): the API's per-IP windows are not its.
+    let rate_limited_path = !req.uri().path().starts_with("/oauth2/");
+    let (arrival, admission) = shared.arrive(rate_limited_path);
+    let is_list = req.method() == Method::GET && req.uri().path() == "/v2/payment_links";
+    let (status_filter, page) = match is_list.then(|| parse_list_query(req.uri().query())) {
+        Some(Ok(q)) => (Some(q.status_label()), Some(q.page)),
+        _ => (None, None),
+    };
+    let method = req.method().as_str().to_owned();
+    let path = bounded_path(req.uri().path());
+    let result = match admission {
+        Admission::Admitted => api(shared, req, trace_id).await,
+        Admission::Refused { window, wait } => {
+            {
+                let mut stats = lock(&shared.stats);
+                stats.rate_limited_total += 1;
+                if is_list {
+                    stats.list_requests_total += 1;
+                }
+            }
+            if !shared.cfg.latency.is_zero() {
+                tokio::time::sleep(shared.cfg.latency).await;
+            }
+            let retry_after = shared
+                .cfg
+                .rate_limits
+                .as_ref()
+                .is_some_and(|l| l.retry_after);
+            Ok(too_many_requests(
+                window,
+                retry_after.then_some(wait),
+                trace_id,
+            ))
+        }
+    };
+    let code = result.as_ref().ok().map(|resp| resp.status().as_u16());
+    lock(&shared.stats).record(&code.map_or_else(|| "reset".to_owned(), |c| c.to_string()));
+    lock(&shared.requests).push(RequestRecord {
+        t_ns: u64::try_from(arrival.as_nanos()).unwrap_or(u64::MAX),
+        method,
+        path,
+        status_filter,
+        page,
+        code,
+        rate_limited_path,
+    });
+    result
+}
+
+/// The 429 of a full rate-limit window, with the API's error body; `Retry-After` (whole seconds,
+/// rounded up) only when asked for, as Qonto documents none.
+fn too_many_requests(
+    window: RateWindow,
+    retry_after: Option<Duration>,
+    trace_id: &str,
+) -> Response<Body> {
+    let detail = format!(
+        "too many requests: more than {} requests per {} from this IP address, please retry later",
+        window.limit,
+        humantime::format_duration(window.period)
+    );
+    let mut resp = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        &detail,
+        None,
+        trace_id,
+    );
+    if let Some(wait) = retry_after {
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 async fn api(

@@ -7,7 +7,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{DateForm, FaultRates, InvalidKind, SimConfig, SimOAuth, Simulator, SpecVariants};
+use super::{
+    DateForm, FaultRates, InvalidKind, RateLimits, RateWindow, SimConfig, SimOAuth, Simulator,
+    SpecVariants,
+};
 
 /// Flags of the `simulate` subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -124,6 +127,27 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub fault_rate_invalid_link: f64,
 
+    /// Qonto's short rate-limit window, enforced: at most N API requests in any rolling DURATION
+    /// (Qonto's: 1000/10s), beyond which a 429 with the API's error body; `off` to enforce none.
+    /// Every API request counts but /oauth2/* (another host at Qonto); refused ones do not.
+    /// Off by default, so benchmarks of the exporter's own speed are not throttled; scale it down
+    /// (e.g. 100/1s) to test the exporter's budget in seconds.
+    #[arg(long, default_value = "off", value_name = "N/DURATION|off", value_parser = parse_rate_window)]
+    pub rate_limit_short: RateWindowFlag,
+
+    /// Qonto's long rate-limit window (Qonto's: 10000/10m), or `off`; both windows apply.
+    #[arg(long, default_value = "off", value_name = "N/DURATION|off", value_parser = parse_rate_window)]
+    pub rate_limit_long: RateWindowFlag,
+
+    /// Send `Retry-After` (seconds until the full window has room) with rate-limit 429s. Qonto
+    /// documents none, so none is sent by default.
+    #[arg(long)]
+    pub rate_limit_retry_after: bool,
+
+    /// Most API requests kept in the request log (`GET /_sim/requests`); the oldest make way.
+    #[arg(long, default_value_t = super::DEFAULT_REQUEST_LOG_CAPACITY)]
+    pub request_log_capacity: usize,
+
     /// Spec-valid variations (boxed: they would make `simulate` the one large command).
     #[command(flatten)]
     pub variants: Box<VariantArgs>,
@@ -178,6 +202,19 @@ fn parse_evolve_every(s: &str) -> Result<EvolveEvery, String> {
         Ok(d) => Ok(EvolveEvery(Some(d))),
         Err(e) => Err(format!("{e}; expected a duration such as 5s, or `off`")),
     }
+}
+
+/// A rate-limit window flag; `None` is `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindowFlag(pub Option<RateWindow>);
+
+fn parse_rate_window(s: &str) -> Result<RateWindowFlag, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(RateWindowFlag(None));
+    }
+    s.parse::<RateWindow>()
+        .map(|w| RateWindowFlag(Some(w)))
+        .map_err(|e| format!("{e}, or `off`"))
 }
 
 fn parse_api_key(s: &str) -> Result<(String, String), String> {
@@ -241,6 +278,8 @@ impl SimulateArgs {
             api_key: self.api_key.clone(),
             staging_token: self.staging_token.clone().filter(|t| !t.is_empty()),
             oauth,
+            rate_limits: self.rate_limits(),
+            request_log_capacity: self.request_log_capacity,
             faults: FaultRates {
                 too_many_requests: self.fault_rate_429,
                 retry_after: self.fault_retry_after.clone(),
@@ -264,6 +303,18 @@ impl SimulateArgs {
             },
         }
     }
+
+    /// The enforced windows, `None` when both are off (the default).
+    fn rate_limits(&self) -> Option<RateLimits> {
+        let windows: Vec<RateWindow> = [self.rate_limit_short.0, self.rate_limit_long.0]
+            .into_iter()
+            .flatten()
+            .collect();
+        (!windows.is_empty()).then_some(RateLimits {
+            windows,
+            retry_after: self.rate_limit_retry_after,
+        })
+    }
 }
 
 /// Runs `simulate`: generates, binds, prints `listening on http://IP:PORT`, serves until
@@ -276,6 +327,16 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
         );
     }
     let links = cfg.links;
+    let rate_limits = cfg.rate_limits.as_ref().map_or_else(
+        || "off".to_owned(),
+        |l| {
+            l.windows
+                .iter()
+                .map(RateWindow::to_string)
+                .collect::<Vec<_>>()
+                .join(" and ")
+        },
+    );
     let sim = Simulator::new(cfg);
     let running = sim
         .start(args.listen)
@@ -289,7 +350,7 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
         .and_then(|()| out.flush())
         .map_err(SimError::Stdout)?;
     drop(out);
-    tracing::info!(addr = %running.addr, links, "simulator serving");
+    tracing::info!(addr = %running.addr, links, %rate_limits, "simulator serving");
     wait_for_signal().await?;
     tracing::info!("simulator shutting down");
     running.shutdown().await;
@@ -360,6 +421,50 @@ mod tests {
         assert!(parse(&["--fault-rate-500", "1.5"]).is_err());
         assert!(parse(&["--api-key", "nocolon"]).is_err());
         assert!(parse(&["--evolve-every", "0s"]).is_err());
+    }
+
+    #[test]
+    fn rate_limit_flags() {
+        let cfg = parse(&[]).unwrap().to_config();
+        assert_eq!(cfg.rate_limits, None, "off by default");
+        assert_eq!(
+            cfg.request_log_capacity,
+            crate::simulator::DEFAULT_REQUEST_LOG_CAPACITY
+        );
+        let cfg = parse(&[
+            "--rate-limit-short",
+            "1000/10s",
+            "--rate-limit-long",
+            "10000/10m",
+            "--request-log-capacity",
+            "50",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(cfg.rate_limits, Some(RateLimits::qonto()));
+        assert_eq!(cfg.request_log_capacity, 50);
+        let cfg = parse(&[
+            "--rate-limit-short",
+            "off",
+            "--rate-limit-long",
+            "20/2s",
+            "--rate-limit-retry-after",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(
+            cfg.rate_limits,
+            Some(RateLimits {
+                windows: vec![RateWindow {
+                    limit: 20,
+                    period: Duration::from_secs(2)
+                }],
+                retry_after: true
+            })
+        );
+        for bad in ["1000", "0/10s", "10/0s", "on", "1000/10"] {
+            assert!(parse(&["--rate-limit-short", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! - `POST /_sim/mutate` — a mutation (see [`MutationJson`]) → 200 `{"affected":N,"links":TOTAL}`
 //! - `GET /_sim/links` — every link, newest first, exactly as the API renders them → 200 array
 //! - `GET /_sim/stats` → 200 [`SimStats`](super::SimStats); `POST /_sim/stats/reset` → 204
+//! - `GET /_sim/requests` → 200 [`RequestLog`](super::RequestLog): every API request logged, oldest
+//!   first, with its arrival time; `POST /_sim/requests/reset` → 204 (empties the log, not the
+//!   rate-limit windows)
+//! - `GET /_sim/requests/peak?window=10s` → 200 `{"window":"10s","requests":N,"start_ns":T,
+//!   "dropped":D}`: the most requests counting against the rate limits (429s included) in any
+//!   rolling window of that length ([`RequestLog::peak`](super::RequestLog::peak)); when `dropped`
+//!   is not 0 the log missed its oldest requests
 
 use std::time::Duration;
 
@@ -18,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::Shared;
 use super::api::{Body, error_response, json_response, lock, parse_faults, read_body};
 use super::data::{Mutation, Status};
+use super::query::decode_pairs;
 
 /// JSON form of a [`Mutation`], internally tagged by `kind`:
 /// `{"kind":"step"}`, `{"kind":"create","count":5}`, `{"kind":"pay","count":10}`,
@@ -176,9 +184,56 @@ pub(crate) async fn handle(
             *lock(&shared.stats) = Default::default();
             no_content()
         }
+        (Method::GET, "/_sim/requests") => {
+            let log = lock(&shared.requests).snapshot();
+            json_response(StatusCode::OK, serde_json::to_vec(&log).unwrap_or_default())
+        }
+        (Method::POST, "/_sim/requests/reset") => {
+            lock(&shared.requests).clear();
+            no_content()
+        }
+        (Method::GET, "/_sim/requests/peak") => {
+            let window = decode_pairs(req.uri().query().unwrap_or(""))
+                .map_err(|e| e.detail)
+                .and_then(|q| {
+                    let (_, w) = q
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == "window")
+                        .ok_or("the window parameter is missing (e.g. ?window=10s)")?;
+                    match parse_duration(w)? {
+                        d if d.is_zero() => Err("the window must be positive".to_owned()),
+                        d => Ok(d),
+                    }
+                });
+            match window {
+                Ok(window) => {
+                    let log = lock(&shared.requests).snapshot();
+                    let peak = log.peak(window);
+                    json_response(
+                        StatusCode::OK,
+                        serde_json::to_vec(&serde_json::json!({
+                            "window": humantime::format_duration(window).to_string(),
+                            "requests": peak.requests,
+                            "start_ns": peak.start_ns,
+                            "dropped": log.dropped,
+                        }))
+                        .unwrap_or_default(),
+                    )
+                }
+                Err(e) => bad(&e),
+            }
+        }
         (
             _,
-            "/_sim/faults" | "/_sim/mutate" | "/_sim/links" | "/_sim/stats" | "/_sim/stats/reset",
+            "/_sim/faults"
+            | "/_sim/mutate"
+            | "/_sim/links"
+            | "/_sim/stats"
+            | "/_sim/stats/reset"
+            | "/_sim/requests"
+            | "/_sim/requests/reset"
+            | "/_sim/requests/peak",
         ) => error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

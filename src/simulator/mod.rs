@@ -13,7 +13,8 @@
 //! `variants` decides how each link is spelled when spec-valid variations are switched on
 //! ([`SpecVariants`]); `render` holds the JSON shapes; `query` validates parameters; `api`
 //! handles HTTP requests;
-//! `oauth` is the authorization server; `faults` the fault queue; `control` the `/_sim/`
+//! `oauth` is the authorization server; `faults` the fault queue; `rate_limit` Qonto's per-IP
+//! windows; `request_log` the timestamped log of API requests; `control` the `/_sim/`
 //! endpoints; `server` the listener; `stats` the counters; `cli` the `simulate` subcommand.
 
 mod api;
@@ -23,7 +24,9 @@ mod data;
 mod faults;
 mod oauth;
 mod query;
+mod rate_limit;
 mod render;
+mod request_log;
 mod server;
 mod stats;
 #[cfg(test)]
@@ -33,17 +36,19 @@ mod variants;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use cli::{EvolveEvery, SimError, SimulateArgs, VariantArgs, run_simulate};
+pub use cli::{EvolveEvery, RateWindowFlag, SimError, SimulateArgs, VariantArgs, run_simulate};
 pub use control::MutationJson;
 pub use data::{Mutation, Status};
 pub use faults::{Fault, FaultRates, InvalidKind};
+pub use rate_limit::{RateLimits, RateWindow};
+pub use request_log::{RequestLog, RequestRecord, WindowPeak, max_in_window};
 pub use stats::SimStats;
 pub use variants::{DateForm, SpecVariants};
 
@@ -51,7 +56,9 @@ use api::lock;
 use data::Store;
 use faults::FaultQueue;
 use oauth::OAuthState;
+use rate_limit::{Admission, Limiter};
 use render::LinkJson;
+use request_log::RequestRing;
 
 /// Everything that shapes a simulated organisation and its API.
 #[derive(Debug, Clone)]
@@ -80,10 +87,24 @@ pub struct SimConfig {
     /// Spec-valid variations of the links (date forms, letter cases, JPY and KWD, links of the
     /// wrong JSON type, terminal links that move); default none.
     pub variants: SpecVariants,
+    /// Qonto's per-IP windows enforced as real limits: beyond any window, a 429 with the API's
+    /// error body. Every API request counts (list, unknown paths, all answers) except
+    /// `/oauth2/*`, which Qonto serves from another host; refused requests do not count. `None`
+    /// (the default, also for `--demo` and `simulate`) enforces nothing; [`RateLimits::qonto`]
+    /// gives Qonto's numbers.
+    pub rate_limits: Option<RateLimits>,
+    /// Most entries kept in the request log ([`Simulator::request_log`], `GET /_sim/requests`);
+    /// the oldest make way. 0 keeps none.
+    pub request_log_capacity: usize,
 }
 
+/// Default [`SimConfig::request_log_capacity`]: a poll of 1M links (10,000 pages) and its
+/// neighbours fit, in a few MiB at most.
+pub const DEFAULT_REQUEST_LOG_CAPACITY: usize = 100_000;
+
 impl Default for SimConfig {
-    /// 100 frozen links, seed 1, no latency, no credential configured (any Bearer token passes).
+    /// 100 frozen links, seed 1, no latency, no credential configured (any Bearer token passes),
+    /// no rate limit, a request log of [`DEFAULT_REQUEST_LOG_CAPACITY`] entries.
     fn default() -> SimConfig {
         SimConfig {
             links: 100,
@@ -96,19 +117,23 @@ impl Default for SimConfig {
             oauth: None,
             faults: FaultRates::default(),
             variants: SpecVariants::default(),
+            rate_limits: None,
+            request_log_capacity: DEFAULT_REQUEST_LOG_CAPACITY,
         }
     }
 }
 
 impl SimConfig {
     /// The organisation of `qonto-exporter --demo`: 3,000 links evolving every 5 s, reachable with
-    /// one random 32-character Bearer token (`access_tokens[0]`).
+    /// one random 32-character Bearer token (`access_tokens[0]`); no rate limit, and a short
+    /// request log (nobody reads it in a demo that may run for weeks).
     pub fn demo() -> SimConfig {
         SimConfig {
             links: 3000,
             seed: 1,
             evolve_every: Some(Duration::from_secs(5)),
             access_tokens: vec![Alphanumeric.sample_string(&mut rand::rng(), 32)],
+            request_log_capacity: 1000,
             ..SimConfig::default()
         }
     }
@@ -157,6 +182,11 @@ pub(crate) struct Shared {
     faults: Mutex<FaultQueue>,
     oauth: Option<Mutex<OAuthState>>,
     stats: Mutex<SimStats>,
+    /// The monotonic origin of request times (rate limits and the request log).
+    started: Instant,
+    /// The rate-limit windows, when enforced.
+    limiter: Option<Mutex<Limiter>>,
+    requests: Mutex<RequestRing>,
     /// Set once a background evolution task runs, so starting twice does not evolve twice as fast.
     evolving: AtomicBool,
 }
@@ -176,6 +206,20 @@ impl Shared {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .apply(&m, now)
+    }
+
+    /// The arrival of an API request: its time since start and, for a request that counts
+    /// against the rate limits, the limiter's verdict. The clock is read under the limiter's lock,
+    /// so each window sees times in order.
+    fn arrive(&self, rate_limited: bool) -> (Duration, Admission) {
+        match &self.limiter {
+            Some(limiter) if rate_limited => {
+                let mut limiter = lock(limiter);
+                let now = self.started.elapsed();
+                (now, limiter.admit(now))
+            }
+            _ => (self.started.elapsed(), Admission::Admitted),
+        }
     }
 
     fn len(&self) -> usize {
@@ -217,6 +261,12 @@ impl Simulator {
             .map_or(0, |d| d.as_secs() as i64);
         let store = Store::generate(cfg.links, cfg.seed, now, cfg.variants.clone());
         let oauth = cfg.oauth.clone().map(|o| Mutex::new(OAuthState::new(o)));
+        let limiter = cfg
+            .rate_limits
+            .as_ref()
+            .filter(|l| !l.windows.is_empty())
+            .map(|l| Mutex::new(Limiter::new(l)));
+        let requests = Mutex::new(RequestRing::new(cfg.request_log_capacity));
         Simulator {
             shared: Arc::new(Shared {
                 cfg,
@@ -224,6 +274,9 @@ impl Simulator {
                 faults: Mutex::new(FaultQueue::default()),
                 oauth,
                 stats: Mutex::new(SimStats::default()),
+                started: Instant::now(),
+                limiter,
+                requests,
                 evolving: AtomicBool::new(false),
             }),
         }
@@ -282,6 +335,18 @@ impl Simulator {
     /// Zeroes the request counters.
     pub fn reset_stats(&self) {
         *lock(&self.shared.stats) = SimStats::default();
+    }
+
+    /// The API requests answered so far (or since [`clear_request_log`](Self::clear_request_log)),
+    /// oldest first, with their arrival times: what `GET /_sim/requests` serves. Use
+    /// [`RequestLog::peak`] or [`max_in_window`] to find the busiest rolling window.
+    pub fn request_log(&self) -> RequestLog {
+        lock(&self.shared.requests).snapshot()
+    }
+
+    /// Empties the request log (the rate-limit windows keep their count).
+    pub fn clear_request_log(&self) {
+        lock(&self.shared.requests).clear();
     }
 }
 

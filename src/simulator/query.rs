@@ -3,6 +3,11 @@
 //!
 //! The simulator is strict where the spec is precise (`page ≥ 1`, `per_page` in 1..=100, the status
 //! and sort enums, `status` as an array) and ignores parameters it does not know, as Rails does.
+//!
+//! The `status` array comes in two spellings, both accepted and combinable: the spec's example,
+//! `status[]=open&status[]=paid` (Rails' convention), and OpenAPI's default encoding of a query
+//! array (the spec declares no `style`, so `form` with `explode: true`), `status=open&status=paid`.
+//! Other forms (`status=open,paid`, `status[0]=open`) are refused.
 
 use super::data::{ALL_STATUSES, Order, Status, StatusMask};
 
@@ -120,7 +125,7 @@ pub(crate) fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, BadParam>
                     _ => return Err(BadParam::new("per_page", "per_page must be an integer between 1 and 100")),
                 }
             }
-            "status[]" => match Status::parse(&v) {
+            "status[]" | "status" => match Status::parse(&v) {
                 Some(s) => q.statuses |= s.bit(),
                 None => {
                     return Err(BadParam::new(
@@ -129,8 +134,11 @@ pub(crate) fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, BadParam>
                     ));
                 }
             },
-            _ if k == "status" || k.starts_with("status[") => {
-                return Err(BadParam::new("status", "status must be an array: status[]=open&status[]=paid"));
+            _ if k.starts_with("status[") => {
+                return Err(BadParam::new(
+                    "status",
+                    "status must be an array: status[]=open&status[]=paid or status=open&status=paid",
+                ));
             }
             "sort_by" => {
                 q.order = Order::parse(&v).ok_or_else(|| {
@@ -185,6 +193,22 @@ mod tests {
     }
 
     #[test]
+    fn both_array_spellings_of_status() {
+        let both = Status::Open.bit() | Status::Paid.bit();
+        for raw in [
+            "status[]=open&status[]=paid",
+            "status=open&status=paid",
+            "status=paid&status[]=open",
+            "status%5B%5D=open&status=paid&status=open",
+        ] {
+            assert_eq!(parse_list_query(Some(raw)).unwrap().statuses, both, "{raw}");
+        }
+        let q = parse_list_query(Some("status=processing")).unwrap();
+        assert_eq!(q.statuses, Status::Processing.bit());
+        assert_eq!(q.status_label(), "processing");
+    }
+
+    #[test]
     fn invalid_parameters_name_the_parameter() {
         for (raw, p) in [
             ("page=0", "page"),
@@ -199,8 +223,11 @@ mod tests {
             ("status[]=refunded", "status"),
             ("status[]=", "status"),
             ("status[]=open,paid", "status"),
-            ("status=open", "status"),
+            ("status=open,paid", "status"),
+            ("status=", "status"),
+            ("status=refunded", "status"),
             ("status[0]=open", "status"),
+            ("status[status]=open", "status"),
             ("sort_by=amount", "sort_by"),
             ("sort_by=created_at:desc", "sort_by"),
             ("page=%ZZ", "page"),

@@ -19,6 +19,10 @@ pub struct SimStats {
     pub list_requests_by_status_filter: BTreeMap<String, u64>,
     /// `POST /oauth2/token` requests, whatever their outcome.
     pub token_requests_total: u64,
+    /// API requests refused with a 429 because a rate-limit window was full (not the 429s of
+    /// injected faults).
+    #[serde(default)]
+    pub rate_limited_total: u64,
 }
 
 impl SimStats {

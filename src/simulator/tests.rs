@@ -317,7 +317,9 @@ async fn bad_parameters_get_the_spec_400() {
         ("page=0", "page"),
         ("page=abc", "page"),
         ("status[]=refunded", "status"),
-        ("status=open", "status"),
+        ("status=refunded", "status"),
+        ("status=open,paid", "status"),
+        ("status[0]=open", "status"),
         ("sort_by=created_at:asc", "sort_by"),
     ] {
         let r = list(&c, &base, query).await;
@@ -1355,4 +1357,352 @@ fn terminal_moves_per_step_are_fixed_by_the_seed() {
         (20..=60).contains(&moved),
         "{moved} terminal links moved in 30 steps"
     );
+}
+
+// ---- Issue 10: rate limits, the request log, OpenAPI's array encoding --------------------------
+
+fn limited(links: usize, windows: &[&str], retry_after: bool) -> SimConfig {
+    SimConfig {
+        rate_limits: Some(RateLimits {
+            windows: windows.iter().map(|w| w.parse().unwrap()).collect(),
+            retry_after,
+        }),
+        ..config(links)
+    }
+}
+
+#[tokio::test]
+async fn status_accepts_both_array_encodings() {
+    let (sim, s) = start(config(300)).await;
+    let c = client();
+    let base = s.base_url();
+    let expected: HashSet<String> = sim
+        .links_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| ["open", "paid"].contains(&l["status"].as_str().unwrap()))
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    // The spec's example (Rails' brackets), OpenAPI's default (form, explode), and a mix.
+    for query in [
+        "status[]=open&status[]=paid",
+        "status=open&status=paid",
+        "status=paid&status%5B%5D=open",
+    ] {
+        let (ids, _) = walk(&c, &base, &format!("{query}&per_page=40")).await;
+        assert_eq!(ids.len(), expected.len(), "{query}");
+        assert_eq!(ids.into_iter().collect::<HashSet<_>>(), expected, "{query}");
+    }
+    let r = list(&c, &base, "status=expired").await.json();
+    assert!(
+        r["payment_links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["status"] == "expired")
+    );
+    let stats = sim.stats();
+    assert_eq!(
+        stats.list_requests_by_status_filter.get("expired"),
+        Some(&1)
+    );
+    assert_eq!(
+        stats.list_requests_by_status_filter.get("open,paid"),
+        Some(&(3 * expected.len().div_ceil(40) as u64)),
+        "both encodings are the same filter"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_windows_are_enforced_over_http() {
+    // A short window of 3 per 2 s and a long one of 5 per minute.
+    let (sim, s) = start(limited(10, &["3/2s", "5/1m"], false)).await;
+    let c = client();
+    let base = s.base_url();
+    let first = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(list(&c, &base, "").await.status, 200);
+    }
+    // The short window is full: the documented error body, no Retry-After.
+    let r = list(&c, &base, "status=open").await;
+    assert_eq!(r.status, 429);
+    assert!(r.content_type.starts_with("application/json"));
+    assert_eq!(r.retry_after, None, "Qonto documents no Retry-After");
+    let v = r.json();
+    assert_eq!(v["errors"][0]["code"], "too_many_requests");
+    assert!(
+        v["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("3 requests per 2s"),
+        "{v}"
+    );
+    assert_eq!(v["trace_id"], json!(r.trace_id));
+    // Every API request counts, whatever its path or credentials; OAuth's host is another.
+    let r = send(c.get(format!("{base}/v2/nothing")).bearer_auth(TOKEN)).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(list_without_token(&c, &base).await, 429);
+    assert_eq!(
+        send(c.post(format!("{base}/oauth2/token"))).await.status,
+        404,
+        "/oauth2/* is not rate-limited (OAuth is off here: 404)"
+    );
+    // Control endpoints are not API requests.
+    assert_eq!(send(c.get(format!("{base}/_sim/stats"))).await.status, 200);
+
+    // Refusals did not count: once the first three are 2 s old, two more fit; then the long
+    // window (5 per minute) is full.
+    tokio::time::sleep(
+        (first + Duration::from_millis(2050)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert_eq!(list(&c, &base, "").await.status, 200);
+    assert_eq!(list(&c, &base, "").await.status, 200);
+    let r = list(&c, &base, "").await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.json()["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("5 requests per 1m"),
+        "{}",
+        r.body
+    );
+
+    let stats = sim.stats();
+    assert_eq!(stats.rate_limited_total, 4);
+    assert_eq!(stats.by_code.get("200"), Some(&5));
+    assert_eq!(stats.by_code.get("429"), Some(&4));
+    assert_eq!(stats.by_code.get("404"), Some(&1));
+    assert_eq!(
+        stats.list_requests_total, 8,
+        "refused list requests are list requests"
+    );
+
+    // The log shows it from outside: never more than 3 admitted per 2 s or 5 per minute.
+    let log = sim.request_log();
+    let admitted: Vec<&RequestRecord> = log
+        .requests
+        .iter()
+        .filter(|r| r.rate_limited_path && r.code != Some(429))
+        .collect();
+    assert_eq!(admitted.len(), 5);
+    assert_eq!(
+        max_in_window(admitted.iter().copied(), Duration::from_secs(2)).requests,
+        3
+    );
+    assert_eq!(
+        max_in_window(admitted.iter().copied(), Duration::from_secs(60)).requests,
+        5
+    );
+    assert_eq!(
+        log.peak(Duration::from_secs(60)).requests,
+        9,
+        "what the client sent"
+    );
+    s.shutdown().await;
+}
+
+async fn list_without_token(c: &reqwest::Client, base: &str) -> u16 {
+    send(c.get(format!("{base}/v2/payment_links"))).await.status
+}
+
+#[tokio::test]
+async fn rate_limit_retry_after_on_request() {
+    let (_sim, s) = start(limited(10, &["1/30s"], true)).await;
+    let c = client();
+    let base = s.base_url();
+    assert_eq!(list(&c, &base, "").await.status, 200);
+    let r = list(&c, &base, "").await;
+    assert_eq!(r.status, 429);
+    let secs: u64 = r
+        .retry_after
+        .expect("Retry-After when asked for")
+        .parse()
+        .unwrap();
+    assert!(
+        (25..=30).contains(&secs),
+        "{secs} s until the window has room"
+    );
+    s.shutdown().await;
+}
+
+/// Checks the limiter's contract on a log: every admitted request found each window below its
+/// limit at its arrival, and every refused one found some window full.
+fn check_windows(log: &RequestLog, windows: &[RateWindow]) {
+    let admitted: Vec<u64> = log
+        .requests
+        .iter()
+        .filter(|r| r.code == Some(200))
+        .map(|r| r.t_ns)
+        .collect();
+    let in_window = |t: u64, w: &RateWindow, inclusive: bool| {
+        let period = w.period.as_nanos() as u64;
+        admitted
+            .iter()
+            .filter(|&&a| a + period > t && (a < t || (inclusive && a == t)))
+            .count()
+    };
+    for r in &log.requests {
+        match r.code {
+            Some(200) => {
+                for w in windows {
+                    assert!(
+                        in_window(r.t_ns, w, false) < w.limit as usize,
+                        "{r:?} over {w}"
+                    );
+                }
+            }
+            Some(429) => assert!(
+                windows
+                    .iter()
+                    .any(|w| in_window(r.t_ns, w, true) >= w.limit as usize),
+                "{r:?} refused with room in every window"
+            ),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn scaled_down_windows_hold_under_concurrent_load() {
+    let windows: [RateWindow; 2] = ["20/200ms".parse().unwrap(), "60/1s".parse().unwrap()];
+    let (sim, s) = start(limited(50, &["20/200ms", "60/1s"], false)).await;
+    let base = s.base_url();
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let c = client();
+        let base = base.clone();
+        tasks.spawn(async move {
+            while Instant::now() < until {
+                let r = list(&c, &base, "per_page=10").await;
+                assert!(r.status == 200 || r.status == 429, "{}", r.status);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task");
+    }
+    let log = sim.request_log();
+    assert_eq!(log.dropped, 0);
+    let stats = sim.stats();
+    assert!(stats.rate_limited_total > 0, "the load overran the windows");
+    let admitted: Vec<&RequestRecord> = log
+        .requests
+        .iter()
+        .filter(|r| r.code == Some(200))
+        .collect();
+    // The windows roll: more than one long window's worth got through in 1.5 s.
+    assert!(admitted.len() > 60, "{} admitted", admitted.len());
+    for w in &windows {
+        let peak = max_in_window(admitted.iter().copied(), w.period).requests;
+        assert!(
+            peak <= w.limit as usize,
+            "{peak} admitted in a window of {w}"
+        );
+    }
+    check_windows(&log, &windows);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_log_over_http() {
+    let (sim, s) = start(SimConfig {
+        request_log_capacity: 4,
+        ..config(30)
+    })
+    .await;
+    let c = client();
+    let base = s.base_url();
+    let get_log = || async { send(c.get(format!("{base}/_sim/requests"))).await.json() };
+    let before = Instant::now();
+    assert_eq!(
+        list(&c, &base, "status=paid&status[]=open&page=2&per_page=5")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(list(&c, &base, "page=0").await.status, 400);
+    assert_eq!(
+        send(c.post(format!("{base}/oauth2/token"))).await.status,
+        404
+    );
+    let log = get_log().await;
+    assert_eq!(
+        (log["capacity"].clone(), log["dropped"].clone()),
+        (json!(4), json!(0))
+    );
+    let reqs = log["requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 3, "control requests are not logged: {log}");
+    assert_eq!(
+        reqs[0],
+        json!({
+            "t_ns": reqs[0]["t_ns"],
+            "method": "GET",
+            "path": "/v2/payment_links",
+            "status_filter": "open,paid",
+            "page": 2,
+            "code": 200,
+            "rate_limited_path": true,
+        })
+    );
+    assert_eq!(
+        (
+            reqs[1]["status_filter"].clone(),
+            reqs[1]["page"].clone(),
+            reqs[1]["code"].clone()
+        ),
+        (Value::Null, Value::Null, json!(400)),
+        "an invalid query has no filter"
+    );
+    assert_eq!(reqs[2]["path"], "/oauth2/token");
+    assert_eq!(reqs[2]["rate_limited_path"], false);
+    // Arrival times: monotonic, in order, and no later than the time elapsed.
+    let t: Vec<u64> = reqs.iter().map(|r| r["t_ns"].as_u64().unwrap()).collect();
+    assert!(t.windows(2).all(|w| w[0] <= w[1]));
+    assert!(t[2] - t[0] <= before.elapsed().as_nanos() as u64);
+    // The same log in process.
+    let in_process = sim.request_log();
+    assert_eq!(serde_json::to_value(&in_process).unwrap(), log);
+
+    // The busiest window counts the rate-limited paths only (not /oauth2/token).
+    let peak = send(c.get(format!("{base}/_sim/requests/peak?window=1h")))
+        .await
+        .json();
+    assert_eq!(
+        peak,
+        json!({"window": "1h", "requests": 2, "start_ns": t[0], "dropped": 0})
+    );
+    for bad in ["", "?window=", "?window=soon", "?window=0s"] {
+        let r = send(c.get(format!("{base}/_sim/requests/peak{bad}"))).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.json()["errors"][0]["code"], "bad_request");
+    }
+
+    // Bounded: the oldest make way and are counted.
+    for _ in 0..3 {
+        list(&c, &base, "").await;
+    }
+    let log = sim.request_log();
+    assert_eq!((log.requests.len(), log.dropped), (4, 2));
+    assert_eq!(log.requests[0].path, "/oauth2/token");
+    assert_eq!(
+        send(c.post(format!("{base}/_sim/requests/reset")))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        get_log().await,
+        json!({"capacity": 4, "dropped": 0, "requests": []})
+    );
+    assert_eq!(
+        send(c.delete(format!("{base}/_sim/requests"))).await.status,
+        405
+    );
+    sim.clear_request_log();
+    s.shutdown().await;
 }
