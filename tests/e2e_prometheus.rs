@@ -121,7 +121,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     let ready = format!(
         "qonto_exporter_credentials_refused{{job=\"{AUTH_JOB}\"}} == 0 and on() \
          count(qonto_payment_links_expiring_amount{{job=\"{EXPIRY_JOB}\",within=\"24h\"}}) > 0 \
-         and on() count(qonto:expiring_amount_24h:threshold) > 0"
+         and on() count(qonto:expiring_amount_threshold{{job=\"{EXPIRY_JOB}\"}}) > 0"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !prom.query(&ready).await.is_ok_and(|r| !r.is_empty()) {
@@ -133,13 +133,24 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let threshold = prom
-        .query("qonto:expiring_amount_24h:threshold")
+    // The alert's threshold per currency (the mixin's per-currency thresholds and default).
+    let thresholds: BTreeMap<String, f64> = prom
+        .query(&format!(
+            "qonto:expiring_amount_threshold{{job=\"{EXPIRY_JOB}\"}}"
+        ))
         .await
         .unwrap()
-        .first()
-        .map(value)
-        .expect("the threshold recording rule evaluates");
+        .iter()
+        .map(|s| {
+            let currency = s["metric"]["currency"].as_str().unwrap_or_default();
+            (currency.to_owned(), value(s))
+        })
+        .collect();
+    assert!(
+        !thresholds.is_empty(),
+        "the threshold recording rule evaluates"
+    );
+    let threshold = |currency: &str| thresholds.get(currency).copied().unwrap_or(f64::INFINITY);
     let baseline = prom
         .query(&format!(
             "sum by (currency) (qonto_payment_links_expiring_amount{{job=\"{EXPIRY_JOB}\",within=\"24h\"}})"
@@ -148,9 +159,9 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         .unwrap();
     for s in &baseline {
         assert!(
-            value(s) <= threshold,
+            value(s) <= threshold(s["metric"]["currency"].as_str().unwrap_or_default()),
             "scenario precondition: the simulator already has {} {} expiring within 24h, above the \
-             threshold {threshold}; choose other SimConfig links/seed",
+             threshold {thresholds:?}; choose other SimConfig links/seed",
             value(s),
             s["metric"]["currency"]
         );
@@ -180,9 +191,9 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     }
     let open_by_currency = open_amounts(&expiry_sim.sim.links_json());
     assert!(
-        open_by_currency.values().any(|a| *a > threshold),
+        open_by_currency.iter().any(|(c, a)| *a > threshold(c)),
         "scenario precondition: the open links now expiring within 1h ({open_by_currency:?}) do \
-         not exceed the threshold {threshold} in any currency; create more links"
+         not exceed the threshold {thresholds:?} in any currency; create more links"
     );
     let scenarios_started = Instant::now();
 

@@ -1,0 +1,185 @@
+// Alerting rules. Every alert has severity, summary, description and a runbook_url into
+// docs/runbook.md (section = alert name); deploy/prometheus/rules.test.yml tests each one firing,
+// not firing, on a fresh start and across a restart of the exporter.
+//
+// Exporter facts the expressions rely on (src/metrics.rs, src/poller.rs):
+// - qonto_up and qonto_exporter_last_success_timestamp_seconds are 0 from the process's start until
+//   its first poll completes (up to --poll.timeout, default 30m, on a large organisation);
+// - qonto_exporter_poll_failures_total counts polls that ended in failure;
+// - counters restart from 0 with the process, and the business gauges are absent until the first
+//   complete poll.
+{
+  local c = $._config,
+  local sel = c.qontoSelector,
+  local runbook(name) = '%s#%s' % [c.runbookUrlBase, std.asciiLower(name)],
+  local alert(name, severity, expr, summary, description, pending=null) = {
+    alert: name,
+    expr: expr,
+  } + (if pending == null then {} else { 'for': pending }) + {
+    labels: { severity: severity },
+    annotations: {
+      summary: summary,
+      description: description,
+      runbook_url: runbook(name),
+    },
+  },
+  // 900 -> '15m', 3600 -> '1h', 90 -> '90s'.
+  local duration(seconds) =
+    if seconds % 3600 == 0 then '%dh' % (seconds / 3600)
+    else if seconds % 60 == 0 then '%dm' % (seconds / 60)
+    else '%ds' % seconds,
+
+  assert std.isNumber(c.dataStaleAfterSeconds) && c.dataStaleAfterSeconds > 0 : '_config.dataStaleAfterSeconds must be a positive number',
+
+  prometheusAlerts+:: {
+    groups+: [
+      {
+        name: 'qonto-exporter',
+        rules: [
+          alert(
+            'QontoExporterDown',
+            'critical',
+            // The absent() branch fires when no target matches at all (service discovery lost it),
+            // where "up == 0" alone would stay silent.
+            'up{%(s)s} == 0 or absent(up{%(s)s})' % { s: sel },
+            'Prometheus cannot scrape the Qonto exporter.',
+            '{{ if $labels.instance }}Target {{ $labels.instance }} of job {{ $labels.job }} has been down for 5 minutes.{{ else }}No scrape target matching up{%s} exists in Prometheus.{{ end }} No payment-link metric is collected and every other Qonto alert is blind.' % sel,
+            pending='5m',
+          ),
+
+          alert(
+            'QontoPollsFailing',
+            'warning',
+            // qonto_up is also 0 while the first poll after a start is still running: only a
+            // process with at least one failed poll counts (a first poll that hangs ends as a
+            // failure at --poll.timeout).
+            |||
+              qonto_up{%(s)s} == 0
+              and on (job, instance) qonto_exporter_poll_failures_total{%(s)s} > 0
+            ||| % { s: sel },
+            "The Qonto exporter's polls of the Qonto API keep failing.",
+            'The last poll of {{ $labels.instance }} (job {{ $labels.job }}) failed, and no poll has completed for 10 minutes. Payment-link figures, if any are published, are those of the last complete poll.',
+            pending='10m',
+          ),
+
+          alert(
+            'QontoDataStale',
+            'critical',
+            // "> 0": the timestamp is 0 until the process's first poll completes; a process that
+            // never completed a poll is QontoPollsFailing's.
+            'time() - (qonto_exporter_last_success_timestamp_seconds{%s} > 0) > %d' % [sel, c.dataStaleAfterSeconds],
+            'Qonto payment-link data is stale.',
+            'The last complete poll of {{ $labels.instance }} (job {{ $labels.job }}) ended {{ $value | humanizeDuration }} ago (threshold %s). Dashboards and business alerts show old figures.' % duration(c.dataStaleAfterSeconds),
+            pending='5m',
+          ),
+
+          alert(
+            'QontoCredentialsRefused',
+            'critical',
+            // No "for": the exporter only sets the gauge once Qonto refused the credentials, and
+            // then tries them again slowly (a refused refresh token not for 10 minutes, unless its
+            // file changes). Only a person can fix it.
+            'qonto_exporter_credentials_refused{%s} == 1' % sel,
+            "Qonto refuses the exporter's credentials.",
+            'Qonto answered 401/403 to {{ $labels.instance }} (job {{ $labels.job }}): the OAuth tokens, client secret or API key are invalid, revoked or lack the payment_link.read scope. The exporter serves its last good figures and keeps trying, slowly, until the credentials are fixed.',
+          ),
+
+          alert(
+            'QontoRefreshTokenNotSaved',
+            'critical',
+            'qonto_exporter_oauth_refresh_token_unsaved{%s} == 1' % sel,
+            'The exporter could not save the rotated OAuth refresh token: do not restart it.',
+            '{{ $labels.instance }} (job {{ $labels.job }}) holds a rotated OAuth refresh token that it could not write to its --qonto.oauth.refresh-token-file. The token in the file no longer works: if the exporter restarts now, access to Qonto is lost until someone runs oauth-login again. Free space or fix permissions on the token volume; the exporter retries the write at most every 30 s, at its next request to Qonto.',
+            pending='2m',
+          ),
+
+          alert(
+            'QontoApiRateLimited',
+            'warning',
+            |||
+              sum by (job, instance) (rate(qonto_exporter_api_requests_total{%s, code="429"}[5m]))
+                > 0
+            ||| % sel,
+            'Qonto has been rate-limiting the exporter for 15 minutes.',
+            '{{ $labels.instance }} (job {{ $labels.job }}) receives {{ $value | humanize }} HTTP 429 responses per second from the Qonto API. The rate limit is per IP and shared with every other integration calling from the same address.',
+            pending='15m',
+          ),
+
+          alert(
+            'QontoApiBudgetHigh',
+            'warning',
+            'qonto_exporter_api_budget_10m_usage_ratio{%s} > 0.5' % sel,
+            "The exporter's polling uses more than half of Qonto's API budget.",
+            "At its poll interval, {{ $labels.instance }} (job {{ $labels.job }}) spends {{ $value | humanizePercentage }} of Qonto's 10,000 requests per 10 minutes per IP, leaving little for other integrations on the same IP.",
+            pending='15m',
+          ),
+
+          alert(
+            'QontoInvalidLinks',
+            'warning',
+            // The counter counts each unusable link once per process, so a restart counts the
+            // links that are still unusable again from 0. Comparing with the highest count of the
+            // hour before last (rather than increase(), which would add the recount to the old
+            // total) keeps a restart silent, the restart's zeros included; the second branch covers
+            // a counter that did not exist then (a new deployment).
+            |||
+              (
+                qonto_exporter_invalid_links_total{%(s)s}
+                - max_over_time(qonto_exporter_invalid_links_total{%(s)s}[1h] offset 1h)
+              ) > 0
+              or
+              (
+                qonto_exporter_invalid_links_total{%(s)s} > 0
+                unless max_over_time(qonto_exporter_invalid_links_total{%(s)s}[1h] offset 1h)
+              )
+            ||| % { s: sel },
+            'The exporter met payment links whose data it cannot use.',
+            '{{ $labels.instance }} (job {{ $labels.job }}) counts {{ $value | humanize }} more payment link(s) with unusable data for reason "{{ $labels.reason }}" than its highest count between two hours and one hour ago. {{ if eq $labels.reason "invalid_expiration_date" }}These open links count in their status but in no expiry figure.{{ else }}These links are missing from the counts and amounts.{{ end }}',
+            // A data-quality warning needs no haste; it stays active for an hour after the count
+            // last grew.
+            pending='10m',
+          ),
+
+          alert(
+            'QontoOpenLinksPastExpiration',
+            'warning',
+            |||
+              sum by (job, instance, currency) (qonto_payment_links_open_past_expiration{%s})
+                > 0
+            ||| % sel,
+            'Payment links are still open after their expiration date.',
+            '{{ $value | humanize }} {{ $labels.currency }} payment link(s) reported by {{ $labels.instance }} have been open past their expiration date for at least an hour.',
+            pending='1h',
+          ),
+
+          alert(
+            'QontoMoneyExpiringSoon',
+            'warning',
+            // qonto:expiring_amount_threshold (rules.libsonnet) holds each currency's threshold.
+            |||
+              sum by (job, instance, currency) (qonto_payment_links_expiring_amount{%(s)s, within="%(w)s"})
+                > on (job, instance, currency) qonto:expiring_amount_threshold
+            ||| % { s: sel, w: c.expiringWindow },
+            'A large amount of unpaid payment links expires within %s.' % c.expiringWindow,
+            '{{ printf "%%.2f" $value }} {{ $labels.currency }} of open payment links (reported by {{ $labels.instance }}) expire within the next %s, above the {{ $labels.currency }} threshold of {{ with printf "qonto:expiring_amount_threshold{job=%%q, instance=%%q, currency=%%q}" $labels.job $labels.instance $labels.currency | query }}{{ . | first | value | printf "%%.2f" }}{{ end }} (_config.expiringAmountThresholds in the mixin).' % c.expiringWindow,
+            pending='5m',
+          ),
+
+          alert(
+            'QontoProcessingLinksStuck',
+            'warning',
+            // A count, not link identities: a steady flow of payments can keep it above 0 without
+            // any single link being stuck (see the runbook).
+            |||
+              sum by (job, instance, currency) (qonto_payment_links{%s, status="processing"})
+                > 0
+            ||| % sel,
+            'Payment links have been in "processing" for 2 hours.',
+            '{{ $value | humanize }} {{ $labels.currency }} payment link(s) reported by {{ $labels.instance }} are processing, and the count has not dropped to 0 for 2 hours.',
+            pending='2h',
+          ),
+        ],
+      },
+    ],
+  },
+}

@@ -1,0 +1,432 @@
+//! The monitoring mixin (`mixin/`, jsonnet) is the one source of the alert rules, the
+//! PrometheusRule and the Grafana dashboard. These tests render it with the `jsonnet` module
+//! from PyPI (through `scripts/render-mixin`) and check that:
+//! - the committed `deploy/prometheus/rules.yml`, `deploy/kubernetes/prometheusrule.yaml` and
+//!   `grafana/qonto-payment-links.json` are exactly its render (no hand edit, no stale file);
+//! - every `_config` field reaches every rule and panel that uses it (job selector, per-currency
+//!   thresholds with a default, expiry window, stale-data threshold, runbook URL), and the
+//!   per-currency thresholds of a changed config page as configured (`promtool test rules`);
+//! - the runbook names only panels and rows that the dashboard has.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::servers::require_tool;
+use common::{promtool, repo};
+use serde_json::Value;
+
+const RENDERED: [&str; 3] = [
+    "deploy/prometheus/rules.yml",
+    "deploy/kubernetes/prometheusrule.yaml",
+    "grafana/qonto-payment-links.json",
+];
+
+/// Runs `scripts/render-mixin` with `args`; returns (success, stdout + stderr).
+fn render_mixin(args: &[&str]) -> (bool, String) {
+    require_tool("python3", "python3");
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/render-mixin"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("python3 runs scripts/render-mixin");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), log)
+}
+
+/// Renders `mixin` (a jsonnet file) into a new temporary directory.
+fn render_into(mixin: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, log) = render_mixin(&[
+        "--mixin",
+        mixin.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        ok,
+        "scripts/render-mixin failed (needs `pip install jsonnet pyyaml`; scripts/test installs \
+         them):\n{log}"
+    );
+    dir
+}
+
+fn read(dir: &Path, rel: &str) -> String {
+    std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The first line where two texts differ, for a readable failure.
+fn first_difference(have: &str, want: &str) -> String {
+    let (mut h, mut w) = (have.lines(), want.lines());
+    for n in 1.. {
+        match (h.next(), w.next()) {
+            (None, None) => return "identical".into(),
+            (a, b) if a == b => continue,
+            (a, b) => return format!("line {n}:\n  committed: {a:?}\n  rendered:  {b:?}"),
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn committed_rules_prometheusrule_and_dashboard_are_the_mixin_render() {
+    let dir = render_into(&repo().join("mixin/mixin.libsonnet"));
+    let stale: Vec<String> = RENDERED
+        .iter()
+        .filter_map(|rel| {
+            let have = std::fs::read_to_string(repo().join(rel)).unwrap_or_default();
+            let want = read(dir.path(), rel);
+            (have != want).then(|| format!("{rel}: {}", first_difference(&have, &want)))
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "committed files differ from the mixin's render; edit mixin/ (not the rendered files) and \
+         run scripts/render-mixin:\n{}",
+        stale.join("\n")
+    );
+    // The script's own --check agrees.
+    let (ok, log) = render_mixin(&["--check"]);
+    assert!(ok, "{log}");
+}
+
+/// The `groups` of a rules file and of a PrometheusRule's `spec`.
+fn groups(rules_yml: &str, prometheusrule_yaml: &str) -> (Value, Value) {
+    let rules: Value = serde_norway::from_str(rules_yml).expect("rules.yml parses");
+    let operator: Value =
+        serde_norway::from_str(prometheusrule_yaml).expect("prometheusrule.yaml parses");
+    assert_eq!(operator["kind"], "PrometheusRule");
+    (rules["groups"].clone(), operator["spec"]["groups"].clone())
+}
+
+/// Every `expr` of every rule.
+fn exprs(groups: &Value) -> Vec<(String, String)> {
+    groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .map(|r| {
+            let name = r["alert"].as_str().or(r["record"].as_str()).unwrap();
+            (name.to_owned(), r["expr"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// Every selector `name{matchers}` of a metric read from the exporter (or `up`) in `expr`.
+fn exporter_selectors(expr: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find('{') {
+        let name: String = rest[..i]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect();
+        let end = rest[i..].find('}').map_or(rest.len(), |j| i + j + 1);
+        if name == "up" || (name.starts_with("qonto_") && !name.contains(':')) {
+            found.push(format!("{name}{}", &rest[i..end]));
+        }
+        rest = &rest[end..];
+    }
+    found
+}
+
+#[test]
+fn every_config_field_reaches_the_rules_and_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixin = dir.path().join("custom.jsonnet");
+    let repo_mixin = repo().join("mixin/mixin.libsonnet");
+    std::fs::write(
+        &mixin,
+        format!(
+            "(import {:?}) + {{ _config+:: {{\n\
+               qontoSelector: 'job=\"payments-qonto\", namespace=\"pay\"',\n\
+               expiringWindow: '1d',\n\
+               expiringAmountThresholds: {{ default: 500, EUR: 2500 }},\n\
+               dataStaleAfterSeconds: 1800,\n\
+               runbookUrlBase: 'https://runbooks.example/qonto.md',\n\
+             }} }}\n",
+            repo_mixin.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = render_into(&mixin);
+    let rules_yml = read(out.path(), RENDERED[0]);
+    let (rules, operator) = groups(&rules_yml, &read(out.path(), RENDERED[1]));
+    assert_eq!(
+        rules, operator,
+        "the PrometheusRule carries the same groups as rules.yml"
+    );
+
+    // The selector: in every selector of an exporter metric or `up`, and nothing of the default.
+    let selector = r#"job="payments-qonto", namespace="pay""#;
+    let mut checked = 0;
+    for (name, expr) in exprs(&rules) {
+        for s in exporter_selectors(&expr) {
+            assert!(s.contains(selector), "rule {name}: {s} lacks the selector");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} selectors found in the rules");
+    let expr_of = |alert: &str| {
+        exprs(&rules)
+            .into_iter()
+            .find(|(n, _)| n == alert)
+            .unwrap_or_else(|| panic!("no rule {alert}"))
+            .1
+    };
+    assert!(expr_of("QontoExporterDown").contains(&format!("absent(up{{{selector}}})")));
+    assert!(
+        !rules_yml.contains(".*qonto.*"),
+        "the default selector remains"
+    );
+
+    // The window, the stale-data threshold, the runbook URL.
+    assert!(expr_of("QontoMoneyExpiringSoon").contains(r#"within="1d""#));
+    assert!(!rules_yml.contains("24h"), "the default window remains");
+    assert!(expr_of("QontoDataStale").contains("> 1800"));
+    let alerts: Vec<Value> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .filter(|r| r["alert"].is_string())
+        .collect();
+    let stale = alerts
+        .iter()
+        .find(|r| r["alert"] == "QontoDataStale")
+        .unwrap();
+    assert!(
+        stale["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("(threshold 30m)"),
+        "{stale}"
+    );
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for a in &alerts {
+        let want = format!(
+            "https://runbooks.example/qonto.md#{}",
+            a["alert"].as_str().unwrap().to_lowercase()
+        );
+        assert_eq!(a["annotations"]["runbook_url"], want.as_str());
+    }
+
+    // The thresholds: the default and the one currency configured, nothing else.
+    let records: Vec<String> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .filter(|r| r["record"].is_string())
+        .map(|r| format!("{} {} {}", r["record"], r["labels"]["currency"], r["expr"]))
+        .collect();
+    assert_eq!(
+        records.len(),
+        3,
+        "default, EUR, and the per-series threshold: {records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.contains(":default") && r.contains("vector(500)"))
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.contains(r#""EUR""#) && r.contains("vector(2500)"))
+    );
+
+    // The dashboard: every `within` matcher is the configured window; the job and instance
+    // variables use the selector.
+    let dash: Value = serde_json::from_str(&read(out.path(), RENDERED[2])).unwrap();
+    let mut windows = BTreeSet::new();
+    fn targets(ps: &Value, out: &mut Vec<String>) {
+        for p in ps.as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                out.push(t["expr"].as_str().unwrap_or_default().to_owned());
+            }
+            targets(&p["panels"], out);
+        }
+    }
+    let mut panel_exprs = Vec::new();
+    targets(&dash["panels"], &mut panel_exprs);
+    for e in &panel_exprs {
+        for part in e.split("within=\"").skip(1) {
+            windows.insert(part.split('"').next().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        windows,
+        BTreeSet::from(["1d".to_owned()]),
+        "{panel_exprs:?}"
+    );
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    for v in ["job", "instance"] {
+        let q = vars.iter().find(|x| x["name"] == v).unwrap()["query"]
+            .as_str()
+            .unwrap();
+        assert!(q.contains(selector), "variable {v}: {q}");
+    }
+
+    // And the thresholds page as configured: promtool on the changed rules.
+    let tests = r#"
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", currency="EUR", resource_type="Invoice", within="1d"}'
+        values: '2400x10'
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", currency="USD", resource_type="Invoice", within="1d"}'
+        values: '600x10'
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", currency="JPY", resource_type="Invoice", within="1d"}'
+        values: '400x10'
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", currency="EUR", resource_type="Invoice", within="7d"}'
+        values: '99999x10'
+      - series: 'qonto_payment_links_expiring_amount{job="other", instance="b:1", currency="EUR", resource_type="Invoice", within="1d"}'
+        values: '99999x10'
+    alert_rule_test:
+      - eval_time: 8m
+        alertname: QontoMoneyExpiringSoon
+        exp_alerts:
+          - exp_labels: {severity: warning, job: payments-qonto, instance: "a:1", currency: USD}
+            exp_annotations:
+              summary: A large amount of unpaid payment links expires within 1d.
+              description: >-
+                600.00 USD of open payment links (reported by a:1) expire within the next 1d,
+                above the USD threshold of 500.00 (_config.expiringAmountThresholds in the mixin).
+              runbook_url: https://runbooks.example/qonto.md#qontomoneyexpiringsoon
+"#;
+    std::fs::write(out.path().join("deploy/prometheus/rules.test.yml"), tests).unwrap();
+    let o = promtool(
+        &[
+            "test",
+            "rules",
+            out.path()
+                .join("deploy/prometheus/rules.test.yml")
+                .to_str()
+                .unwrap(),
+        ],
+        b"",
+    );
+    assert!(
+        o.status.success(),
+        "EUR 2400 < 2500 must not fire, USD 600 > default 500 must, JPY 400 must not, other jobs \
+         and windows must not count:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn the_mixin_refuses_a_threshold_currency_the_exporter_never_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixin = dir.path().join("bad.jsonnet");
+    std::fs::write(
+        &mixin,
+        format!(
+            "(import {:?}) + {{ _config+:: {{ expiringAmountThresholds+: {{ eur: 5 }} }} }}\n",
+            repo().join("mixin/mixin.libsonnet").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, log) = render_mixin(&[
+        "--mixin",
+        mixin.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok, "a lower-case currency must be refused:\n{log}");
+    assert!(log.contains("ISO 4217 codes in upper case"), "{log}");
+}
+
+/// The panel and row titles the runbook names: `panel "Title"` and `row "Title"` (a line break
+/// may stand for the space after the keyword).
+fn runbook_names(runbook: &str) -> Vec<(String, String)> {
+    let text = runbook.replace('\n', " ");
+    let mut names = Vec::new();
+    for kind in ["panel", "row"] {
+        let needle = format!("{kind} \"");
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(&needle) {
+            let preceded_by_word = rest[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '-');
+            let after = &rest[i + needle.len()..];
+            let Some(end) = after.find('"') else { break };
+            if !preceded_by_word {
+                names.push((kind.to_owned(), after[..end].to_owned()));
+            }
+            rest = &after[end + 1..];
+        }
+    }
+    names
+}
+
+#[test]
+fn runbook_names_parses_panels_and_rows() {
+    let names = runbook_names(
+        "See panel \"Data age\" in row\n\"Exporter health\"; a sub-panel \"x\" is not one.\n\
+         Panel \"Caps\" is not either; panel \"Last poll\".",
+    );
+    assert_eq!(
+        names,
+        vec![
+            ("panel".to_owned(), "Data age".to_owned()),
+            ("panel".to_owned(), "Last poll".to_owned()),
+            ("row".to_owned(), "Exporter health".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn the_runbook_names_only_panels_and_rows_of_the_dashboard() {
+    let runbook = std::fs::read_to_string(repo().join("docs/runbook.md")).unwrap();
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("grafana/qonto-payment-links.json")).unwrap(),
+    )
+    .unwrap();
+    let mut panels = BTreeSet::new();
+    let mut rows = BTreeSet::new();
+    fn walk(ps: &Value, panels: &mut BTreeSet<String>, rows: &mut BTreeSet<String>) {
+        for p in ps.as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or_default().to_owned();
+            if p["type"] == "row" {
+                rows.insert(title);
+            } else {
+                panels.insert(title);
+            }
+            walk(&p["panels"], panels, rows);
+        }
+    }
+    walk(&dash["panels"], &mut panels, &mut rows);
+    let names = runbook_names(&runbook);
+    assert!(
+        names.len() >= 15,
+        "the runbook names only {} panels/rows; it should point at the dashboard: {names:?}",
+        names.len()
+    );
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|(kind, title)| !(if kind == "row" { &rows } else { &panels }).contains(title))
+        .map(|(kind, title)| format!("{kind} \"{title}\""))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/runbook.md names what the dashboard does not have: {unknown:?}\npanels: {panels:?}\n\
+         rows: {rows:?}"
+    );
+}
