@@ -44,6 +44,7 @@
 //!   a `created_at` can stand for (a date to the minute stands for the whole minute, one
 //!   without an offset for every zone), and a link without a usable `created_at` is never
 //!   "before": the same rule on both sides, so coarse dates cause no false correction.
+//!
 //! A count-preserving change (a paid link reopening while another is paid) is only seen by the
 //! full resync; one that moves a count is seen by the next poll.
 
