@@ -1128,3 +1128,182 @@ fn unix(t: SystemTime) -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qonto::model::Amount;
+    use std::borrow::Cow;
+    use time::macros::datetime;
+
+    fn link<'a>(
+        id: &'a str,
+        status: &'a str,
+        value: &'a str,
+        created: Option<&'a str>,
+    ) -> Link<'a> {
+        Link {
+            id: Cow::Borrowed(id),
+            status: Cow::Borrowed(status),
+            expiration_date: Some(Cow::Borrowed("2030-01-01T00:00:00Z")),
+            created_at: created.map(Cow::Borrowed),
+            amount: Amount {
+                value: Cow::Borrowed(value),
+                currency: Cow::Borrowed("EUR"),
+            },
+            resource_type: Cow::Borrowed("Invoice"),
+        }
+    }
+
+    fn agg(now: OffsetDateTime) -> Aggregator {
+        Aggregator::new(now, &[], Limits::default())
+    }
+
+    fn count_of(rows: &StatusRows) -> u64 {
+        rows.iter().map(|(.., t)| t.count).sum()
+    }
+
+    #[test]
+    fn before_means_certainly_before_the_instant() {
+        let now = datetime!(2026-11-24 12:00:30.6 UTC);
+        let key = RandomState::new();
+        let mut t = Tally::new(agg(now), Some(now), None, false);
+        // Same second as the poll's start: it may have been created after it.
+        t.link(&link("a", "paid", "1", Some("2026-11-24T12:00:30Z")), &key);
+        // The second before: certainly before.
+        t.link(&link("b", "paid", "2", Some("2026-11-24T12:00:29Z")), &key);
+        // Written to the minute, the minute of the start: maybe after.
+        t.link(&link("c", "paid", "4", Some("2026-11-24T12:00Z")), &key);
+        // No offset: any zone, so up to 12 h later than read as UTC.
+        t.link(&link("d", "paid", "8", Some("2026-11-24T06:00:00")), &key);
+        t.link(&link("e", "paid", "16", Some("2026-11-23T23:00:00")), &key);
+        // No usable date: never before anything.
+        t.link(&link("f", "paid", "32", None), &key);
+        t.link(&link("g", "paid", "64", Some("yesterday")), &key);
+        let rows = t.before.rows("paid");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].2.count, 2);
+        assert_eq!(rows[0].2.amount, rust_decimal::Decimal::from(18));
+    }
+
+    fn memory(live: Vec<(u64, i64)>, before_at: OffsetDateTime) -> Memory {
+        Memory {
+            last_full: Instant::now(),
+            terminal: TERMINAL_STATUSES
+                .iter()
+                .map(|s| {
+                    (
+                        *s,
+                        TerminalMemory {
+                            count: 0,
+                            rows: Vec::new(),
+                            before: Vec::new(),
+                            before_at,
+                        },
+                    )
+                })
+                .collect(),
+            live,
+            polled_at: before_at.unix_timestamp(),
+            settled: true,
+        }
+    }
+
+    #[test]
+    fn a_resync_counts_as_old_only_links_held_in_their_status_at_the_previous_poll() {
+        let key = RandomState::new();
+        let prev_at = datetime!(2026-11-24 12:00 UTC);
+        let now = datetime!(2026-11-24 13:00 UTC);
+        let mut live = vec![(key.hash_one("moved"), 0)];
+        live.sort_unstable();
+        let m = memory(live, prev_at);
+        let mut t = Tally::new(agg(now), Some(now), Some(&m), true);
+        // Held last poll: created before it and not live then.
+        t.link(
+            &link("held", "paid", "1", Some("2026-11-24T11:00:00Z")),
+            &key,
+        );
+        // Live last poll, paid since: a newcomer, not held.
+        t.link(
+            &link("moved", "paid", "2", Some("2026-11-24T11:00:00Z")),
+            &key,
+        );
+        // Created after last poll started: a newcomer.
+        t.link(
+            &link("new", "paid", "4", Some("2026-11-24T12:30:00Z")),
+            &key,
+        );
+        // Open links are not terminal.
+        t.link(
+            &link("open", "open", "8", Some("2026-11-24T11:00:00Z")),
+            &key,
+        );
+        let check = t.resync.as_ref().unwrap();
+        let old = check.old.rows("paid");
+        assert_eq!(count_of(&old), 1, "{old:?}");
+        assert_eq!(old[0].2.amount, rust_decimal::Decimal::ONE);
+        // The links remembered as live for the next poll include the open one only.
+        assert_eq!(t.live.len(), 1);
+        assert_eq!(t.live[0].0, key.hash_one("open"));
+        assert_eq!(count_of(&t.before.rows("paid")), 3);
+    }
+
+    #[test]
+    fn invalid_and_unknown_status_links_are_remembered_as_live() {
+        let key = RandomState::new();
+        let now = datetime!(2026-11-24 13:00 UTC);
+        let mut t = Tally::new(agg(now), Some(now), None, false);
+        t.link(&link("bad", "open", "1,5", None), &key);
+        t.link(&link("new-status", "pending", "1", None), &key);
+        t.link(&link("paid-bad", "paid", "x", None), &key);
+        let mut hashes: Vec<u64> = t.live.iter().map(|(h, _)| *h).collect();
+        hashes.sort_unstable();
+        let mut want = vec![key.hash_one("bad"), key.hash_one("new-status")];
+        want.sort_unstable();
+        assert_eq!(hashes, want);
+        assert_eq!(t.invalid_by_status["paid"].len(), 1);
+        assert_eq!(t.invalid_by_status["open"].len(), 1);
+    }
+
+    #[test]
+    fn invalid_links_are_counted_once_and_forgotten_after_a_full_walk_without_them() {
+        let metrics = SelfMetrics::new();
+        let get = |reason: &str| metrics.invalid_links.with_label_values(&[reason]).get();
+        let bad = |id: &str| Invalid {
+            reason: InvalidReason::Amount,
+            id: Some(id.to_owned()),
+            key: report_key(InvalidReason::Amount, id),
+            detail: None,
+        };
+        let mut reported = HashSet::new();
+        count_invalid(&mut reported, &metrics, &[bad("a"), bad("b")], true);
+        count_invalid(&mut reported, &metrics, &[bad("a")], false);
+        count_invalid(&mut reported, &metrics, &[bad("a"), bad("b")], true);
+        assert_eq!(get("invalid_amount"), 2);
+        // A full walk without "b": it is forgotten, and counted again if it comes back.
+        count_invalid(&mut reported, &metrics, &[bad("a")], true);
+        assert_eq!(reported.len(), 1);
+        count_invalid(&mut reported, &metrics, &[bad("b")], false);
+        assert_eq!(get("invalid_amount"), 3);
+    }
+
+    #[test]
+    fn merged_rows_add_up_per_group() {
+        let t = |n: u64, a: i64| Totals {
+            count: n,
+            amount: rust_decimal::Decimal::from(a),
+        };
+        let a = vec![("EUR".into(), "Invoice".into(), t(1, 10))];
+        let b = vec![
+            ("EUR".into(), "Basket".into(), t(2, 3)),
+            ("EUR".into(), "Invoice".into(), t(1, 5)),
+        ];
+        assert_eq!(
+            merge_rows(&a, &b),
+            vec![
+                ("EUR".to_owned(), "Basket".to_owned(), t(2, 3)),
+                ("EUR".to_owned(), "Invoice".to_owned(), t(2, 15)),
+            ]
+        );
+    }
+}
