@@ -38,10 +38,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    // Boxed: parsed once, and unboxed each would make every `Command` as large as the largest.
     /// Serve a simulated Qonto API (demo organisation, tests, benchmarks).
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// One-time OAuth authorization-code flow: writes the refresh-token file the exporter uses.
-    OauthLogin(OAuthLoginArgs),
+    OauthLogin(Box<OAuthLoginArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

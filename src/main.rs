@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Some(Command::Simulate(args)) => {
-                match qonto_exporter::simulator::run_simulate(args).await {
+                match qonto_exporter::simulator::run_simulate(*args).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("qonto-exporter simulate: {e}");
@@ -63,13 +63,15 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            Some(Command::OauthLogin(args)) => match qonto_exporter::oauth_login::run(args).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("qonto-exporter oauth-login: {e}");
-                    ExitCode::FAILURE
+            Some(Command::OauthLogin(args)) => {
+                match qonto_exporter::oauth_login::run(*args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("qonto-exporter oauth-login: {e}");
+                        ExitCode::FAILURE
+                    }
                 }
-            },
+            }
             None => run(cli.run).await,
         }
     })
