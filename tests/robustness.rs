@@ -170,12 +170,12 @@ async fn an_absurd_expires_in_neither_panics_nor_refreshes_every_request() {
     }
 }
 
-/// The exporter as `uid` (when the tests run as root, whom file modes do not stop), otherwise
-/// as [`Exporter::start`] does.
-fn start_as(args: &[String], envs: &[(&str, &str)], uid: Option<u32>) -> Exporter {
+/// `bin` run as `uid` (when the tests run as root, whom file modes do not stop), otherwise as
+/// [`Exporter::start`] runs the binary.
+fn start_as(bin: &Path, args: &[String], envs: &[(&str, &str)], uid: Option<u32>) -> Exporter {
     use std::os::unix::process::CommandExt;
     let port = free_port();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin);
     for (k, _) in std::env::vars() {
         if k.starts_with("QONTO_") {
             cmd.env_remove(k);
@@ -236,6 +236,10 @@ async fn an_unsaved_refresh_token_keeps_serving_and_is_saved_once_possible() {
     std::fs::write(&file, format!("{REFRESH_TOKEN}\n")).unwrap();
     // Root ignores file modes: the exporter then runs as nobody, who owns the directory.
     let uid = is_root().then_some(65534);
+    // A copy of the binary that user 65534 can run, wherever the checkout is and whatever its modes.
+    let bin = base.path().join("qonto-exporter");
+    std::fs::copy(BIN, &bin).unwrap();
+    chmod(&bin, 0o755);
     if let Some(uid) = uid {
         std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
         std::os::unix::fs::chown(&file, Some(uid), Some(uid)).unwrap();
@@ -251,7 +255,7 @@ async fn an_unsaved_refresh_token_keeps_serving_and_is_saved_once_possible() {
         ],
     );
     let envs = [("QONTO_OAUTH_CLIENT_SECRET", CLIENT_SECRET)];
-    let mut e = start_as(&args, &envs, uid);
+    let mut e = start_as(&bin, &args, &envs, uid);
     e.wait_ready(WAIT).await;
     let text = e.scrape().await;
     assert!(
@@ -319,7 +323,7 @@ async fn an_unsaved_refresh_token_keeps_serving_and_is_saved_once_possible() {
 
     // Every older token is dead by now: a restart works only from the newest.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let e = start_as(&args, &envs, uid);
+    let e = start_as(&bin, &args, &envs, uid);
     e.wait_ready(WAIT).await;
     assert_eq!(
         get(&e.metrics().await, "qonto_exporter_credentials_refused"),
