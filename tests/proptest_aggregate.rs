@@ -27,13 +27,17 @@ fn link() -> impl Strategy<Value = Gen> {
         "expired",
         "canceled",
         "settling",
+        // Another letter case: folded into the spec's spelling.
+        "OPEN",
+        "Paid",
     ]);
     let currency = prop::sample::select(vec![
         ("EUR", true),
         ("USD", true),
         ("GBP", true),
-        ("eur", false),
+        ("eur", true),
         ("EURO", false),
+        ("€", false),
     ]);
     let value = prop_oneof![
         (0u64..10_000_000, 0u32..=4)
@@ -45,7 +49,10 @@ fn link() -> impl Strategy<Value = Gen> {
         ("2026-11-24T12:30:00Z", true),
         ("2025-01-01T00:00:00+01:00", true),
         ("2027-03-01T10:00:00.123Z", true),
-        ("tomorrow", false),
+        // Only open links need a date; one without a usable date still counts in its status.
+        ("tomorrow", true),
+        ("2026-11-24T12:30:00+0000", true),
+        ("2026-11-24T12:30", true),
     ]);
     (0u8..60, status, currency, value, date).prop_map(
         |(id, status, (currency, cv), (value, vv), (date, dv))| Gen {
@@ -88,6 +95,7 @@ proptest! {
             agg.add(l);
         }
         let snap = agg.finish();
+        let canonical = |s: &str| s.to_ascii_lowercase();
         // Independent expectation: the first valid occurrence of each id counts.
         let mut first: BTreeMap<u8, &Gen> = BTreeMap::new();
         for l in links.iter().filter(|l| l.valid) {
@@ -102,9 +110,26 @@ proptest! {
         // Per status too.
         for status in ["open", "paid", "settling"] {
             let got: u64 = snap.links.iter().filter(|(k, _)| k.status == status).map(|(_, t)| t.count).sum();
-            let want = first.values().filter(|l| l.status == status).count() as u64;
+            let want = first.values().filter(|l| canonical(l.status) == status).count() as u64;
             prop_assert_eq!(got, want);
         }
+        // No series in another spelling.
+        prop_assert!(snap.links.keys().all(|k| k.currency == k.currency.to_ascii_uppercase()
+            && k.status == k.status.to_ascii_lowercase()));
+        // Open links expiring within the hour (12:30 in each of its spellings); one whose date
+        // is unusable is in no expiry figure.
+        let soon = ["2026-11-24T12:30:00Z", "2026-11-24T12:30:00+0000", "2026-11-24T12:30"];
+        let want_soon = first
+            .values()
+            .filter(|l| canonical(l.status) == "open" && soon.contains(&l.date))
+            .count() as u64;
+        let got_soon: u64 = snap
+            .expiring
+            .iter()
+            .filter(|((_, w), _)| w == "1h")
+            .map(|(_, t)| t.count)
+            .sum();
+        prop_assert_eq!(got_soon, want_soon);
     }
 
     #[test]
