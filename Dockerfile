@@ -14,9 +14,10 @@
 # Pins:  the Rust image by exact version; distroless publishes no version tags, only the floating
 #        "nonroot" tag and digests: for a reproducible image, pin it as
 #        gcr.io/distroless/cc-debian12:nonroot@sha256:<digest> (docker buildx imagetools inspect).
-# Health: no HEALTHCHECK, as the image has no shell, curl or wget to run one and the binary has no
-#        probe subcommand; orchestrators probe GET /-/healthy and /-/ready over HTTP (Kubernetes
-#        manifests in deploy/kubernetes/).
+# Health: the image has no shell, curl or wget, so the binary probes itself:
+#        `qonto-exporter healthcheck` asks http://127.0.0.1:10157/-/healthy and exits 0 on a 200.
+#        Kubernetes ignores HEALTHCHECK and probes GET /-/healthy and /-/ready itself
+#        (deploy/kubernetes/). Override the URL (--url) if you move the port or serve TLS.
 
 ARG RUST_VERSION=1.95.0
 # Set both for a release build: docker build --build-arg VERSION=1.2.3 --build-arg REVISION=$(git rev-parse --short=12 HEAD) .
@@ -53,4 +54,6 @@ COPY --from=build /out/qonto-exporter /qonto-exporter
 COPY --from=build --chown=65532:65532 /out/var/lib/qonto-exporter /var/lib/qonto-exporter
 USER 65532:65532
 EXPOSE 10157
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+    CMD ["/qonto-exporter", "healthcheck"]
 ENTRYPOINT ["/qonto-exporter"]

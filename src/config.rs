@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::aggregate::{Limits, Window};
+use crate::healthcheck::HealthcheckArgs;
 use crate::oauth_login::OAuthLoginArgs;
 use crate::secret::{
     Secret, SecretSourceError, check_writable, read_secret_file, secret_from_file_or_value,
@@ -43,6 +44,8 @@ pub enum Command {
     Simulate(Box<SimulateArgs>),
     /// One-time OAuth authorization-code flow: writes the refresh-token file the exporter uses.
     OauthLogin(Box<OAuthLoginArgs>),
+    /// Probe a running exporter's /-/healthy (for container healthchecks): exit 0 if healthy.
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -336,7 +339,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (expected a duration such as 30s, 5m or 1h30m)"))
 }
 
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err("must be greater than zero".into());

@@ -1,6 +1,7 @@
 //! qonto-exporter: a Prometheus exporter for Qonto payment links.
 pub mod aggregate;
 pub mod config;
+pub mod healthcheck;
 pub mod html;
 pub mod metrics;
 pub mod oauth;

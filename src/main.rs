@@ -72,6 +72,15 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Some(Command::Healthcheck(args)) => {
+                match qonto_exporter::healthcheck::run(&args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("qonto-exporter healthcheck: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             None => run(cli.run).await,
         }
     })

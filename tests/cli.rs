@@ -256,3 +256,32 @@ async fn sigterm_stops_gracefully_with_exit_0() {
         e.logs()
     );
 }
+
+/// `qonto-exporter healthcheck` (the distroless image's only way to probe itself): 0 when the
+/// exporter answers 200, 1 with one line naming the URL otherwise, 2 for a bad flag.
+#[tokio::test]
+async fn healthcheck_probes_a_running_exporter() {
+    let exporter = Exporter::start(&["--demo", "--poll.interval", "1s"], &[]);
+    exporter.wait_ready(Duration::from_secs(30)).await;
+    let healthy = exporter.url("/-/healthy");
+    let (code, _, stderr) = run(&["healthcheck", "--url", &healthy], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+
+    let missing = exporter.url("/no-such-path");
+    let (code, _, stderr) = run(&["healthcheck", "--url", &missing], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("answered HTTP 404") && stderr.contains(&missing),
+        "{stderr}"
+    );
+
+    let closed = format!("http://127.0.0.1:{}/-/healthy", common::free_port());
+    let (code, _, stderr) = run(&["healthcheck", "--url", &closed, "--timeout", "2s"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&closed), "{stderr}");
+
+    usage_error(&["healthcheck", "--timeout", "soon"], &[], &["--timeout"]);
+}
