@@ -23,9 +23,11 @@
 //! link that moves from open to a terminal status between two requests of one poll is seen
 //! twice and counted once (ids are deduplicated across all walks of a poll). Every count is
 //! probed before any terminal walk, and the unfiltered `total_count` must equal the sum of the
-//! parts: a mismatch (links moving, or a status the exporter does not know yet, invisible to
-//! status-filtered walks) means walking again, and walking everything when it persists. A full
-//! walk also runs every `full_resync` as a safety net.
+//! parts, plus the links of statuses the exporter does not know as the last full walk counted
+//! them (`UnknownMemory`: invisible to status-filtered walks, their figures are carried and may
+//! be up to one `full_resync` interval old while their number holds). A mismatch (links moving,
+//! or unknown statuses gaining or losing links) means walking again, and walking everything when
+//! it persists. A full walk also runs every `full_resync` as a safety net.
 //!
 //! # The assumption, and how it is checked
 //! If the API breaks the assumption (`reusable` links exist), incremental figures are wrong
@@ -60,8 +62,9 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::aggregate::{
-    Aggregator, InvalidReason, Limits, LinkData, OPEN, Outcome, Snapshot, StatusRows,
-    TERMINAL_STATUSES, Totals, Window, canonical_status, parse_date, parse_date_upper_bound, read,
+    Aggregator, InvalidReason, KNOWN_STATUSES, Limits, LinkData, OPEN, Outcome, Snapshot,
+    StatusRows, TERMINAL_STATUSES, Totals, Window, canonical_status, parse_date,
+    parse_date_upper_bound, read,
 };
 use crate::metrics::{SelfMetrics, render_snapshot};
 use crate::qonto::client::{ApiError, QontoClient};
@@ -154,11 +157,29 @@ struct Memory {
     terminal: BTreeMap<&'static str, TerminalMemory>,
     /// `(id hash, expiration)` of the open and processing links, sorted by hash.
     live: Vec<(u64, i64)>,
+    /// The links of statuses the exporter does not know, as the last full walk found them.
+    unknown: UnknownMemory,
     /// The reference time of the poll that built this memory.
     polled_at: i64,
     /// False when that poll published while its listing kept moving: a later check could
     /// then blame the API for a link that poll missed, so none is made.
     settled: bool,
+}
+
+/// The links of statuses outside the spec's enum (enums are open sets). Status-filtered walks
+/// cannot reach them, so only a full walk counts them; incremental polls carry these figures
+/// while the API's remainder (its total minus the counts of the known statuses) stays at
+/// `count`, and walk everything when it moves. Their figures may therefore be up to one
+/// `full_resync` interval old; their number is checked on every poll.
+#[derive(Debug, Clone, Default)]
+struct UnknownMemory {
+    /// Links of unknown statuses the API counts (invalid ones included).
+    count: u64,
+    /// `(status, rows)` of the valid ones.
+    rows: Vec<(String, StatusRows)>,
+    /// Their id hashes, sorted: links that were not live (not candidates for `find_moved`),
+    /// and not newcomers for the resync check either.
+    ids: Vec<u64>,
 }
 
 /// What the walks of one poll attempt saw.
@@ -169,6 +190,8 @@ struct Walked {
     /// The API count of each terminal status whose set this poll proved equal to it (carried,
     /// or completed from last poll's live links).
     proven: BTreeMap<&'static str, u64>,
+    /// Whether the links of unknown statuses were carried from the last poll.
+    unknown_carried: bool,
 }
 
 /// Two sets of rows of one status added up, sorted like `Snapshot::status_rows`.
@@ -240,6 +263,8 @@ impl Groups {
 struct ResyncCheck<'m> {
     /// `(id hash, expiration)` of the links live at the previous poll, sorted.
     live: &'m [(u64, i64)],
+    /// Id hashes of the previous poll's links of unknown statuses, sorted.
+    others: &'m [u64],
     /// Per terminal status, the instant before which the previous poll's `before` rows were
     /// created (see [`TerminalMemory::before_at`]).
     before_at: BTreeMap<&'static str, OffsetDateTime>,
@@ -255,9 +280,10 @@ struct Tally<'m> {
     /// Distinct ids of the invalid links of each status: they count in the API's
     /// `total_count` of their status, not in the snapshot's totals.
     invalid_by_status: BTreeMap<String, BTreeSet<String>>,
-    /// `(id hash, expiration)` of the links counted in this poll that are not in a terminal
-    /// status (open, processing, and statuses the exporter does not know), invalid ones too.
+    /// `(id hash, expiration)` of the open and processing links of this poll, invalid ones too.
     live: Vec<(u64, i64)>,
+    /// Id hashes of this poll's links of statuses the exporter does not know, invalid ones too.
+    others: Vec<u64>,
     /// Duplicates this poll caused itself (a status walked in full after a partial look).
     expected_duplicates: u64,
     /// Links read whose status, currency or resource type was folded into the spec's spelling.
@@ -286,6 +312,7 @@ impl<'m> Tally<'m> {
         let resync = match (memory, check) {
             (Some(m), true) => Some(ResyncCheck {
                 live: &m.live,
+                others: &m.unknown.ids,
                 before_at: prev_before_at.clone(),
                 old: Groups::default(),
             }),
@@ -297,6 +324,7 @@ impl<'m> Tally<'m> {
             duplicates: 0,
             invalid_by_status: BTreeMap::new(),
             live: Vec::new(),
+            others: Vec::new(),
             expected_duplicates: 0,
             normalized: [0; 3],
             now,
@@ -314,6 +342,27 @@ impl<'m> Tally<'m> {
         expiration
             .or(self.now)
             .map_or(0, OffsetDateTime::unix_timestamp)
+    }
+
+    /// Remembers a link that is not in a terminal status: as live (open, processing), to
+    /// recognise it next poll once it has moved on, or among the links of unknown statuses.
+    fn remember(
+        &mut self,
+        status: &str,
+        id: &str,
+        expiration: Option<OffsetDateTime>,
+        id_key: &RandomState,
+    ) {
+        if TERMINAL_STATUSES.contains(&status) || id.is_empty() {
+            return;
+        }
+        let hash = id_key.hash_one(id);
+        if LIVE_STATUSES.contains(&status) {
+            let exp = self.live_expiration(expiration);
+            self.live.push((hash, exp));
+        } else {
+            self.others.push(hash);
+        }
     }
 
     /// Counts one link served by the API.
@@ -338,10 +387,7 @@ impl<'m> Tally<'m> {
                         ),
                     ),
                 };
-                if !TERMINAL_STATUSES.contains(&&*status) && !link.id.is_empty() {
-                    let exp = self.live_expiration(None);
-                    self.live.push((id_key.hash_one(&*link.id), exp));
-                }
+                self.remember(&status, &link.id, None, id_key);
                 self.skip(reason, id, key, Some(status));
                 return;
             }
@@ -362,20 +408,14 @@ impl<'m> Tally<'m> {
                     });
                 }
                 if !TERMINAL_STATUSES.contains(&&*data.status) {
-                    // Remembered to recognise the link next poll when it has moved on to a
-                    // terminal status.
-                    let exp = self.live_expiration(data.expiration);
-                    self.live.push((id_key.hash_one(data.id), exp));
+                    self.remember(&data.status, data.id, data.expiration, id_key);
                 } else if let Some(now) = self.now {
                     self.terminal(link, &data, now, id_key);
                 }
             }
             Outcome::Duplicate => self.duplicates += 1,
             Outcome::Invalid(reason) => {
-                if !TERMINAL_STATUSES.contains(&&*data.status) {
-                    let exp = self.live_expiration(data.expiration);
-                    self.live.push((id_key.hash_one(data.id), exp));
-                }
+                self.remember(&data.status, data.id, data.expiration, id_key);
                 let key = report_key(reason, data.id);
                 self.skip(
                     reason,
@@ -411,7 +451,9 @@ impl<'m> Tally<'m> {
         if let Some(check) = &mut self.resync {
             if check.before_at.get(s).is_some_and(|at| created <= *at) {
                 let hash = id_key.hash_one(data.id);
-                if check.live.binary_search_by_key(&hash, |(h, _)| *h).is_err() {
+                let was_live = check.live.binary_search_by_key(&hash, |(h, _)| *h).is_ok()
+                    || check.others.binary_search(&hash).is_ok();
+                if !was_live {
                     check.old.add(s, c, r, data.amount);
                 }
             }
@@ -463,10 +505,7 @@ impl<'m> Tally<'m> {
                 .map(|s| canonical_status(s).into_owned())
                 .or_else(|| status.map(str::to_owned));
             if let (Some(id), Some(st)) = (&m.id, &status) {
-                if !TERMINAL_STATUSES.contains(&st.as_str()) {
-                    let exp = self.live_expiration(None);
-                    self.live.push((id_key.hash_one(id.as_str()), exp));
-                }
+                self.remember(st, id, None, id_key);
             }
             self.skip(reason, m.id.clone(), key, status);
             if let Some(last) = self.invalid.last_mut() {
@@ -681,6 +720,7 @@ impl Poller {
                 pages,
                 drift,
                 proven,
+                unknown_carried,
             } = outcome;
             let mut t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
             let mut live = std::mem::take(&mut t.live);
@@ -736,6 +776,39 @@ impl Poller {
             // however much the listing moved during this poll.
             live.sort_unstable();
             live.shrink_to_fit();
+            let unknown = if unknown_carried {
+                self.memory
+                    .as_ref()
+                    .map(|m| m.unknown.clone())
+                    .unwrap_or_default()
+            } else if full {
+                let mut ids = std::mem::take(&mut t.others);
+                ids.sort_unstable();
+                ids.dedup();
+                let unknown_statuses: BTreeSet<&str> = snapshot
+                    .links
+                    .keys()
+                    .map(|k| k.status.as_str())
+                    .chain(t.invalid_by_status.keys().map(String::as_str))
+                    .filter(|s| !KNOWN_STATUSES.contains(s))
+                    .collect();
+                UnknownMemory {
+                    count: unknown_statuses
+                        .iter()
+                        .map(|s| {
+                            snapshot.status_count(s)
+                                + t.invalid_by_status.get(*s).map_or(0, |i| i.len() as u64)
+                        })
+                        .sum(),
+                    rows: unknown_statuses
+                        .iter()
+                        .map(|s| ((*s).to_owned(), snapshot.status_rows(s)))
+                        .collect(),
+                    ids,
+                }
+            } else {
+                UnknownMemory::default()
+            };
             let (before, before_prev) = (
                 std::mem::take(&mut t.before),
                 std::mem::take(&mut t.before_prev),
@@ -775,6 +848,7 @@ impl Poller {
                     })
                     .collect(),
                 live,
+                unknown,
                 polled_at: now.unix_timestamp(),
                 settled,
             };
@@ -790,6 +864,15 @@ impl Poller {
                         .filter(|(s, _)| !TERMINAL_STATUSES.contains(&s.as_str()))
                         .map(|(_, ids)| ids.len() as u64),
                 )
+                .chain(unknown_carried.then(|| {
+                    let valid: u64 = memory
+                        .unknown
+                        .rows
+                        .iter()
+                        .flat_map(|(_, rows)| rows.iter().map(|(.., t)| t.count))
+                        .sum();
+                    memory.unknown.count.saturating_sub(valid)
+                }))
                 .sum();
             self.metrics.excluded_links.set(excluded as f64);
             self.memory = Some(memory);
@@ -803,6 +886,7 @@ impl Poller {
             pages: s.pages,
             drift: s.drift,
             proven: BTreeMap::new(),
+            unknown_carried: false,
         })
     }
 
@@ -851,13 +935,24 @@ impl Poller {
         }
         let total = count(&self.client, &[]).await?;
         pages += 1;
-        if total != parts {
+        // The remainder is the links of statuses the exporter does not know: carried while it
+        // stays what the last full walk found (see `UnknownMemory`).
+        let remainder = total.checked_sub(parts);
+        let unknown_carried = remainder.is_some_and(|r| r > 0 && r == memory.unknown.count);
+        if remainder != Some(0) && !unknown_carried {
             tracing::info!(
                 total,
                 parts,
+                unknown = memory.unknown.count,
                 "status counts do not add up to the total (a status the exporter does not know, or links moving); walking again"
             );
             return Ok(None);
+        }
+        if unknown_carried {
+            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            for (status, rows) in &memory.unknown.rows {
+                t.agg.carry(status, rows);
+            }
         }
         let mut terminal = BTreeMap::new();
         for (status, n) in counts {
@@ -917,6 +1012,7 @@ impl Poller {
             pages,
             drift,
             proven: terminal,
+            unknown_carried,
         }))
     }
 
@@ -1204,6 +1300,7 @@ mod tests {
                 })
                 .collect(),
             live,
+            unknown: UnknownMemory::default(),
             polled_at: before_at.unix_timestamp(),
             settled: true,
         }
@@ -1249,18 +1346,21 @@ mod tests {
     }
 
     #[test]
-    fn invalid_and_unknown_status_links_are_remembered_as_live() {
+    fn invalid_and_unknown_status_links_are_remembered() {
         let key = RandomState::new();
         let now = datetime!(2026-11-24 13:00 UTC);
         let mut t = Tally::new(agg(now), Some(now), None, false);
         t.link(&link("bad", "open", "1,5", None), &key);
         t.link(&link("new-status", "pending", "1", None), &key);
+        t.link(&link("bad-new-status", "PENDING", "x", None), &key);
         t.link(&link("paid-bad", "paid", "x", None), &key);
-        let mut hashes: Vec<u64> = t.live.iter().map(|(h, _)| *h).collect();
-        hashes.sort_unstable();
-        let mut want = vec![key.hash_one("bad"), key.hash_one("new-status")];
+        let live: Vec<u64> = t.live.iter().map(|(h, _)| *h).collect();
+        assert_eq!(live, vec![key.hash_one("bad")]);
+        let mut others = t.others.clone();
+        others.sort_unstable();
+        let mut want = vec![key.hash_one("new-status"), key.hash_one("bad-new-status")];
         want.sort_unstable();
-        assert_eq!(hashes, want);
+        assert_eq!(others, want);
         assert_eq!(t.invalid_by_status["paid"].len(), 1);
         assert_eq!(t.invalid_by_status["open"].len(), 1);
     }

@@ -150,3 +150,76 @@ async fn full_resyncs_find_no_correction_when_terminal_links_stay_final() {
         assert_eq!(m[&series], 0.0, "{series}:\n{}", exporter.logs());
     }
 }
+
+/// Links of a status outside the spec's enum (`settling` here) cannot be reached by status
+/// filters, so the parts never add up to the total. While that remainder stays what the last
+/// full walk found, their figures are carried: steady polls cost the live walk and the probes,
+/// not a full walk. When the remainder moves, everything is walked and the figures are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_statuses_are_carried_while_their_number_holds() {
+    let sim = Sim::start(SimConfig {
+        links: 6000,
+        seed: 12,
+        ..SimConfig::default()
+    })
+    .await;
+    let settling = |n| Mutation::Recast {
+        count: n,
+        from: qonto_exporter::simulator::Status::Open,
+        to: qonto_exporter::simulator::Status::Settling,
+    };
+    assert_eq!(sim.sim.mutate(settling(7)), 7);
+    let exporter = Exporter::start(
+        &[
+            "--qonto.api-url",
+            &sim.url(),
+            "--poll.interval",
+            "250ms",
+            "--poll.full-resync-interval",
+            "1h",
+            "--expiry.windows",
+            "1h,24h",
+            "--qonto.max-requests-per-second",
+            "1000",
+        ],
+        &[("QONTO_ACCESS_TOKEN", "t")],
+    );
+    exporter.wait_ready(Duration::from_secs(30)).await;
+    exporter.next_poll().await;
+    let text = exporter.next_poll().await;
+    let links = sim.sim.links_json();
+    let m = parse_metrics(&text);
+    assert_eq!(
+        m["qonto_exporter_full_walks_total"], 1.0,
+        "one full walk, the first"
+    );
+    let bound = live_links(&links).div_ceil(100) + 5;
+    assert!(
+        m["qonto_exporter_last_poll_requests"] <= bound as f64,
+        "steady poll with unknown statuses sent {} requests, bound {bound}",
+        m["qonto_exporter_last_poll_requests"]
+    );
+    let (lo, hi) = poll_span(&text);
+    assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
+    assert!(
+        text.contains("status=\"settling\""),
+        "the unknown status is exported"
+    );
+
+    // The remainder moves (two more links settle): walked, exact again, then carried again.
+    sim.sim.mutate(settling(2));
+    let links = sim.sim.links_json();
+    let text = exporter.next_poll().await;
+    let (lo, hi) = poll_span(&text);
+    assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
+    let m = parse_metrics(&text);
+    assert_eq!(m["qonto_exporter_full_walks_total"], 2.0);
+    let text = exporter.next_poll().await;
+    assert_eq!(
+        parse_metrics(&text)["qonto_exporter_full_walks_total"],
+        2.0,
+        "carried again"
+    );
+    let (lo, hi) = poll_span(&text);
+    assert_matches_recount(&text, &links, lo, hi, &WINDOWS);
+}

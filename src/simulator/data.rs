@@ -34,6 +34,9 @@ pub enum Status {
     Paid,
     Expired,
     Canceled,
+    /// A status outside the spec's enum (enums are open sets): never generated, reached only
+    /// through `Recast`; served by the unfiltered listing, and no `status[]` filter names it.
+    Settling,
 }
 
 impl Status {
@@ -53,6 +56,7 @@ impl Status {
             Status::Paid => "paid",
             Status::Expired => "expired",
             Status::Canceled => "canceled",
+            Status::Settling => "settling",
         }
     }
 
@@ -76,7 +80,7 @@ impl Status {
 /// A set of statuses, one bit per [`Status`].
 pub(crate) type StatusMask = u8;
 /// Every status: the mask of a request without a `status[]` filter.
-pub(crate) const ALL_STATUSES: StatusMask = 0b1_1111;
+pub(crate) const ALL_STATUSES: StatusMask = 0b11_1111;
 
 /// ISO 4217 currencies the simulated organisation invoices in. JPY and KWD only appear with
 /// [`SpecVariants::minor_unit_currency_share`](super::SpecVariants::minor_unit_currency_share).
@@ -494,7 +498,7 @@ impl Store {
                 };
                 exp.max(created_at + 60)
             }
-            Status::Processing => now + rng.random_range(HOUR..30 * DAY),
+            Status::Processing | Status::Settling => now + rng.random_range(HOUR..30 * DAY),
             Status::Expired => {
                 let lived = (now - created_at).max(61);
                 (created_at + validity.min(lived - 1)).min(now)
