@@ -59,7 +59,7 @@ pub enum LogFormat {
 #[allow(rustdoc::bare_urls)]
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Poll a built-in simulated organisation instead of Qonto; no credentials needed.
+    /// Poll a built-in simulated organisation instead of Qonto; no credentials needed. Polls every 5s unless --poll.interval is given.
     #[arg(long = "demo", env = "QONTO_DEMO")]
     pub demo: bool,
     /// Qonto API base URL (sandbox: https://thirdparty-sandbox.staging.qonto.co).
@@ -122,7 +122,7 @@ pub struct RunArgs {
     /// Client-side request rate ceiling (Qonto allows 1,000 per 10 s and 10,000 per 10 min per IP, shared with your other integrations).
     #[arg(long = "qonto.max-requests-per-second", env = "QONTO_MAX_REQUESTS_PER_SECOND", default_value_t = 10.0, value_parser = parse_rate, value_name = "RATE")]
     pub max_requests_per_second: f64,
-    /// Time between the starts of two polls.
+    /// Time between the starts of two polls; 5s with --demo when neither this flag nor QONTO_POLL_INTERVAL is set.
     #[arg(long = "poll.interval", env = "QONTO_POLL_INTERVAL", default_value = "1m", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub poll_interval: Duration,
     /// Deadline of one whole poll (retries included).

@@ -4,6 +4,7 @@ pub mod config;
 pub mod healthcheck;
 pub mod html;
 pub mod metrics;
+pub mod money;
 pub mod oauth;
 pub mod oauth_login;
 pub mod poller;

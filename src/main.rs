@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use qonto_exporter::config::{Cli, Command, CredentialSource, LogFormat, RunArgs};
 use qonto_exporter::metrics::SelfMetrics;
 use qonto_exporter::oauth::TokenEndpoint;
@@ -20,9 +20,27 @@ use tokio::sync::watch;
 /// Exit code of a usage or configuration error (as clap uses).
 const USAGE: u8 = 2;
 
+/// `--poll.interval` of `--demo` when neither the flag nor `QONTO_POLL_INTERVAL` sets it: the
+/// demo organisation changes every 5 s, and a newcomer's dashboard should move with it (the
+/// `1m` default suits Qonto, not a demo). Its few requests a poll go to loopback, not to Qonto.
+const DEMO_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => {
+            use clap::parser::ValueSource;
+            let interval_given = matches!(
+                matches.value_source("poll_interval"),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if cli.run.demo && !interval_given {
+                cli.run.poll_interval = DEMO_POLL_INTERVAL;
+            }
+            cli
+        }
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(
@@ -216,6 +234,7 @@ async fn run(args: RunArgs) -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let shared = Arc::new(Shared::default());
+    let progress = client.progress().clone();
     let poller = Poller::new(
         client,
         PollerConfig {
@@ -257,6 +276,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let app = Arc::new(App {
         telemetry_path: args.telemetry_path.clone(),
         shared,
+        progress,
         metrics,
         web,
         about,

@@ -61,6 +61,9 @@ pub struct SelfMetrics {
     pub resync_corrections: IntCounterVec,
     pub resync_checks: IntCounter,
     pub excluded_links: Gauge,
+    pub poll_progress_pages: Gauge,
+    pub poll_total_pages: Gauge,
+    pub poll_remaining_seconds: Gauge,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -202,6 +205,19 @@ impl SelfMetrics {
             "qonto_exporter_excluded_links",
             "Payment links the API counts but the last complete poll left out of the figures because their data was unusable.",
         );
+        // Set by the server at each scrape, from the walks' shared progress (`WalkProgress`).
+        let poll_progress_pages = gauge(
+            "qonto_exporter_poll_progress_pages",
+            "Pages the poll under way has fetched so far from the listings it walks in full (a walk counts once its first page has told how many pages it has); 0 when no poll is running.",
+        );
+        let poll_total_pages = gauge(
+            "qonto_exporter_poll_total_pages",
+            "Pages announced by the listings the poll under way has begun to walk in full; grows when the poll begins another listing; 0 when no poll is running.",
+        );
+        let poll_remaining_seconds = gauge(
+            "qonto_exporter_poll_remaining_seconds",
+            "Estimated time the poll under way needs to fetch the rest of qonto_exporter_poll_total_pages, at its page rate over the last 30 seconds; NaN while that rate is unmeasured or zero; 0 when no poll is running.",
+        );
         let build = GaugeVec::new(
             Opts::new(
                 "qonto_exporter_build_info",
@@ -240,6 +256,9 @@ impl SelfMetrics {
             resync_corrections,
             resync_checks,
             excluded_links,
+            poll_progress_pages,
+            poll_total_pages,
+            poll_remaining_seconds,
             api_requests,
             api_duration,
             invalid_links,

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -28,7 +28,9 @@ use tokio::sync::watch;
 
 use crate::html::escape;
 use crate::metrics::SelfMetrics;
-use crate::poller::{Published, Shared};
+use crate::money::{format_amount, format_count};
+use crate::poller::{PollStatus, Published, Shared};
+use crate::qonto::walk::{ProgressView, WalkProgress};
 use crate::shutdown::stopped;
 use crate::webconfig::{AuthOutcome, WebConfig};
 
@@ -46,6 +48,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct App {
     pub telemetry_path: String,
     pub shared: Arc<Shared>,
+    /// Pages of the walks under way (the client's): the landing page's and the gauges' progress.
+    pub progress: Arc<WalkProgress>,
     pub metrics: Arc<SelfMetrics>,
     pub web: Option<Arc<WebConfig>>,
     /// Shown on the landing page (API URL, credential kind, poll interval).
@@ -187,6 +191,7 @@ async fn authorize(app: &App, req: &Request<Incoming>) -> Option<Response<Body>>
 
 fn metrics_response(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let published = app.shared.published.load_full();
+    record_progress(app, poll_progress(app, &app.shared.status.load()));
     let mut own = Vec::with_capacity(8 * 1024);
     app.metrics.render(&mut own);
     let business = published
@@ -226,6 +231,27 @@ fn metrics_response(app: &App, req: &Request<Incoming>) -> Response<Body> {
         builder.body(StreamBody::new(stream::iter(frames)).boxed())
     };
     response.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "error\n"))
+}
+
+/// Where the poll under way stands; `None` when no poll is running.
+fn poll_progress(app: &App, status: &PollStatus) -> Option<ProgressView> {
+    status
+        .in_progress_since
+        .map(|since| app.progress.view(since, Instant::now()))
+}
+
+/// Sets the progress gauges from `view` (see their HELP in the metrics module): they are read
+/// at scrape time, as the walks' shared progress has no other reader to push them.
+fn record_progress(app: &App, view: Option<ProgressView>) {
+    let m = &app.metrics;
+    let view = view.unwrap_or(ProgressView {
+        remaining: Some(Duration::ZERO),
+        ..ProgressView::default()
+    });
+    m.poll_progress_pages.set(view.pages_done as f64);
+    m.poll_total_pages.set(view.pages_total as f64);
+    m.poll_remaining_seconds
+        .set(view.remaining.map_or(f64::NAN, |d| d.as_secs_f64()));
 }
 
 /// True when `Accept-Encoding` allows gzip (q=0 refuses it).
@@ -320,7 +346,8 @@ fn landing_page(app: &App) -> String {
         )),
     }
     if let Some(since) = status.in_progress_since {
-        h.push_str(&format!(" A poll is running (started {}).", ago(since)));
+        h.push_str(&format!(" A poll is running (started {})", ago(since)));
+        h.push_str(&progress_sentence(poll_progress(app, &status)));
     }
     h.push_str("</p>");
     match published {
@@ -331,14 +358,37 @@ fn landing_page(app: &App) -> String {
     h
 }
 
+/// The end of the "A poll is running" sentence: pages done of total and the time left.
+fn progress_sentence(view: Option<ProgressView>) -> String {
+    let Some(v) = view.filter(|v| v.pages_total > 0) else {
+        return ".".into();
+    };
+    let percent = (v.pages_done.min(v.pages_total) * 100) / v.pages_total;
+    let mut out = format!(
+        ": page {} of {} ({percent} %)",
+        format_count(v.pages_done),
+        format_count(v.pages_total)
+    );
+    match (v.remaining, v.pages_per_second) {
+        (Some(left), Some(rate)) if v.pages_done < v.pages_total => out.push_str(&format!(
+            ", about {} left at the current rate ({rate:.1} pages/s over the last {}).",
+            humantime::format_duration(Duration::from_secs(left.as_secs().max(1))),
+            humantime::format_duration(crate::qonto::walk::RATE_WINDOW),
+        )),
+        (None, Some(_)) => out.push_str(", no page fetched lately: time left unknown."),
+        _ => out.push('.'),
+    }
+    out
+}
+
 fn summary(h: &mut String, p: &Published) {
     use std::collections::BTreeMap;
     h.push_str(&format!(
         "<h2>Payment links</h2><p>{} links as of {} ({} pages, {} requests, {:.2} s, {} poll).</p>",
-        p.snapshot.unique_links,
+        format_count(p.snapshot.unique_links),
         humantime::format_rfc3339_seconds(p.finished_at),
-        p.pages,
-        p.requests,
+        format_count(p.pages),
+        format_count(p.requests),
         p.duration.as_secs_f64(),
         if p.full { "full" } else { "incremental" },
     ));
@@ -350,13 +400,7 @@ fn summary(h: &mut String, p: &Published) {
     }
     h.push_str("<table><tr><th>status</th><th>currency</th><th>links</th><th>amount</th></tr>");
     for ((status, currency), t) in by.iter().filter(|(_, t)| t.count > 0) {
-        h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            escape(status),
-            escape(currency),
-            t.count,
-            t.amount
-        ));
+        money_row(h, status, currency, t);
     }
     h.push_str("</table><h2>Open links expiring soon</h2><table><tr><th>within</th><th>currency</th><th>links</th><th>amount</th></tr>");
     let mut exp: BTreeMap<(usize, &str), crate::aggregate::Totals> = BTreeMap::new();
@@ -378,17 +422,24 @@ fn summary(h: &mut String, p: &Published) {
             .get(*i)
             .map(String::as_str)
             .unwrap_or("?");
-        h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            escape(within),
-            escape(currency),
-            t.count,
-            t.amount
-        ));
+        money_row(h, within, currency, t);
     }
     let past: u64 = p.snapshot.open_past_expiration.values().sum();
     h.push_str(&format!(
-        "</table><p>Open links past their expiration date: {past}.</p>"
+        "</table><p>Open links past their expiration date: {}.</p>",
+        format_count(past)
+    ));
+}
+
+/// One row of a money table: what, currency, links, amount (with the currency's minor units,
+/// see the money module; the code is repeated beside the amount, as on an invoice).
+fn money_row(h: &mut String, what: &str, currency: &str, t: &crate::aggregate::Totals) {
+    h.push_str(&format!(
+        "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+        escape(what),
+        escape(currency),
+        format_count(t.count),
+        escape(&format_amount(t.amount, currency))
     ));
 }
 

@@ -30,6 +30,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, R
 
 use crate::qonto::auth::{AuthError, Credentials};
 use crate::qonto::model::{ApiErrorBody, Page, PageError, parse_page};
+use crate::qonto::walk::WalkProgress;
 use crate::secret::Secret;
 
 /// Refused requests allowed per rolling hour (Qonto throttles beyond 200).
@@ -210,6 +211,7 @@ pub struct QontoClient {
     refusals: Mutex<VecDeque<Instant>>,
     observer: std::sync::Arc<dyn ApiObserver>,
     sent: AtomicU64,
+    progress: std::sync::Arc<WalkProgress>,
 }
 
 impl fmt::Debug for QontoClient {
@@ -269,12 +271,18 @@ impl QontoClient {
             refusals: Mutex::new(VecDeque::new()),
             observer,
             sent: AtomicU64::new(0),
+            progress: std::sync::Arc::default(),
         })
     }
 
     /// Requests sent since start (every attempt, whatever its outcome).
     pub fn requests_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Pages of the walks made through this client (see [`WalkProgress`]), for the server.
+    pub fn progress(&self) -> &std::sync::Arc<WalkProgress> {
+        &self.progress
     }
 
     /// The credentials in use.

@@ -8,9 +8,10 @@
 //! the caller can walk again. A `next_page` that does not advance, or points past
 //! `total_pages`, is an error: following it could never end.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 
@@ -56,7 +57,7 @@ pub async fn walk(
     }
     let drift = Mutex::new(check(&first.meta, 1, &first.meta, first.items).err());
     let served = AtomicU64::new(first.items);
-    let progress = Progress::new(total_pages);
+    let progress = Progress::new(client.progress(), total_pages.max(1));
     let mut pages = futures_util::stream::iter(2..=total_pages)
         .map(|p| fetch(client, statuses, p, MAX_PER_PAGE, on_page))
         .buffer_unordered(concurrency.max(1));
@@ -199,27 +200,198 @@ fn check(first: &Meta, page: u64, meta: &Meta, items: u64) -> Result<(), String>
     Ok(())
 }
 
-/// Logs "page k of n" at most every few seconds while a walk runs.
-struct Progress {
+/// How far back [`WalkProgress::view`] measures the current page rate: long enough to smooth
+/// out retries and the rate limiter's bursts, short enough to follow the budget when it slows a
+/// long walk down.
+pub const RATE_WINDOW: Duration = Duration::from_secs(30);
+/// Rate samples are taken at most this often.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Walks remembered; a poll makes a handful (one per listing, a few more on drift), so the
+/// oldest that make way belong to polls long finished.
+const MAX_WALKS: usize = 64;
+
+/// Pages of the walks under way, shared by [`walk`] (the writer) and the server (the reader of
+/// the landing page and the progress gauges).
+///
+/// Each walk of a listing in full is recorded once its first page has told how many pages
+/// there are; the reader asks for the walks begun since the poll under way started
+/// ([`WalkProgress::view`]). The early-stopping walks ([`walk_until`]) and the one-request
+/// counts are left out: they are short, and a total they may never reach would only mislead.
+/// Each client owns one (see `QontoClient::progress`), so each poller has its own.
+#[derive(Debug, Default)]
+pub struct WalkProgress {
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Debug, Default)]
+struct ProgressState {
+    next_id: u64,
+    walks: VecDeque<WalkRecord>,
+    /// Pages fetched by every recorded walk since start.
+    fetched: u64,
+    /// `(when, fetched)`, oldest first, at most one per [`SAMPLE_EVERY`]; the first is the last
+    /// one taken at least [`RATE_WINDOW`] ago.
+    samples: VecDeque<(Instant, u64)>,
+}
+
+#[derive(Debug)]
+struct WalkRecord {
+    id: u64,
+    /// When the first page came back, on the wall clock the poll's start is given in.
+    began: SystemTime,
+    began_at: Instant,
+    pages: u64,
+    done: u64,
+}
+
+/// Where the walks of one poll stand.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ProgressView {
+    /// Pages fetched by the walks begun since the poll started.
+    pub pages_done: u64,
+    /// Pages those walks announced on their first page (`total_pages`). A poll that walks
+    /// several listings adds each one's pages when its walk begins, so this can grow.
+    pub pages_total: u64,
+    /// Pages per second over the last [`RATE_WINDOW`] of this poll (since its first walk began
+    /// when shorter); `None` while less than a second has been measured.
+    pub pages_per_second: Option<f64>,
+    /// Time to fetch the pages left at that rate; `None` when the rate is unknown or zero.
+    pub remaining: Option<Duration>,
+}
+
+impl WalkProgress {
+    /// Records a walk whose first page has come back announcing `pages` pages; its id.
+    fn begin(&self, pages: u64, now: Instant) -> u64 {
+        let mut s = self.lock();
+        let id = s.next_id;
+        s.next_id += 1;
+        if s.walks.len() >= MAX_WALKS {
+            s.walks.pop_front();
+        }
+        s.walks.push_back(WalkRecord {
+            id,
+            began: SystemTime::now(),
+            began_at: now,
+            pages,
+            done: 1,
+        });
+        s.fetched += 1;
+        // Always a sample here: the rate of a poll is measured from its first walk's start.
+        s.sample(now, true);
+        id
+    }
+
+    /// One more page of walk `id`; the pages that walk has fetched.
+    fn page(&self, id: u64, now: Instant) -> u64 {
+        let mut s = self.lock();
+        s.fetched += 1;
+        s.sample(now, false);
+        match s.walks.iter_mut().rev().find(|w| w.id == id) {
+            Some(w) => {
+                w.done += 1;
+                w.done
+            }
+            None => 0,
+        }
+    }
+
+    /// The walks begun at or after `since` (the poll's start), and the rate of the last
+    /// [`RATE_WINDOW`] before `now`. All zero when none has begun.
+    pub fn view(&self, since: SystemTime, now: Instant) -> ProgressView {
+        let s = self.lock();
+        let mut view = ProgressView::default();
+        let mut start: Option<Instant> = None;
+        for w in s.walks.iter().filter(|w| w.began >= since) {
+            view.pages_done += w.done;
+            view.pages_total += w.pages;
+            start = Some(start.map_or(w.began_at, |t| t.min(w.began_at)));
+        }
+        let Some(start) = start else {
+            return ProgressView::default();
+        };
+        let window_start = now.checked_sub(RATE_WINDOW);
+        let mut in_poll = s
+            .samples
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t >= start && *t <= now)
+            .peekable();
+        let first = in_poll.peek().copied();
+        // The last sample at least a window old, else the poll's oldest.
+        let base = in_poll
+            .take_while(|(t, _)| window_start.is_some_and(|w| *t <= w))
+            .last()
+            .or(first);
+        if let Some((at, fetched)) = base {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            if elapsed >= 1.0 {
+                let rate = s.fetched.saturating_sub(fetched) as f64 / elapsed;
+                view.pages_per_second = Some(rate);
+                let left = view.pages_total.saturating_sub(view.pages_done);
+                view.remaining = if left == 0 {
+                    Some(Duration::ZERO)
+                } else if rate > 0.0 {
+                    Duration::try_from_secs_f64(left as f64 / rate).ok()
+                } else {
+                    None
+                };
+            }
+        }
+        view
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ProgressState {
+    /// Takes a sample of `fetched` at `now` (`force`, or when the last is [`SAMPLE_EVERY`]
+    /// old), and drops those no rate measurement needs any more.
+    fn sample(&mut self, now: Instant, force: bool) {
+        if force
+            || self
+                .samples
+                .back()
+                .is_none_or(|(t, _)| now.saturating_duration_since(*t) >= SAMPLE_EVERY)
+        {
+            self.samples.push_back((now, self.fetched));
+        }
+        if let Some(window_start) = now.checked_sub(RATE_WINDOW) {
+            while self.samples.get(1).is_some_and(|(t, _)| *t <= window_start) {
+                self.samples.pop_front();
+            }
+        }
+    }
+}
+
+/// One walk's progress: recorded in the shared [`WalkProgress`], and logged as "page k of n"
+/// at most every few seconds.
+struct Progress<'a> {
+    shared: &'a WalkProgress,
+    id: u64,
     total: u64,
-    done: AtomicU64,
     last: Mutex<Instant>,
 }
 
-impl Progress {
-    fn new(total: u64) -> Self {
+impl<'a> Progress<'a> {
+    /// A walk whose first page announced `total` pages.
+    fn new(shared: &'a WalkProgress, total: u64) -> Self {
+        let now = Instant::now();
         Progress {
+            shared,
+            id: shared.begin(total, now),
             total,
-            done: AtomicU64::new(1),
-            last: Mutex::new(Instant::now()),
+            last: Mutex::new(now),
         }
     }
 
     fn tick(&self, statuses: &[&str]) {
-        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let done = self.shared.page(self.id, now);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.elapsed() >= PROGRESS_EVERY {
-            *last = Instant::now();
+        if now.saturating_duration_since(*last) >= PROGRESS_EVERY {
+            *last = now;
             tracing::info!(page = done, of = self.total, statuses = %statuses.join(","), "poll in progress");
         }
     }
@@ -247,6 +419,101 @@ mod tests {
         assert!(check_next(2, &meta(2, Some(2), 3, 250)).is_err());
         assert!(check_next(3, &meta(3, Some(4), 3, 250)).is_err());
         assert!(check_next(2, &meta(1, Some(2), 3, 250)).is_err());
+    }
+
+    fn at(t0: Instant, secs: f64) -> Instant {
+        t0 + Duration::from_secs_f64(secs)
+    }
+
+    #[test]
+    fn progress_counts_pages_of_the_polls_walks_and_their_rate() {
+        let p = WalkProgress::default();
+        let since = SystemTime::now();
+        let t0 = Instant::now();
+        let id = p.begin(10, t0);
+        // The first page alone: no rate yet.
+        let v = p.view(since, t0);
+        assert_eq!((v.pages_done, v.pages_total), (1, 10));
+        assert_eq!((v.pages_per_second, v.remaining), (None, None));
+        for i in 1..=4 {
+            assert_eq!(p.page(id, at(t0, i as f64)), i + 1);
+        }
+        let v = p.view(since, at(t0, 4.0));
+        assert_eq!((v.pages_done, v.pages_total), (5, 10));
+        assert_eq!(v.pages_per_second, Some(1.0));
+        assert_eq!(v.remaining, Some(Duration::from_secs(5)));
+        // A second listing of the same poll adds its pages.
+        let other = p.begin(3, at(t0, 4.0));
+        p.page(other, at(t0, 4.0));
+        let v = p.view(since, at(t0, 4.0));
+        assert_eq!((v.pages_done, v.pages_total), (7, 13));
+        // Done: nothing left.
+        for i in 0..5 {
+            p.page(id, at(t0, 5.0 + i as f64));
+        }
+        p.page(other, at(t0, 10.0));
+        let v = p.view(since, at(t0, 10.0));
+        assert_eq!((v.pages_done, v.pages_total), (13, 13));
+        assert_eq!(v.remaining, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn progress_rate_follows_the_last_window_and_stalls() {
+        let p = WalkProgress::default();
+        let since = SystemTime::now();
+        let t0 = Instant::now();
+        let id = p.begin(5000, t0);
+        // 100 pages a second for 10 s, then 1 page a second (the 10-minute budget binding).
+        for i in 1..=1000 {
+            p.page(id, at(t0, i as f64 / 100.0));
+        }
+        for i in 1..=60 {
+            p.page(id, at(t0, 10.0 + i as f64));
+        }
+        let v = p.view(since, at(t0, 70.0));
+        assert_eq!(v.pages_done, 1000 + 1 + 60);
+        let rate = v.pages_per_second.unwrap();
+        assert!((rate - 1.0).abs() < 0.1, "{rate}");
+        let left = v.remaining.unwrap().as_secs_f64();
+        assert!((left - 3939.0 / rate).abs() < 1.0, "{left}");
+        // No page for a whole window: the rate is 0 and the time left unknown.
+        let v = p.view(since, at(t0, 70.0 + RATE_WINDOW.as_secs_f64() + 5.0));
+        assert_eq!(v.pages_per_second, Some(0.0));
+        assert_eq!(v.remaining, None);
+    }
+
+    #[test]
+    fn progress_of_a_new_poll_ignores_the_previous_ones() {
+        let p = WalkProgress::default();
+        let t0 = Instant::now();
+        let old = p.begin(5, t0);
+        for i in 1..5 {
+            p.page(old, at(t0, i as f64));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let since = SystemTime::now();
+        assert_eq!(p.view(since, at(t0, 100.0)), ProgressView::default());
+        // The next poll begins after a long pause: its rate is its own, not diluted by it.
+        let new = p.begin(10, at(t0, 100.0));
+        for i in 1..=4 {
+            p.page(new, at(t0, 100.0 + i as f64 / 2.0));
+        }
+        let v = p.view(since, at(t0, 102.0));
+        assert_eq!((v.pages_done, v.pages_total), (5, 10));
+        assert_eq!(v.pages_per_second, Some(2.0));
+        assert_eq!(v.remaining, Some(Duration::from_secs_f64(2.5)));
+    }
+
+    #[test]
+    fn progress_remembers_a_bounded_number_of_walks() {
+        let p = WalkProgress::default();
+        let since = SystemTime::now();
+        let t0 = Instant::now();
+        for _ in 0..MAX_WALKS + 10 {
+            p.begin(2, t0);
+        }
+        assert_eq!(p.lock().walks.len(), MAX_WALKS);
+        assert_eq!(p.view(since, t0).pages_total, 2 * MAX_WALKS as u64);
     }
 
     #[test]
