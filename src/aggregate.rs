@@ -62,9 +62,10 @@ impl Default for Limits {
 }
 
 /// A count of links and the exact sum of their amounts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub count: u64,
+    #[serde(with = "persist::decimal")]
     pub amount: Decimal,
 }
 
@@ -304,7 +305,9 @@ pub enum Outcome {
 pub type StatusRows = Vec<(String, String, Totals)>;
 
 /// (status, currency, resource_type) of [`Snapshot::links`].
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct LinkKey {
     pub status: String,
     pub currency: String,
@@ -312,23 +315,31 @@ pub struct LinkKey {
 }
 
 /// (currency, resource_type) of the open-link figures.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct GroupKey {
     pub currency: String,
     pub resource_type: String,
 }
 
-/// The figures of one complete poll. Immutable once built; published whole.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The figures of one complete poll. Immutable once built; published whole. Serialisable for
+/// the state file (maps as lists of pairs, money as decimal strings, times as Unix nanoseconds).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     /// The instant the figures are relative to (the poll's start).
+    #[serde(with = "persist::opt_time")]
     pub now: Option<OffsetDateTime>,
+    #[serde(with = "persist::pairs")]
     pub links: BTreeMap<LinkKey, Totals>,
     /// Open links expiring in (now, now + window], per group and window label.
+    #[serde(with = "persist::pairs")]
     pub expiring: BTreeMap<(GroupKey, String), Totals>,
     /// Open links whose expiration date is at or before `now`.
+    #[serde(with = "persist::pairs")]
     pub open_past_expiration: BTreeMap<GroupKey, u64>,
     /// Earliest expiration after `now` among open links of the group.
+    #[serde(with = "persist::time_pairs")]
     pub next_expiration: BTreeMap<GroupKey, OffsetDateTime>,
     /// Links counted (unique ids, valid data).
     pub unique_links: u64,
@@ -660,6 +671,100 @@ impl Aggregator {
             }
         }
         snap
+    }
+}
+
+/// Serde forms for the state file: exact decimals as strings, instants as Unix nanoseconds
+/// (an instant out of range fails the load, never panics), maps with structured keys as lists.
+pub mod persist {
+    use std::collections::BTreeMap;
+
+    use ::time::OffsetDateTime;
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub mod decimal {
+        use super::*;
+        pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&d.to_string())
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+            let text = String::deserialize(d)?;
+            crate::aggregate::parse_decimal(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("not a decimal: {text:?}")))
+        }
+    }
+
+    pub mod instant {
+        use super::*;
+        pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_i128(t.unix_timestamp_nanos())
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+            let n = i128::deserialize(d)?;
+            OffsetDateTime::from_unix_timestamp_nanos(n).map_err(serde::de::Error::custom)
+        }
+    }
+
+    pub mod opt_time {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            t: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            t.map(OffsetDateTime::unix_timestamp_nanos).serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<OffsetDateTime>, D::Error> {
+            Option::<i128>::deserialize(d)?
+                .map(|n| {
+                    OffsetDateTime::from_unix_timestamp_nanos(n).map_err(serde::de::Error::custom)
+                })
+                .transpose()
+        }
+    }
+
+    pub mod pairs {
+        use super::*;
+        pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+            m: &BTreeMap<K, V>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.collect_seq(m.iter())
+        }
+        pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+        where
+            K: Deserialize<'de> + Ord,
+            V: Deserialize<'de>,
+            D: Deserializer<'de>,
+        {
+            Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+        }
+    }
+
+    pub mod time_pairs {
+        use super::*;
+        pub fn serialize<K: Serialize, S: Serializer>(
+            m: &BTreeMap<K, OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.collect_seq(m.iter().map(|(k, t)| (k, t.unix_timestamp_nanos())))
+        }
+        pub fn deserialize<'de, K, D>(d: D) -> Result<BTreeMap<K, OffsetDateTime>, D::Error>
+        where
+            K: Deserialize<'de> + Ord,
+            D: Deserializer<'de>,
+        {
+            Vec::<(K, i128)>::deserialize(d)?
+                .into_iter()
+                .map(|(k, n)| {
+                    OffsetDateTime::from_unix_timestamp_nanos(n)
+                        .map(|t| (k, t))
+                        .map_err(serde::de::Error::custom)
+                })
+                .collect()
+        }
     }
 }
 

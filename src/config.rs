@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::aggregate::{Limits, Window};
 use crate::healthcheck::HealthcheckArgs;
 use crate::oauth_login::OAuthLoginArgs;
+use crate::qonto::budget::{BudgetConfig, DEFAULT_SHARE};
+use crate::rate_window::RateWindow;
 use crate::secret::{
     Secret, SecretSourceError, check_writable, read_secret_file, secret_from_file_or_value,
 };
@@ -119,9 +121,18 @@ pub struct RunArgs {
     /// Pages fetched at once once the first page has told how many there are.
     #[arg(long = "qonto.max-concurrency", env = "QONTO_MAX_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
     pub max_concurrency: u16,
-    /// Client-side request rate ceiling (Qonto allows 1,000 per 10 s and 10,000 per 10 min per IP, shared with your other integrations).
-    #[arg(long = "qonto.max-requests-per-second", env = "QONTO_MAX_REQUESTS_PER_SECOND", default_value_t = 10.0, value_parser = parse_rate, value_name = "RATE")]
-    pub max_requests_per_second: f64,
+    /// Fraction of each of Qonto's per-IP windows (1,000 requests per 10 s, 10,000 per 10 min, shared with every other integration on the IP) this exporter may use: requests go out at the short window's share (48/s at 0.5) while the 10-minute share has room, and slow down to fit it when it has none.
+    #[arg(long = "qonto.budget-share", env = "QONTO_BUDGET_SHARE", default_value_t = DEFAULT_SHARE, value_parser = parse_share, value_name = "FRACTION")]
+    pub budget_share: f64,
+    /// An extra flat ceiling on requests per second, under the budget (none by default).
+    #[arg(long = "qonto.max-requests-per-second", env = "QONTO_MAX_REQUESTS_PER_SECOND", value_parser = parse_rate, value_name = "RATE")]
+    pub max_requests_per_second: Option<f64>,
+    /// Qonto's short per-IP window the budget takes its share of; change it only to test against a simulator with scaled-down windows.
+    #[arg(long = "qonto.rate-limit-short", env = "QONTO_RATE_LIMIT_SHORT", default_value = "1000/10s", value_parser = parse_qonto_window, value_name = "N/DURATION")]
+    pub rate_limit_short: RateWindow,
+    /// Qonto's long per-IP window the budget takes its share of; change it only to test against a simulator with scaled-down windows.
+    #[arg(long = "qonto.rate-limit-long", env = "QONTO_RATE_LIMIT_LONG", default_value = "10000/10m", value_parser = parse_qonto_window, value_name = "N/DURATION")]
+    pub rate_limit_long: RateWindow,
     /// Time between the starts of two polls; 5s with --demo when neither this flag nor QONTO_POLL_INTERVAL is set.
     #[arg(long = "poll.interval", env = "QONTO_POLL_INTERVAL", default_value = "1m", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub poll_interval: Duration,
@@ -131,6 +142,9 @@ pub struct RunArgs {
     /// A full walk of every link at least this often (0s: every poll); in between, links in a terminal status are re-read only when their count moves.
     #[arg(long = "poll.full-resync-interval", env = "QONTO_POLL_FULL_RESYNC_INTERVAL", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub full_resync_interval: Duration,
+    /// Directory for the state file (the last complete poll and the incremental memory): after a restart the figures are served at once and the first poll is incremental. Created if missing; must be writable.
+    #[arg(long = "storage.path", env = "QONTO_STORAGE_PATH", value_name = "DIR")]
+    pub storage_path: Option<PathBuf>,
     /// Horizons of the expiring-links gauges, comma-separated; each spelling is the `within` label.
     #[arg(long = "expiry.windows", env = "QONTO_EXPIRY_WINDOWS", default_value = "1h,24h,7d,30d", value_parser = parse_windows, value_name = "LIST")]
     pub expiry_windows: Windows,
@@ -180,6 +194,19 @@ pub enum CredentialSource {
         refresh_token: Secret,
         token_url: String,
     },
+}
+
+impl CredentialSource {
+    /// The non-secret parts that name whose figures these are (for the state file's identity):
+    /// the kind, and the login or OAuth client id. Never a secret.
+    pub fn public_identity(&self) -> Vec<&str> {
+        match self {
+            CredentialSource::Demo => vec!["demo"],
+            CredentialSource::ApiKey { login, .. } => vec!["api-key", login],
+            CredentialSource::AccessToken(_) => vec!["access-token"],
+            CredentialSource::OAuth { client_id, .. } => vec!["oauth", client_id],
+        }
+    }
 }
 
 /// A configuration error: one line, naming the flag or variable.
@@ -309,6 +336,12 @@ impl RunArgs {
     /// Checks what clap cannot check alone.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_url("--qonto.api-url", &self.api_url)?;
+        if self.rate_limit_short.period >= self.rate_limit_long.period {
+            return Err(err(format!(
+                "--qonto.rate-limit-short ({}) must be a shorter window than --qonto.rate-limit-long ({})",
+                self.rate_limit_short, self.rate_limit_long
+            )));
+        }
         if let Some(p) = &self.web_config_file {
             if !p.is_file() {
                 return Err(err(format!(
@@ -318,6 +351,16 @@ impl RunArgs {
             }
         }
         Ok(())
+    }
+
+    /// The request budget.
+    pub fn budget(&self) -> BudgetConfig {
+        BudgetConfig {
+            share: self.budget_share,
+            short: self.rate_limit_short,
+            long: self.rate_limit_long,
+            max_requests_per_second: self.max_requests_per_second,
+        }
     }
 
     /// The label ceilings (fixed; documented in the README).
@@ -363,6 +406,25 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => Ok(r),
         _ => Err("expected a number of requests per second, above 0 and at most 1000".into()),
     }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err("expected a fraction above 0 and at most 1 (0.5: half of each window)".into()),
+    }
+}
+
+/// Shortest and longest window the budget accepts.
+const WINDOW_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(86_400));
+
+fn parse_qonto_window(s: &str) -> Result<RateWindow, String> {
+    let w: RateWindow = s.parse()?;
+    if w.period < WINDOW_RANGE.0 || w.period > WINDOW_RANGE.1 {
+        return Err(format!("{s:?}: the duration must be from 100ms to 1d"));
+    }
+    Ok(w)
 }
 
 fn parse_windows(s: &str) -> Result<Windows, String> {
@@ -420,6 +482,7 @@ mod tests {
             crate::qonto::client::DEFAULT_MAX_RETRY_AFTER
         );
         assert_eq!(cli.run.listen_address.port(), DEFAULT_PORT);
+        assert_eq!(cli.run.budget(), BudgetConfig::default());
         let labels: Vec<_> = cli
             .run
             .expiry_windows
@@ -453,11 +516,50 @@ mod tests {
                 &["--qonto.max-retry-after", "2h"][..],
                 "--qonto.max-retry-after",
             ),
+            (&["--qonto.budget-share", "0"][..], "--qonto.budget-share"),
+            (&["--qonto.budget-share", "1.5"][..], "--qonto.budget-share"),
+            (
+                &["--qonto.rate-limit-short", "10/0s"][..],
+                "--qonto.rate-limit-short",
+            ),
+            (
+                &["--qonto.rate-limit-long", "10/1ms"][..],
+                "--qonto.rate-limit-long",
+            ),
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.to_string().contains(flag), "{e}");
             assert_eq!(e.exit_code(), 2);
         }
+    }
+
+    #[test]
+    fn budget_flags() {
+        let cli = parse(&[
+            "--demo",
+            "--qonto.budget-share",
+            "0.25",
+            "--qonto.max-requests-per-second",
+            "20",
+            "--qonto.rate-limit-short",
+            "100/1s",
+            "--qonto.rate-limit-long",
+            "600/20s",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.run.budget(),
+            BudgetConfig {
+                share: 0.25,
+                short: "100/1s".parse().unwrap(),
+                long: "600/20s".parse().unwrap(),
+                max_requests_per_second: Some(20.0),
+            }
+        );
+        assert!(cli.run.validate().is_ok());
+        let cli = parse(&["--demo", "--qonto.rate-limit-short", "100/10m"]).unwrap();
+        let e = cli.run.validate().unwrap_err().0;
+        assert!(e.contains("--qonto.rate-limit-short"), "{e}");
     }
 
     #[test]

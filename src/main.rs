@@ -13,6 +13,7 @@ use qonto_exporter::qonto::client::{ClientConfig, QontoClient, RetryPolicy, http
 use qonto_exporter::qonto::oauth_session::OAuthSession;
 use qonto_exporter::server::{self, App};
 use qonto_exporter::simulator::{SimConfig, Simulator};
+use qonto_exporter::state::{self, Storage};
 use qonto_exporter::supervisor::{Outcome, supervise};
 use qonto_exporter::webconfig::WebConfig;
 use tokio::sync::watch;
@@ -168,6 +169,18 @@ async fn run(args: RunArgs) -> ExitCode {
     let metrics = SelfMetrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
+    let storage = match &args.storage_path {
+        Some(dir) => match Storage::open(dir) {
+            Ok(s) => Some(s),
+            Err(e) => return usage_error(format!("--storage.path: {e}")),
+        },
+        None => None,
+    };
+    let public_identity: Vec<String> = source
+        .public_identity()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     // The demo organisation is a real HTTP server on loopback: the real client talks to it.
     let mut demo = None;
     let mut api_url = args.api_url.clone();
@@ -225,7 +238,7 @@ async fn run(args: RunArgs) -> ExitCode {
                 max_retry_after: args.max_retry_after,
                 ..RetryPolicy::default()
             },
-            max_requests_per_second: args.max_requests_per_second,
+            budget: args.budget(),
         },
         credentials,
         metrics.clone(),
@@ -233,9 +246,16 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(e) => return usage_error(e),
     };
+    metrics.observe_budget(client.budget().clone());
+    let budget = client.budget().describe();
     let shared = Arc::new(Shared::default());
     let progress = client.progress().clone();
-    let poller = Poller::new(
+    let storage = storage.map(|s| {
+        let mut parts = vec![api_url.as_str()];
+        parts.extend(public_identity.iter().map(String::as_str));
+        s.for_identity(state::identity(&parts))
+    });
+    let mut poller = Poller::new(
         client,
         PollerConfig {
             interval: args.poll_interval,
@@ -249,6 +269,9 @@ async fn run(args: RunArgs) -> ExitCode {
         metrics.clone(),
         shared.clone(),
     );
+    if let Some(storage) = storage {
+        poller.restore_from(storage).await;
+    }
     let about = vec![
         (
             "API".to_owned(),
@@ -288,6 +311,7 @@ async fn run(args: RunArgs) -> ExitCode {
         telemetry_path = %args.telemetry_path,
         credentials = kind,
         interval = %humantime::format_duration(args.poll_interval),
+        budget = %budget,
         "qonto-exporter started"
     );
     let poller_task = tokio::spawn(poller.run(shutdown_rx.clone()));

@@ -20,14 +20,12 @@ use prometheus::{
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::aggregate::{InvalidReason, Snapshot, Totals};
+use crate::qonto::budget::Budget;
 use crate::qonto::client::ApiObserver;
 use crate::qonto::oauth_session::RefreshObserver;
 
 /// How long the text of the `process_*` families is reused between scrapes.
 pub const PROCESS_METRICS_TTL: Duration = Duration::from_secs(1);
-
-/// Qonto's per-IP budget over ten minutes (`FACTS.md`).
-pub const BUDGET_REQUESTS_PER_10M: f64 = 10_000.0;
 
 const POLLED: &str =
     "From the last complete background poll of GET /v2/payment_links; a scrape never calls Qonto.";
@@ -49,7 +47,10 @@ pub struct SelfMetrics {
     pub invalid_links: IntCounterVec,
     pub credentials_refused: Gauge,
     pub last_poll_requests: Gauge,
+    pub api_requests_10m: Gauge,
     pub budget_ratio: Gauge,
+    /// The client's budget, read at each scrape for the two gauges above.
+    budget: std::sync::OnceLock<Arc<Budget>>,
     pub oauth_refreshes: IntCounter,
     pub oauth_refresh_failures: IntCounter,
     pub oauth_persist_failures: IntCounter,
@@ -61,6 +62,8 @@ pub struct SelfMetrics {
     pub resync_corrections: IntCounterVec,
     pub resync_checks: IntCounter,
     pub excluded_links: Gauge,
+    pub snapshot_restored: Gauge,
+    pub state_write_failures: IntCounter,
     pub poll_progress_pages: Gauge,
     pub poll_total_pages: Gauge,
     pub poll_remaining_seconds: Gauge,
@@ -149,9 +152,13 @@ impl SelfMetrics {
             "qonto_exporter_last_poll_requests",
             "Requests the last poll sent to the Qonto API.",
         );
+        let api_requests_10m = gauge(
+            "qonto_exporter_api_requests_10m",
+            "Requests sent to the Qonto API (retries included) in the last 10 minutes, Qonto's long per-IP window (measured in 1 s steps; the window's length is --qonto.rate-limit-long's, scaled down only in tests).",
+        );
         let budget_ratio = gauge(
             "qonto_exporter_api_budget_10m_usage_ratio",
-            "Share of Qonto's per-IP budget of 10,000 requests per 10 minutes that polling at the configured interval uses, at the last poll's request count.",
+            "qonto_exporter_api_requests_10m over this exporter's share of Qonto's 10,000 requests per 10 minutes per IP (--qonto.budget-share, default 0.5: 5,000). Measured; the budget keeps it at 1 at most, slowing polls down rather than going over.",
         );
         let oauth_refreshes = counter(
             "qonto_exporter_oauth_refreshes_total",
@@ -200,6 +207,14 @@ impl SelfMetrics {
         let resync_checks = counter(
             "qonto_exporter_resync_checks_total",
             "Full resyncs that checked the links the incremental polls had carried (skipped when the listing moved during the walk or the previous poll).",
+        );
+        let snapshot_restored = gauge(
+            "qonto_exporter_snapshot_restored",
+            "1 while the figures served are those saved in --storage.path by an earlier process (qonto_exporter_last_success_timestamp_seconds is their poll's end), until this process completes a poll; else 0.",
+        );
+        let state_write_failures = counter(
+            "qonto_exporter_state_write_failures_total",
+            "Complete polls whose figures and incremental memory could not be written to the state file in --storage.path (a restart would then start with a full poll).",
         );
         let excluded_links = gauge(
             "qonto_exporter_excluded_links",
@@ -256,6 +271,8 @@ impl SelfMetrics {
             resync_corrections,
             resync_checks,
             excluded_links,
+            snapshot_restored,
+            state_write_failures,
             poll_progress_pages,
             poll_total_pages,
             poll_remaining_seconds,
@@ -264,7 +281,9 @@ impl SelfMetrics {
             invalid_links,
             credentials_refused,
             last_poll_requests,
+            api_requests_10m,
             budget_ratio,
+            budget: std::sync::OnceLock::new(),
             oauth_refreshes,
             oauth_refresh_failures,
             oauth_persist_failures,
@@ -283,6 +302,11 @@ impl SelfMetrics {
     /// the rest of a scrape and halved `/metrics` throughput under load (README, Performance).
     /// Prometheus scrapes every 15 s or more, so the values it sees are no older than before.
     pub fn render(&self, out: &mut Vec<u8>) {
+        if let Some(b) = self.budget.get() {
+            self.api_requests_10m
+                .set(b.requests_in_long_window() as f64);
+            self.budget_ratio.set(b.long_usage_ratio());
+        }
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail for valid families.
         let _ = TextEncoder::new().encode(&families, out);
@@ -303,12 +327,17 @@ impl SelfMetrics {
         text
     }
 
-    /// Records the request count of a finished poll and what it means for the 10-minute budget.
-    pub fn record_poll_requests(&self, requests: u64, interval: Duration) {
+    /// The client's budget, whose measured 10-minute figures each scrape reads. Set once;
+    /// later calls are ignored.
+    pub fn observe_budget(&self, budget: Arc<Budget>) {
+        let _ = self.budget.set(budget);
+    }
+
+    /// Records the request count of a finished poll. `_interval` is no longer used: the
+    /// 10-minute figures are measured by the budget ([`SelfMetrics::observe_budget`]), not
+    /// projected from one poll.
+    pub fn record_poll_requests(&self, requests: u64, _interval: Duration) {
         self.last_poll_requests.set(requests as f64);
-        let polls_per_10m = 600.0 / interval.as_secs_f64().max(1.0);
-        self.budget_ratio
-            .set(requests as f64 * polls_per_10m / BUDGET_REQUESTS_PER_10M);
     }
 }
 

@@ -50,7 +50,6 @@
 //! A count-preserving change (a paid link reopening while another is paid) is only seen by the
 //! full resync; one that moves a count is seen by the next poll.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -71,6 +70,7 @@ use crate::qonto::client::{ApiError, QontoClient};
 use crate::qonto::model::{Link, Page};
 use crate::qonto::walk::{WalkSummary, count, walk, walk_until};
 use crate::shutdown::stopped;
+use crate::state::{SavedPoll, Storage};
 
 /// Statuses walked in full on every incremental poll.
 const LIVE_STATUSES: [&str; 2] = [OPEN, "processing"];
@@ -103,6 +103,8 @@ pub struct Published {
     pub pages: u64,
     pub requests: u64,
     pub full: bool,
+    /// Restored from the state file at start, not polled by this process.
+    pub restored: bool,
 }
 
 /// The outcome of the latest poll, successful or not.
@@ -136,8 +138,29 @@ impl PollError {
     }
 }
 
+/// Hashes link ids the same way across polls and, saved in the state file with the memory,
+/// across restarts of the same build: a random salt fed, with the id, to std's SipHash (whose
+/// algorithm may change between Rust releases, which is why a state file from another build is
+/// ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdKey(u64);
+
+impl IdKey {
+    pub fn random() -> IdKey {
+        IdKey(rand::random())
+    }
+
+    fn hash_one(&self, id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.0.hash(&mut h);
+        id.hash(&mut h);
+        h.finish()
+    }
+}
+
 /// What the previous poll knew of one terminal status.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct TerminalMemory {
     /// API `total_count` of the status, proven or held (see `collect`).
     count: u64,
@@ -147,13 +170,19 @@ struct TerminalMemory {
     /// walk must find again in this status (see the module docs).
     before: StatusRows,
     /// The start of the poll that last walked this status (carried statuses keep it).
+    #[serde(with = "crate::aggregate::persist::instant")]
     before_at: OffsetDateTime,
 }
 
-/// What the previous poll knew about terminal statuses.
-#[derive(Debug, Clone)]
-struct Memory {
-    last_full: Instant,
+/// What the previous poll knew: the incremental memory the next poll needs, and what the
+/// state file keeps across a restart.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Memory {
+    /// When the last full walk ended (wall clock: it survives a restart).
+    last_full: SystemTime,
+    /// The key the id hashes below were made with.
+    id_key: IdKey,
+    #[serde(with = "terminal_names")]
     terminal: BTreeMap<&'static str, TerminalMemory>,
     /// `(id hash, expiration)` of the open and processing links, sorted by hash.
     live: Vec<(u64, i64)>,
@@ -171,7 +200,7 @@ struct Memory {
 /// while the API's remainder (its total minus the counts of the known statuses) stays at
 /// `count`, and walk everything when it moves. Their figures may therefore be up to one
 /// `full_resync` interval old; their number is checked on every poll.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct UnknownMemory {
     /// Links of unknown statuses the API counts (invalid ones included).
     count: u64,
@@ -180,6 +209,39 @@ struct UnknownMemory {
     /// Their id hashes, sorted: links that were not live (not candidates for `find_moved`),
     /// and not newcomers for the resync check either.
     ids: Vec<u64>,
+}
+
+/// The terminal statuses' memory keyed by their names, read back as the exporter's own
+/// `&'static str` names (a name it does not know fails the load).
+mod terminal_names {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::TerminalMemory;
+    use crate::aggregate::TERMINAL_STATUSES;
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<&'static str, TerminalMemory>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<&'static str, TerminalMemory>, D::Error> {
+        BTreeMap::<String, TerminalMemory>::deserialize(d)?
+            .into_iter()
+            .map(|(name, m)| {
+                TERMINAL_STATUSES
+                    .iter()
+                    .find(|s| **s == name)
+                    .map(|s| (*s, m))
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown status {name:?}")))
+            })
+            .collect()
+    }
 }
 
 /// What the walks of one poll attempt saw.
@@ -351,7 +413,7 @@ impl<'m> Tally<'m> {
         status: &str,
         id: &str,
         expiration: Option<OffsetDateTime>,
-        id_key: &RandomState,
+        id_key: &IdKey,
     ) {
         if TERMINAL_STATUSES.contains(&status) || id.is_empty() {
             return;
@@ -366,7 +428,7 @@ impl<'m> Tally<'m> {
     }
 
     /// Counts one link served by the API.
-    fn link(&mut self, link: &Link<'_>, id_key: &RandomState) {
+    fn link(&mut self, link: &Link<'_>, id_key: &IdKey) {
         let data = match read(link) {
             Ok(d) => d,
             Err(reason) => {
@@ -436,7 +498,7 @@ impl<'m> Tally<'m> {
         link: &Link<'_>,
         data: &LinkData<'_>,
         now: OffsetDateTime,
-        id_key: &RandomState,
+        id_key: &IdKey,
     ) {
         let Some(created) = link.created_at.as_deref().and_then(parse_date_upper_bound) else {
             return;
@@ -483,13 +545,13 @@ impl<'m> Tally<'m> {
         });
     }
 
-    fn page(&mut self, page: &Page<'_>, id_key: &RandomState) {
+    fn page(&mut self, page: &Page<'_>, id_key: &IdKey) {
         self.page_of(page, id_key, None);
     }
 
     /// A page of a listing filtered by `status` when given: a link of the wrong shape without
     /// a readable status of its own belongs to it.
-    fn page_of(&mut self, page: &Page<'_>, id_key: &RandomState, status: Option<&str>) {
+    fn page_of(&mut self, page: &Page<'_>, id_key: &IdKey, status: Option<&str>) {
         for link in &page.links {
             self.link(link, id_key);
         }
@@ -541,10 +603,12 @@ pub struct Poller {
     shared: Arc<Shared>,
     memory: Option<Memory>,
     /// Hashes link ids the same way across polls (the incremental memory keeps hashes).
-    id_key: RandomState,
+    id_key: IdKey,
     /// Report keys of the invalid links already counted and logged.
     reported: HashSet<u64>,
     refused: bool,
+    /// Where the last complete poll and the memory are saved, if anywhere.
+    storage: Option<Arc<Storage>>,
 }
 
 impl Poller {
@@ -560,9 +624,10 @@ impl Poller {
             metrics,
             shared,
             memory: None,
-            id_key: RandomState::new(),
+            id_key: IdKey::random(),
             reported: HashSet::new(),
             refused: false,
+            storage: None,
         }
     }
 
@@ -604,7 +669,7 @@ impl Poller {
                 let rendered = render_snapshot(&snapshot);
                 let links = snapshot.unique_links;
                 let finished_at = SystemTime::now();
-                self.shared.published.store(Some(Arc::new(Published {
+                let published = Arc::new(Published {
                     snapshot,
                     rendered,
                     finished_at,
@@ -612,7 +677,11 @@ impl Poller {
                     pages,
                     requests,
                     full,
-                })));
+                    restored: false,
+                });
+                self.shared.published.store(Some(published.clone()));
+                self.metrics.snapshot_restored.set(0.0);
+                self.save(&published).await;
                 self.metrics.up.set(1.0);
                 self.metrics.last_success.set(unix(finished_at));
                 self.metrics.credentials_refused.set(0.0);
@@ -665,6 +734,78 @@ impl Poller {
         }
     }
 
+    /// Serves the poll saved in `storage` at once (with its true age) and makes the next poll
+    /// incremental from its memory; then saves every complete poll there. A file that cannot
+    /// be used is reported once and ignored: the first poll is then a full one.
+    pub async fn restore_from(&mut self, storage: Storage) {
+        let storage = Arc::new(storage);
+        self.storage = Some(storage.clone());
+        let loaded = tokio::task::spawn_blocking(move || storage.load::<Memory>()).await;
+        let (poll, memory) = match loaded {
+            Ok(Ok(Some(state))) => state,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "state file ignored; the first poll walks every link");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "state file not read; the first poll walks every link");
+                return;
+            }
+        };
+        let finished_at = poll.finished_at();
+        let age = SystemTime::now()
+            .duration_since(finished_at)
+            .unwrap_or(Duration::ZERO);
+        tracing::info!(
+            links = poll.snapshot.unique_links,
+            age = %humantime::format_duration(Duration::from_secs(age.as_secs())),
+            "serving the figures saved by the last complete poll until this process completes one"
+        );
+        self.id_key = memory.id_key;
+        self.memory = Some(memory);
+        let rendered = render_snapshot(&poll.snapshot);
+        self.shared.published.store(Some(Arc::new(Published {
+            rendered,
+            finished_at,
+            duration: Duration::from_millis(poll.duration_ms),
+            pages: poll.pages,
+            requests: poll.requests,
+            full: poll.full,
+            restored: true,
+            snapshot: poll.snapshot,
+        })));
+        self.metrics.last_success.set(unix(finished_at));
+        self.metrics.snapshot_restored.set(1.0);
+    }
+
+    /// Writes the poll just published and the memory to the state file, if one is configured.
+    async fn save(&self, published: &Published) {
+        let (Some(storage), Some(memory)) = (&self.storage, &self.memory) else {
+            return;
+        };
+        let poll = SavedPoll {
+            finished_at_ms: published
+                .finished_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            duration_ms: u64::try_from(published.duration.as_millis()).unwrap_or(u64::MAX),
+            pages: published.pages,
+            requests: published.requests,
+            full: published.full,
+            snapshot: published.snapshot.clone(),
+        };
+        let (storage, memory) = (storage.clone(), memory.clone());
+        let saved = tokio::task::spawn_blocking(move || storage.save(&poll, &memory)).await;
+        let error = match saved {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.metrics.state_write_failures.inc();
+        tracing::warn!(%error, "state file not written: a restart now starts with a full poll");
+    }
+
     fn set_status(&self, f: impl FnOnce(&mut PollStatus)) {
         let mut s = PollStatus::clone(&self.shared.status.load());
         f(&mut s);
@@ -679,10 +820,12 @@ impl Poller {
         loop {
             let full = force_full
                 || self.cfg.full_resync.is_zero()
-                || self
-                    .memory
-                    .as_ref()
-                    .is_none_or(|m| m.last_full.elapsed() >= self.cfg.full_resync);
+                || self.memory.as_ref().is_none_or(|m| {
+                    SystemTime::now()
+                        .duration_since(m.last_full)
+                        .unwrap_or(Duration::ZERO)
+                        >= self.cfg.full_resync
+                });
             let incremental = !self.cfg.full_resync.is_zero();
             let tally = Mutex::new(Tally::new(
                 Aggregator::new(now, &self.cfg.windows, self.cfg.limits),
@@ -816,8 +959,9 @@ impl Poller {
             let memory = Memory {
                 last_full: match (&self.memory, full) {
                     (Some(m), false) => m.last_full,
-                    _ => Instant::now(),
+                    _ => SystemTime::now(),
                 },
+                id_key: self.id_key,
                 terminal: TERMINAL_STATUSES
                     .iter()
                     .map(|s| {
@@ -1262,7 +1406,7 @@ mod tests {
     #[test]
     fn before_means_certainly_before_the_instant() {
         let now = datetime!(2026-11-24 12:00:30.6 UTC);
-        let key = RandomState::new();
+        let key = IdKey::random();
         let mut t = Tally::new(agg(now), Some(now), None, false);
         // Same second as the poll's start: it may have been created after it.
         t.link(&link("a", "paid", "1", Some("2026-11-24T12:00:30Z")), &key);
@@ -1284,7 +1428,8 @@ mod tests {
 
     fn memory(live: Vec<(u64, i64)>, before_at: OffsetDateTime) -> Memory {
         Memory {
-            last_full: Instant::now(),
+            last_full: SystemTime::now(),
+            id_key: IdKey(7),
             terminal: TERMINAL_STATUSES
                 .iter()
                 .map(|s| {
@@ -1308,7 +1453,7 @@ mod tests {
 
     #[test]
     fn a_resync_counts_as_old_only_links_held_in_their_status_at_the_previous_poll() {
-        let key = RandomState::new();
+        let key = IdKey::random();
         let prev_at = datetime!(2026-11-24 12:00 UTC);
         let now = datetime!(2026-11-24 13:00 UTC);
         let mut live = vec![(key.hash_one("moved"), 0)];
@@ -1347,7 +1492,7 @@ mod tests {
 
     #[test]
     fn invalid_and_unknown_status_links_are_remembered() {
-        let key = RandomState::new();
+        let key = IdKey::random();
         let now = datetime!(2026-11-24 13:00 UTC);
         let mut t = Tally::new(agg(now), Some(now), None, false);
         t.link(&link("bad", "open", "1,5", None), &key);
