@@ -3,9 +3,11 @@
 //!
 //! A scrape never waits for Qonto or for a poll: it loads the current [`Published`] poll (an
 //! atomic pointer load), clones its pre-rendered bytes (a reference count), and appends the
-//! small self-metrics gathered at that moment. The only locks on that path are short ones in
+//! small self-metrics gathered at that moment. The only locks on that path are short ones: in
 //! the metrics module (the prometheus registry's while gathering, and the `process_*` cache,
-//! held while `/proc` is read at most once a second); none is held across a request to Qonto.
+//! held while `/proc` is read at most once a second), and the walks' progress
+//! ([`WalkProgress`], held for a few additions per page fetched and per scrape); none is held
+//! across a request to Qonto.
 
 use std::convert::Infallible;
 use std::io::Write;
