@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use qonto_exporter::qonto::auth::Credentials;
+use qonto_exporter::qonto::budget::BudgetConfig;
 use qonto_exporter::qonto::client::{
-    ApiError, ApiObserver, ClientConfig, ListQuery, QontoClient, RetryPolicy,
+    ApiError, ApiObserver, CREDENTIALS_HINT, ClientConfig, ListQuery, MAX_REFUSALS_PER_HOUR,
+    QontoClient, RetryPolicy,
 };
 use qonto_exporter::qonto::walk::walk;
 use qonto_exporter::secret::Secret;
@@ -48,7 +50,10 @@ fn client_with(
                 max_delay: Duration::from_millis(50),
                 max_retry_after: Duration::from_secs(2),
             },
-            max_requests_per_second: 1000.0,
+            budget: BudgetConfig {
+                max_requests_per_second: Some(1000.0),
+                ..BudgetConfig::default()
+            },
         },
         credentials,
         observer,
@@ -179,6 +184,18 @@ async fn bad_request_and_unauthorized_become_typed_errors() {
         }) => {
             assert_eq!(failure.code.as_deref(), Some("bad_request"));
             assert_eq!(failure.trace_id.as_deref(), Some("trace-400"));
+            assert_eq!(failure.source.as_deref(), Some("parameter per_page"));
+            let text = ApiError::Status {
+                page: 1,
+                status: 400,
+                failure,
+            }
+            .to_string();
+            // What the poller logs: the parameter at fault is named.
+            assert_eq!(
+                text,
+                "page 1: HTTP 400, bad_request: per_page must be between 1 and 100 (parameter per_page) (trace_id trace-400)"
+            );
         }
         other => panic!("expected a 400 error, got {other:?}"),
     }
@@ -197,7 +214,62 @@ async fn bad_request_and_unauthorized_become_typed_errors() {
         text.contains("authorization_token_invalid") && text.contains("trace-401"),
         "{text}"
     );
+    assert!(text.ends_with(CREDENTIALS_HINT), "{text}");
     assert!(!text.contains("tok\""));
+}
+
+/// The spec's 400 example, `bad_request` "Authorization field missing", is a credentials
+/// problem: like a 401 it is not retried, carries the same hint, and counts in the hourly
+/// refusal budget, after which nothing more is sent.
+#[tokio::test]
+async fn a_bad_request_about_the_authorization_header_refuses_the_credentials() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "errors":[{"code":"bad_request","detail":"Authorization field missing"}],
+            "trace_id":"trace-auth"
+        })))
+        .expect(MAX_REFUSALS_PER_HOUR as u64)
+        .mount(&server)
+        .await;
+    let c = client(
+        &server,
+        Credentials::ApiKey {
+            login: "acme".into(),
+            secret_key: Secret::new("k"),
+        },
+        None,
+    );
+    for _ in 0..MAX_REFUSALS_PER_HOUR {
+        let err = c.get_page(&PAGE_1, |_| ()).await.unwrap_err();
+        match &err {
+            ApiError::CredentialsRefused {
+                status: 400,
+                failure,
+                hint,
+            } => {
+                assert_eq!(
+                    failure.detail.as_deref(),
+                    Some("Authorization field missing")
+                );
+                assert_eq!(*hint, CREDENTIALS_HINT);
+            }
+            other => panic!("expected refused credentials, got {other:?}"),
+        }
+        assert!(err.is_credentials());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "credentials refused: HTTP 400, bad_request: Authorization field missing (trace_id trace-auth){CREDENTIALS_HINT}"
+            )
+        );
+    }
+    let err = c.get_page(&PAGE_1, |_| ()).await.unwrap_err();
+    assert!(
+        matches!(err, ApiError::RefusalBudget(n) if n == MAX_REFUSALS_PER_HOUR),
+        "{err:?}"
+    );
+    assert_eq!(c.requests_sent(), MAX_REFUSALS_PER_HOUR as u64);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The HTTP client of `GET /v2/payment_links`: one pooled reqwest client, authentication,
-//! a client-side rate limit, and retries of what is worth retrying.
+//! the request budget (this exporter's share of Qonto's two per-IP windows, [`Budget`]), and
+//! retries of what is worth retrying. Every attempt, retries included, passes the budget.
 //!
 //! Retry policy (each attempt counted in `qonto_exporter_api_requests_total{code}`):
 //! - 429: wait `Retry-After` (seconds or an HTTP date) if given, else exponential backoff with
@@ -11,9 +12,10 @@
 //!   an absurd sleep.
 //! - 5xx, connection errors, timeouts, a body that is not the documented page: bounded
 //!   exponential backoff with jitter, at most `max_attempts` tries.
-//! - 401: with OAuth, one retry with a freshly refreshed access token; otherwise, and for 403,
-//!   the credentials are refused and nothing is retried. Refused requests are also capped per
-//!   hour, because Qonto throttles callers beyond 200 401s an hour.
+//! - 401, and a 400 about the `Authorization` header (the spec's example: `bad_request`,
+//!   "Authorization field missing"): with OAuth, one retry with a freshly refreshed access token;
+//!   otherwise, and for 403, the credentials are refused and nothing is retried. Refused
+//!   requests are also capped per hour, because Qonto throttles callers beyond 200 401s an hour.
 //! - other 4xx, a redirect, a 200 that is not JSON: not retried.
 
 use std::collections::VecDeque;
@@ -23,18 +25,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 
 use crate::qonto::auth::{AuthError, Credentials};
+use crate::qonto::budget::{Budget, BudgetConfig};
 use crate::qonto::model::{ApiErrorBody, Page, PageError, parse_page};
-use crate::qonto::walk::WalkProgress;
+use crate::qonto::walk::{MAX_PER_PAGE, WalkProgress};
 use crate::secret::Secret;
 
 /// Refused requests allowed per rolling hour (Qonto throttles beyond 200).
 pub const MAX_REFUSALS_PER_HOUR: usize = 100;
+
+/// Added to a refusal of the credentials by a 401 or a 400 about the `Authorization` header.
+pub const CREDENTIALS_HINT: &str = "; check the credentials the exporter is given (README, Credentials): an expired or revoked token, or a login and secret key that do not match";
+
+/// "Held back by the budget" is logged at most this often.
+const HELD_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Receives one call per HTTP request sent, for the self-metrics.
 pub trait ApiObserver: Send + Sync {
@@ -95,8 +103,8 @@ pub struct ClientConfig {
     pub timeout: Duration,
     pub staging_token: Option<Secret>,
     pub retry: RetryPolicy,
-    /// Client-side ceiling, shared by all concurrent requests.
-    pub max_requests_per_second: f64,
+    /// This exporter's share of Qonto's windows, shared by all concurrent requests.
+    pub budget: BudgetConfig,
 }
 
 /// What the API said when it refused or failed a request.
@@ -104,6 +112,8 @@ pub struct ClientConfig {
 pub struct ApiFailure {
     pub code: Option<String>,
     pub detail: Option<String>,
+    /// The error's `source`, as `parameter per_page` or `pointer /data/amount`.
+    pub source: Option<String>,
     pub trace_id: Option<String>,
 }
 
@@ -114,6 +124,9 @@ impl fmt::Display for ApiFailure {
             (Some(c), None) => write!(f, "{c}")?,
             (None, Some(d)) => write!(f, "{d}")?,
             (None, None) => write!(f, "no error body")?,
+        }
+        if let Some(s) = &self.source {
+            write!(f, " ({s})")?;
         }
         if let Some(t) = &self.trace_id {
             write!(f, " (trace_id {t})")?;
@@ -206,7 +219,12 @@ pub struct QontoClient {
     credentials: Credentials,
     staging: Option<HeaderValue>,
     retry: RetryPolicy,
-    limiter: DefaultDirectRateLimiter,
+    budget: std::sync::Arc<Budget>,
+    /// When "held back by the budget" was last logged.
+    held_logged: Mutex<Option<Instant>>,
+    /// The listing walked in full most recently: `(total_pages, pages seen)`, for the estimate
+    /// in the "held back" log line.
+    listing: Mutex<(u64, u64)>,
     pause_until: Mutex<Option<Instant>>,
     refusals: Mutex<VecDeque<Instant>>,
     observer: std::sync::Arc<dyn ApiObserver>,
@@ -249,24 +267,15 @@ impl QontoClient {
                 Ok(v)
             })
             .transpose()?;
-        let rps = if cfg.max_requests_per_second.is_finite() && cfg.max_requests_per_second > 0.0 {
-            cfg.max_requests_per_second
-        } else {
-            10.0
-        };
-        let period = Duration::from_secs_f64(1.0 / rps).max(Duration::from_nanos(1));
-        let burst = std::num::NonZeroU32::new(rps.ceil().clamp(1.0, 1000.0) as u32)
-            .unwrap_or(std::num::NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
-            .allow_burst(burst);
         Ok(QontoClient {
             http,
             url: format!("{}/v2/payment_links", cfg.base_url.trim_end_matches('/')),
             credentials,
             staging,
             retry: cfg.retry,
-            limiter: RateLimiter::direct(quota),
+            budget: std::sync::Arc::new(Budget::new(cfg.budget)),
+            held_logged: Mutex::new(None),
+            listing: Mutex::new((0, 0)),
             pause_until: Mutex::new(None),
             refusals: Mutex::new(VecDeque::new()),
             observer,
@@ -283,6 +292,11 @@ impl QontoClient {
     /// Pages of the walks made through this client (see [`WalkProgress`]), for the server.
     pub fn progress(&self) -> &std::sync::Arc<WalkProgress> {
         &self.progress
+    }
+
+    /// The request budget every request passes (for the self-metrics and estimates).
+    pub fn budget(&self) -> &std::sync::Arc<Budget> {
+        &self.budget
     }
 
     /// The credentials in use.
@@ -303,7 +317,10 @@ impl QontoClient {
             let outcome = self.attempt(q).await?;
             let retry_after = match outcome {
                 Attempt::Body(body, trace_id) => match parse_page(&body) {
-                    Ok(page) => return Ok(handle(page)),
+                    Ok(page) => {
+                        self.note_listing(q, page.meta.total_pages);
+                        return Ok(handle(page));
+                    }
                     Err(error @ PageError::NotJson { .. }) => {
                         return Err(ApiError::Body {
                             page: q.page,
@@ -323,16 +340,20 @@ impl QontoClient {
                         None
                     }
                 },
-                Attempt::Unauthorized(sent, failure) => {
+                Attempt::Unauthorized {
+                    sent,
+                    status,
+                    failure,
+                } => {
                     if !reauthenticated && self.credentials.unauthorized(&sent).await {
                         reauthenticated = true;
                         continue;
                     }
                     self.note_refusal();
                     return Err(ApiError::CredentialsRefused {
-                        status: 401,
+                        status,
                         failure,
-                        hint: "",
+                        hint: CREDENTIALS_HINT,
                     });
                 }
                 Attempt::Fail(error) => {
@@ -380,11 +401,16 @@ impl QontoClient {
     async fn attempt(&self, q: &ListQuery<'_>) -> Result<Attempt, ApiError> {
         self.check_refusal_budget()?;
         self.wait_for_pause().await;
-        self.limiter.until_ready().await;
+        // The credentials first (an OAuth refresh may take a while), so that the request goes
+        // out as soon as the budget admits it.
         let authorization = self.credentials.authorization().await?;
         let mut header = HeaderValue::from_str(authorization.expose())
             .map_err(|_| ApiError::Auth(self.credentials.not_a_header()))?;
         header.set_sensitive(true);
+        let held = self.budget.acquire().await;
+        if !held.is_zero() {
+            self.log_held();
+        }
         let mut req = self
             .http
             .get(&self.url)
@@ -427,6 +453,58 @@ impl QontoClient {
             trace_id,
             authorization,
         ))
+    }
+
+    /// Remembers how far the listing walked in full (pages of 100, default order) has come.
+    fn note_listing(&self, q: &ListQuery<'_>, total_pages: u64) {
+        if q.per_page != MAX_PER_PAGE || q.sort_by.is_some() {
+            return;
+        }
+        let mut l = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if q.page == 1 || l.0 != total_pages {
+            *l = (total_pages, 1);
+        } else {
+            l.1 += 1;
+        }
+    }
+
+    /// Logs, at most once a minute, that the 10-minute share holds requests back, with what
+    /// is left of the listing being walked and how long it takes at the current budget.
+    fn log_held(&self) {
+        {
+            let mut last = self.held_logged.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < HELD_LOG_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let (total, seen) = *self.listing.lock().unwrap_or_else(|p| p.into_inner());
+        let left = total.saturating_sub(seen);
+        let long = self.budget.long();
+        let pace = format!(
+            "{:.1} requests/s ({} per {})",
+            long.sustained_per_second(),
+            long.share,
+            humantime::format_duration(long.window.period)
+        );
+        if left > 0 {
+            let expected = Duration::from_secs(self.budget.time_for(left).as_secs());
+            tracing::info!(
+                budget = %self.budget.describe(),
+                pace = %pace,
+                pages_left = left,
+                of = total,
+                expected = %humantime::format_duration(expected),
+                "polling held back by the API budget: ~{left} pages left, about {} at the current budget",
+                humantime::format_duration(expected)
+            );
+        } else {
+            tracing::info!(
+                budget = %self.budget.describe(),
+                pace = %pace,
+                "polling held back by the API budget"
+            );
+        }
     }
 
     fn check_refusal_budget(&self) -> Result<(), ApiError> {
@@ -492,7 +570,12 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
 
 enum Attempt {
     Body(Bytes, Option<String>),
-    Unauthorized(Secret, ApiFailure),
+    /// A 401, or a 400 about the `Authorization` header; `sent` is the credential refused.
+    Unauthorized {
+        sent: Secret,
+        status: u16,
+        failure: ApiFailure,
+    },
     /// Not worth retrying.
     Fail(ApiError),
     Retry {
@@ -542,9 +625,21 @@ fn classify(
     }
     let parsed = ApiErrorBody::parse(&body);
     let first = parsed.errors.into_iter().next().unwrap_or_default();
+    let source = first.source.and_then(|s| {
+        // A hostile body could send anything: keep a line's worth.
+        let mut parts = Vec::new();
+        if let Some(p) = s.parameter {
+            parts.push(format!("parameter {}", bounded(&p)));
+        }
+        if let Some(p) = s.pointer {
+            parts.push(format!("pointer {}", bounded(&p)));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    });
     let failure = ApiFailure {
         code: first.code,
         detail: first.detail,
+        source,
         trace_id: parsed.trace_id.or(trace_id),
     };
     let fail = |error| Attempt::Retry {
@@ -553,7 +648,16 @@ fn classify(
         rate_limited: false,
     };
     match status.as_u16() {
-        401 => Attempt::Unauthorized(sent, failure),
+        401 => Attempt::Unauthorized {
+            sent,
+            status: 401,
+            failure,
+        },
+        400 if is_about_authorization(&failure) => Attempt::Unauthorized {
+            sent,
+            status: 400,
+            failure,
+        },
         403 => {
             let scope = failure
                 .detail
@@ -612,6 +716,27 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         at.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
+}
+
+/// A 400 that names the `Authorization` header (the spec's example: `bad_request`,
+/// "Authorization field missing") refuses the credentials, like a 401.
+fn is_about_authorization(failure: &ApiFailure) -> bool {
+    [&failure.code, &failure.detail, &failure.source]
+        .into_iter()
+        .flatten()
+        .any(|t| t.to_ascii_lowercase().contains("authorization"))
+}
+
+/// At most 200 bytes of `s`, cut on a character boundary, control characters replaced.
+fn bounded(s: &str) -> String {
+    let mut end = s.len().min(200);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end]
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn trace_id(headers: &HeaderMap) -> Option<String> {

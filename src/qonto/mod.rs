@@ -1,5 +1,6 @@
-//! The Qonto API: wire model, authentication, the HTTP client and pagination.
+//! The Qonto API: wire model, authentication, the request budget, the HTTP client and pagination.
 pub mod auth;
+pub mod budget;
 pub mod client;
 pub mod model;
 pub mod oauth_session;

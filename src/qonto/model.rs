@@ -233,13 +233,36 @@ pub fn parse_page(body: &[u8]) -> Result<Page<'_>, PageError> {
     })
 }
 
-/// One entry of a JSON:API error body (`{"errors":[{"code","detail"}],"trace_id"}`).
+/// One entry of a JSON:API error body
+/// (`{"errors":[{"code","detail","source":{"pointer","parameter"}}],"trace_id"}`, the spec's
+/// `BadRequestError`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ApiErrorEntry {
     #[serde(default)]
     pub code: Option<String>,
     #[serde(default)]
     pub detail: Option<String>,
+    /// What in the request caused the error, when the API says. A `source` of another shape is
+    /// `None`: it never costs the `code` and `detail` beside it.
+    #[serde(default, deserialize_with = "lenient_source")]
+    pub source: Option<ApiErrorSource>,
+}
+
+fn lenient_source<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ApiErrorSource>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+/// `source` of an API error: the property of the request body (`pointer`) or the query
+/// parameter (`parameter`) that caused it; both optional in the spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ApiErrorSource {
+    #[serde(default)]
+    pub pointer: Option<String>,
+    #[serde(default)]
+    pub parameter: Option<String>,
 }
 
 /// An error body of the Qonto API; every field optional, as 5xx bodies are often empty.
@@ -375,5 +398,26 @@ mod tests {
         );
         assert_eq!(b.trace_id.as_deref(), Some("abc"));
         assert!(ApiErrorBody::parse(b"").errors.is_empty());
+    }
+
+    #[test]
+    fn error_source_is_kept_and_never_costs_the_rest() {
+        let b = ApiErrorBody::parse(
+            br#"{"errors":[{"code":"bad_request","detail":"invalid","source":{"parameter":"per_page","pointer":"/data/x"}}]}"#,
+        );
+        assert_eq!(
+            b.errors[0].source,
+            Some(ApiErrorSource {
+                pointer: Some("/data/x".into()),
+                parameter: Some("per_page".into()),
+            })
+        );
+        for odd in [r#""per_page""#, "42", r#"{"parameter":7}"#, "null"] {
+            let body =
+                format!(r#"{{"errors":[{{"code":"bad_request","detail":"d","source":{odd}}}]}}"#);
+            let b = ApiErrorBody::parse(body.as_bytes());
+            assert_eq!(b.errors[0].code.as_deref(), Some("bad_request"), "{odd}");
+            assert_eq!(b.errors[0].source, None, "{odd}");
+        }
     }
 }

@@ -8,66 +8,9 @@
 //! for every window position, which is what tests of the exporter check from the request log.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-/// One rolling window: at most `limit` requests in any interval of length `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateWindow {
-    pub limit: u32,
-    pub period: Duration,
-}
-
-impl RateWindow {
-    /// Qonto's short window: 1,000 requests per 10 seconds.
-    pub const QONTO_SHORT: RateWindow = RateWindow {
-        limit: 1000,
-        period: Duration::from_secs(10),
-    };
-    /// Qonto's long window: 10,000 requests per 10 minutes.
-    pub const QONTO_LONG: RateWindow = RateWindow {
-        limit: 10_000,
-        period: Duration::from_secs(600),
-    };
-}
-
-impl FromStr for RateWindow {
-    type Err = String;
-
-    /// `N/DURATION`, e.g. `1000/10s`, `10000/10m`, `50/500ms`: N ≥ 1, a positive humantime duration.
-    fn from_str(s: &str) -> Result<RateWindow, String> {
-        let expected = "expected N/DURATION such as 1000/10s";
-        let (n, d) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?}: {expected}"))?;
-        let limit = match n.trim().parse::<u32>() {
-            Ok(n) if n >= 1 => n,
-            _ => {
-                return Err(format!(
-                    "{s:?}: the count must be an integer ≥ 1; {expected}"
-                ));
-            }
-        };
-        let period = match humantime::parse_duration(d.trim()) {
-            Ok(p) if !p.is_zero() => p,
-            Ok(_) => return Err(format!("{s:?}: the duration must be positive; {expected}")),
-            Err(e) => return Err(format!("{s:?}: {e}; {expected}")),
-        };
-        Ok(RateWindow { limit, period })
-    }
-}
-
-impl fmt::Display for RateWindow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            self.limit,
-            humantime::format_duration(self.period)
-        )
-    }
-}
+pub use crate::rate_window::RateWindow;
 
 /// The rate limits the simulator enforces on API requests (every request but `/oauth2/*`, which
 /// Qonto serves from another host, `oauth.qonto.com`, and `/_sim/*`).
@@ -163,32 +106,6 @@ mod tests {
             windows: windows.iter().map(|w| w.parse().unwrap()).collect(),
             retry_after: false,
         })
-    }
-
-    #[test]
-    fn parses_and_prints_windows() {
-        assert_eq!(
-            "1000/10s".parse::<RateWindow>(),
-            Ok(RateWindow::QONTO_SHORT)
-        );
-        assert_eq!(
-            "10000/10m".parse::<RateWindow>(),
-            Ok(RateWindow::QONTO_LONG)
-        );
-        assert_eq!(
-            " 5 / 250ms".parse::<RateWindow>(),
-            Ok(RateWindow {
-                limit: 5,
-                period: ms(250)
-            })
-        );
-        assert_eq!(RateWindow::QONTO_LONG.to_string(), "10000/10m");
-        assert_eq!(RateWindow::QONTO_SHORT.to_string(), "1000/10s");
-        for bad in [
-            "", "1000", "0/10s", "-1/10s", "x/10s", "10/0s", "10/", "10/soon", "/10s",
-        ] {
-            assert!(bad.parse::<RateWindow>().is_err(), "{bad:?}");
-        }
     }
 
     #[test]
