@@ -153,7 +153,6 @@ impl Poller {
                 });
                 self.shared.published.store(Some(published.clone()));
                 self.metrics.snapshot_restored.set(0.0);
-                self.save(&published).await;
                 self.metrics.up.set(1.0);
                 self.metrics.last_success.set(unix(finished_at));
                 self.metrics.credentials_refused.set(0.0);
@@ -175,6 +174,8 @@ impl Poller {
                     full,
                     "poll complete"
                 );
+                // After every figure of this poll is out: a slow disk delays nothing served.
+                self.save(&published).await;
                 Ok(())
             }
             Err(e) => {

@@ -87,6 +87,7 @@ async fn a_restart_serves_the_saved_figures_at_once_and_polls_incrementally() {
     let m = second
         .wait_until("a poll of the new process", Duration::from_secs(60), |m| {
             m.get("qonto_exporter_snapshot_restored") == Some(&0.0)
+                && m.get("qonto_up") == Some(&1.0)
         })
         .await;
     assert_eq!(
