@@ -40,6 +40,11 @@ async fn incremental_polls_equal_a_full_recount_and_stay_cheap() {
             "1h,24h",
             "--qonto.max-requests-per-second",
             "1000",
+            // Qonto's windows scaled far up: the request budget must not be what slows polls.
+            "--qonto.rate-limit-short",
+            "1000000/1s",
+            "--qonto.rate-limit-long",
+            "100000000/10s",
         ],
         &[("QONTO_ACCESS_TOKEN", "t")],
     );
@@ -134,6 +139,11 @@ async fn full_resyncs_find_no_correction_when_terminal_links_stay_final() {
             "700ms",
             "--qonto.max-requests-per-second",
             "1000",
+            // Qonto's windows scaled far up: the request budget must not be what slows polls.
+            "--qonto.rate-limit-short",
+            "1000000/1s",
+            "--qonto.rate-limit-long",
+            "100000000/10s",
         ],
         &[("QONTO_ACCESS_TOKEN", "t")],
     );
@@ -181,6 +191,11 @@ async fn unknown_statuses_are_carried_while_their_number_holds() {
             "1h,24h",
             "--qonto.max-requests-per-second",
             "1000",
+            // Qonto's windows scaled far up: the request budget must not be what slows polls.
+            "--qonto.rate-limit-short",
+            "1000000/1s",
+            "--qonto.rate-limit-long",
+            "100000000/10s",
         ],
         &[("QONTO_ACCESS_TOKEN", "t")],
     );
