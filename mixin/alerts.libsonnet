@@ -7,10 +7,14 @@
 //   its first poll completes (up to --poll.timeout, default 30m, on a large organisation);
 // - qonto_exporter_poll_failures_total counts polls that ended in failure;
 // - counters restart from 0 with the process, and the business gauges are absent until the first
-//   complete poll.
+//   complete poll;
+// - process_start_time_seconds is the process's start (the process collector, on Linux, which is
+//   what the image runs).
 {
   local c = $._config,
   local sel = c.qontoSelector,
+  // Aggregates away the labels that change when the exporter's process is replaced.
+  local acrossProcesses = 'without (%s)' % std.join(', ', c.processLabels),
   local runbook(name) = '%s#%s' % [c.runbookUrlBase, std.asciiLower(name)],
   local alert(name, severity, expr, summary, description, pending=null) = {
     alert: name,
@@ -30,6 +34,8 @@
     else '%ds' % seconds,
 
   assert std.isNumber(c.dataStaleAfterSeconds) && c.dataStaleAfterSeconds > 0 : '_config.dataStaleAfterSeconds must be a positive number',
+  assert std.isArray(c.processLabels) && std.length(c.processLabels) > 0 && std.all([std.isString(l) && !std.member(['job', 'reason'], l) for l in c.processLabels]) :
+         '_config.processLabels must be a non-empty list of label names, without job and reason',
 
   prometheusAlerts+:: {
     groups+: [
@@ -65,11 +71,23 @@
           alert(
             'QontoDataStale',
             'critical',
-            // "> 0": the timestamp is 0 until the process's first poll completes; a process that
-            // never completed a poll is QontoPollsFailing's.
-            'time() - (qonto_exporter_last_success_timestamp_seconds{%s} > 0) > %d' % [sel, c.dataStaleAfterSeconds],
+            // First branch: the data's age. "> 0": the timestamp is 0 until the process's first
+            // poll completes, and would read as 54 years.
+            // Second branch: a process that has completed no poll since it started longer ago
+            // than the threshold, and whose polls fail. A healthy first poll that takes long is
+            // still running and has failed no poll (poll_failures_total == 0): silent; a first
+            // poll that hangs fails at --poll.timeout and counts.
+            |||
+              time() - (qonto_exporter_last_success_timestamp_seconds{%(s)s} > 0) > %(t)d
+              or
+              (
+                time() - process_start_time_seconds{%(s)s} > %(t)d
+                and on (job, instance) qonto_exporter_last_success_timestamp_seconds{%(s)s} == 0
+                and on (job, instance) qonto_exporter_poll_failures_total{%(s)s} > 0
+              )
+            ||| % { s: sel, t: c.dataStaleAfterSeconds },
             'Qonto payment-link data is stale.',
-            'The last complete poll of {{ $labels.instance }} (job {{ $labels.job }}) ended {{ $value | humanizeDuration }} ago (threshold %s). Dashboards and business alerts show old figures.' % duration(c.dataStaleAfterSeconds),
+            '{{ with printf "qonto_exporter_last_success_timestamp_seconds{job=%%q, instance=%%q} == 0" $labels.job $labels.instance | query }}No poll of {{ $labels.instance }} (job {{ $labels.job }}) has completed since the exporter started {{ $value | humanizeDuration }} ago (threshold %(d)s), and its polls fail: it publishes no payment-link figures, and the business alerts are blind.{{ else }}The last complete poll of {{ $labels.instance }} (job {{ $labels.job }}) ended {{ $value | humanizeDuration }} ago (threshold %(d)s). Dashboards and business alerts show old figures.{{ end }}' % { d: duration(c.dataStaleAfterSeconds) },
             pending='5m',
           ),
 
@@ -121,20 +139,23 @@
             // links that are still unusable again from 0. Comparing with the highest count of the
             // hour before last (rather than increase(), which would add the recount to the old
             // total) keeps a restart silent, the restart's zeros included; the second branch covers
-            // a counter that did not exist then (a new deployment).
+            // a counter that did not exist then (a new deployment). Both sides are taken across
+            // processes (without _config.processLabels): a replaced Kubernetes pod has a new
+            // `instance` and `pod`, and compared series by series the new pod's recount would
+            // match nothing an hour ago and fire through the second branch at every rollout.
             |||
               (
-                qonto_exporter_invalid_links_total{%(s)s}
-                - max_over_time(qonto_exporter_invalid_links_total{%(s)s}[1h] offset 1h)
+                max %(w)s (qonto_exporter_invalid_links_total{%(s)s})
+                - max %(w)s (max_over_time(qonto_exporter_invalid_links_total{%(s)s}[1h] offset 1h))
               ) > 0
               or
               (
-                qonto_exporter_invalid_links_total{%(s)s} > 0
-                unless max_over_time(qonto_exporter_invalid_links_total{%(s)s}[1h] offset 1h)
+                max %(w)s (qonto_exporter_invalid_links_total{%(s)s}) > 0
+                unless max %(w)s (max_over_time(qonto_exporter_invalid_links_total{%(s)s}[1h] offset 1h))
               )
-            ||| % { s: sel },
+            ||| % { s: sel, w: acrossProcesses },
             'The exporter met payment links whose data it cannot use.',
-            '{{ $labels.instance }} (job {{ $labels.job }}) counts {{ $value | humanize }} more payment link(s) with unusable data for reason "{{ $labels.reason }}" than its highest count between two hours and one hour ago. {{ if eq $labels.reason "invalid_expiration_date" }}These open links count in their status but in no expiry figure.{{ else }}These links are missing from the counts and amounts.{{ end }}',
+            'Job {{ $labels.job }} counts {{ $value | humanize }} more payment link(s) with unusable data for reason "{{ $labels.reason }}" than its highest count between two hours and one hour ago (counted over its targets, so that a restarted or replaced exporter counting the same links again stays silent). {{ if eq $labels.reason "invalid_expiration_date" }}These open links count in their status but in no expiry figure.{{ else }}These links are missing from the counts and amounts (qonto_exporter_excluded_links: how many the last complete poll left out).{{ end }}',
             // A data-quality warning needs no haste; it stays active for an hour after the count
             // last grew.
             pending='10m',
@@ -163,6 +184,21 @@
             'A large amount of unpaid payment links expires within %s.' % c.expiringWindow,
             '{{ printf "%%.2f" $value }} {{ $labels.currency }} of open payment links (reported by {{ $labels.instance }}) expire within the next %s, above the {{ $labels.currency }} threshold of {{ with printf "qonto:expiring_amount_threshold{job=%%q, instance=%%q, currency=%%q}" $labels.job $labels.instance $labels.currency | query }}{{ . | first | value | printf "%%.2f" }}{{ end }} (_config.expiringAmountThresholds in the mixin).' % c.expiringWindow,
             pending='5m',
+          ),
+
+          alert(
+            'QontoExpiryWindowNotExported',
+            'warning',
+            // The exporter publishes qonto_payment_links_expiring for every --expiry.windows value
+            // and every currency it has seen, whenever it publishes qonto_payment_links: payment
+            // links without the configured window mean the window is not one of the flag's.
+            |||
+              group by (job, instance) (qonto_payment_links{%(s)s})
+                unless on (job, instance) qonto_payment_links_expiring{%(s)s, within="%(w)s"}
+            ||| % { s: sel, w: c.expiringWindow },
+            'The expiry window of the alerts and dashboard is not one the exporter computes.',
+            '{{ $labels.instance }} (job {{ $labels.job }}) publishes payment links but no qonto_payment_links_expiring{within="%(w)s"}: "%(w)s" (_config.expiringWindow in the mixin) is not one of its --expiry.windows, so QontoMoneyExpiringSoon cannot fire for it and the dashboard\'s %(w)s panels are empty. Add %(w)s to --expiry.windows, or set expiringWindow to one of them and render the mixin.' % { w: c.expiringWindow },
+            pending='10m',
           ),
 
           alert(

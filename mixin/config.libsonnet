@@ -16,14 +16,27 @@
   _config+:: {
     // Label matchers that select the exporter's scrape targets, and nothing else. Used in every
     // rule (`up{...}`, the absent() branch of QontoExporterDown, every exporter metric), and by the
-    // dashboard's Job variable. On a Prometheus shared with other teams, make it exact, e.g.
-    // 'job="qonto-exporter"' or 'job="qonto-exporter", namespace="payments"'.
-    qontoSelector: 'job=~".*qonto.*"',
+    // dashboard's Job and Instance variables. The default is the job both bundled setups produce:
+    // deploy/prometheus/prometheus.yml's `job_name: qonto-exporter`, and the ServiceMonitor's
+    // (prometheus-operator names the job after the Service, `qonto-exporter`). It is exact on
+    // purpose: a regex such as job=~".*qonto.*" would also select another team's "qonto-webhook"
+    // job on a shared Prometheus and page for it. If your scrape job has another name, or several
+    // namespaces run one, set it here, e.g. 'job="payments-qonto"' or
+    // 'job="qonto-exporter", namespace="payments"'.
+    qontoSelector: 'job="qonto-exporter"',
+
+    // The target labels that change when the exporter's process is replaced, though it is the same
+    // exporter: with the ServiceMonitor, every rollout gives the new pod a new `instance` (pod IP)
+    // and `pod`. QontoInvalidLinks compares a process's counts with its predecessor's, so it
+    // aggregates them away (`max without (...)`). Add any label your service discovery sets per
+    // process; never one that tells two exporters apart (job, namespace, organization).
+    processLabels: ['instance', 'pod'],
 
     // The horizon of "money expiring soon": the `within` label the rules and the dashboard read
     // from qonto_payment_links_expiring{,_amount}. It must be one of the exporter's
     // --expiry.windows values, spelled the same way (default windows: 1h,24h,7d,30d): with any
-    // other value QontoMoneyExpiringSoon and the dashboard's expiring panels see no data.
+    // other value QontoMoneyExpiringSoon and the dashboard's expiring panels see no data, which
+    // the alert QontoExpiryWindowNotExported reports.
     expiringWindow: '24h',
 
     // QontoMoneyExpiringSoon fires when the open links of one currency expiring within

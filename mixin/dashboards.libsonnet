@@ -191,9 +191,15 @@
         ), 4, 5],
         [stat(
           'Last poll',
-          "Outcome of each exporter's last poll of the Qonto API (qonto_up): failed means the previous complete snapshot is still served; not yet means no poll has completed since the exporter started (the first one may still be running).",
+          "Outcome of each exporter's last poll of the Qonto API (qonto_up): failed means the last poll failed (the previous complete snapshot, if any, is still served; an exporter whose polls have all failed since it started shows failed too); not yet means no poll has completed or failed since the exporter started (the first one is still running).",
           'none',
-          [instant('max by (instance) (qonto_up{%(m)s} + 2 * (qonto_exporter_last_success_timestamp_seconds{%(m)s} == bool 0))' % { m: m }, '{{instance}}')],
+          // 2 ("not yet") only while no poll of this process has ended, well or badly:
+          // qonto_exporter_last_poll_duration_seconds is 0 from the start until the first poll
+          // ends and is set at the end of every poll, failed ones included (src/poller.rs). Not
+          // the timestamp of the last success (0 for an exporter whose polls all fail, and the
+          // saved poll's end when one was restored from --storage.path), nor
+          // poll_failures_total > 0 (a counter outside rate() breaks the dashboard lint).
+          [instant('max by (instance) (qonto_up{%(m)s} + 2 * (qonto_exporter_last_poll_duration_seconds{%(m)s} == bool 0))' % { m: m }, '{{instance}}')],
           thresholds=steps([{ color: 'red', value: null }, { color: 'green', value: 1 }, { color: 'blue', value: 2 }]),
           mappings=valueMap([['0', 'failed', 'red'], ['1', 'ok', 'green'], ['2', 'not yet', 'blue']]),
           noValue='no data',
@@ -264,7 +270,7 @@
         ), 5, 5],
         [stat(
           'Links expiring within %s' % window,
-          'Open links whose expiration falls in the next %s (the within="%s" window, _config.expiringWindow in the mixin).' % [window, window],
+          'Open links whose expiration falls in the next %s (the within="%s" window, _config.expiringWindow in the mixin). No data when %s is not one of the exporter\'s --expiry.windows (alert QontoExpiryWindowNotExported).' % [window, window, window],
           'short',
           [instant('sum(qonto_payment_links_expiring{%s, within="%s"})' % [mc, window], 'Expiring within %s' % window)],
           decimals=0,
@@ -434,6 +440,14 @@
           'Payment links newly found with unusable data, per hour, by reason. Each link counts once per reason and exporter process (a restart counts the still-unusable ones again). All but invalid_expiration_date are left out of the figures.',
           perHour,
           [range('sum by (reason) (rate(qonto_exporter_invalid_links_total{%s}[$__rate_interval])) * 3600' % m, '{{reason}}')],
+          min=0,
+        ), 8, 8],
+        [timeseries(
+          'Links left out',
+          'Payment links the API counts that the last complete poll left out of the figures because their data was unusable (qonto_exporter_excluded_links); the panel "Invalid links found" says why. Open links without a usable expiration date are not among them: they count in their status.',
+          'short',
+          [range('max by (instance) (qonto_exporter_excluded_links{%s})' % m, '{{instance}}')],
+          decimals=0,
           min=0,
         ), 8, 8],
         [timeseries(

@@ -2,11 +2,13 @@
 //! with the committed alert rules, and a real Alertmanager whose webhook receiver is a tiny HTTP
 //! server in this test.
 //!
-//! Three exporters are scraped, each its own job (all match the rules' `job=~".*qonto.*"`):
-//! - `qonto-demo`: `--demo`; every query of the Grafana dashboard must return data for it;
-//! - `qonto-auth-scenario`: polls an in-process simulator that starts answering 401, so
+//! Three exporters are scraped as three targets (told apart by `instance`) of the one job
+//! `qonto-exporter`, the job name both bundled setups produce and the rules' default selector
+//! `job="qonto-exporter"` selects:
+//! - the demo: `--demo`; every query of the Grafana dashboard must return data for it;
+//! - the auth scenario: polls an in-process simulator that starts answering 401, so
 //!   `QontoCredentialsRefused` must fire and reach the webhook;
-//! - `qonto-expiry-scenario`: polls a frozen simulator in which most open links are then made to
+//! - the expiry scenario: polls a frozen simulator in which most open links are then made to
 //!   expire within the hour, so `QontoMoneyExpiringSoon` must fire and reach the webhook.
 //!
 //! Bounded: every wait polls with a deadline and the whole test must finish within two minutes.
@@ -24,9 +26,8 @@ use common::{Exporter, Sim, repo};
 use qonto_exporter::simulator::{Mutation, SimConfig};
 use serde_json::Value;
 
-const DEMO_JOB: &str = "qonto-demo";
-const AUTH_JOB: &str = "qonto-auth-scenario";
-const EXPIRY_JOB: &str = "qonto-expiry-scenario";
+/// The scrape job of all three exporters: the mixin's default `qontoSelector`.
+const JOB: &str = "qonto-exporter";
 /// The rule whose `for:` the test shortens (in its temporary copy of the rules only).
 const SHORTENED_ALERT: &str = "QontoMoneyExpiringSoon";
 /// Grafana's `$__rate_interval` for a 1 s scrape interval: max(4 × scrape, interval + scrape).
@@ -71,14 +72,16 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     std::fs::create_dir_all(&prom_dir).unwrap();
     let rules_path = prom_dir.join("rules.yml");
     std::fs::write(&rules_path, rules_for_test()).unwrap();
-    let targets = [
-        (DEMO_JOB, demo.port),
-        (AUTH_JOB, auth.port),
-        (EXPIRY_JOB, expiry.port),
-    ];
-    let config = prometheus_config(&rules_path, am.port, &targets);
+    let config = prometheus_config(
+        &rules_path,
+        am.port,
+        JOB,
+        &[demo.port, auth.port, expiry.port],
+    );
     let mut prom = Prometheus::start(&prom_dir, &config).await;
     let demo_instance = format!("127.0.0.1:{}", demo.port);
+    let auth_instance = format!("127.0.0.1:{}", auth.port);
+    let expiry_instance = format!("127.0.0.1:{}", expiry.port);
     eprintln!("e2e: servers up after {:?}", started.elapsed());
 
     // ------------------------------------------------------------------ metric names
@@ -119,9 +122,9 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     // ------------------------------------------------------------------ scenarios start now
     // The alerts are not firing before the faults (the scenario causes them) ...
     let ready = format!(
-        "qonto_exporter_credentials_refused{{job=\"{AUTH_JOB}\"}} == 0 and on() \
-         count(qonto_payment_links_expiring_amount{{job=\"{EXPIRY_JOB}\",within=\"24h\"}}) > 0 \
-         and on() count(qonto:expiring_amount_threshold{{job=\"{EXPIRY_JOB}\"}}) > 0"
+        "qonto_exporter_credentials_refused{{job=\"{JOB}\",instance=\"{auth_instance}\"}} == 0 \
+         and on() count(qonto_payment_links_expiring_amount{{job=\"{JOB}\",instance=\"{expiry_instance}\",within=\"24h\"}}) > 0 \
+         and on() count(qonto:expiring_amount_threshold{{job=\"{JOB}\",instance=\"{expiry_instance}\"}}) > 0"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !prom.query(&ready).await.is_ok_and(|r| !r.is_empty()) {
@@ -136,7 +139,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     // The alert's threshold per currency (the mixin's per-currency thresholds and default).
     let thresholds: BTreeMap<String, f64> = prom
         .query(&format!(
-            "qonto:expiring_amount_threshold{{job=\"{EXPIRY_JOB}\"}}"
+            "qonto:expiring_amount_threshold{{job=\"{JOB}\",instance=\"{expiry_instance}\"}}"
         ))
         .await
         .unwrap()
@@ -153,7 +156,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     let threshold = |currency: &str| thresholds.get(currency).copied().unwrap_or(f64::INFINITY);
     let baseline = prom
         .query(&format!(
-            "sum by (currency) (qonto_payment_links_expiring_amount{{job=\"{EXPIRY_JOB}\",within=\"24h\"}})"
+            "sum by (currency) (qonto_payment_links_expiring_amount{{job=\"{JOB}\",instance=\"{expiry_instance}\",within=\"24h\"}})"
         ))
         .await
         .unwrap();
@@ -201,7 +204,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     let now = unix_now();
     let mut pending: BTreeMap<String, String> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let subst = |s: &str| substitute(s, DEMO_JOB, &demo_instance);
+    let subst = |s: &str| substitute(s, JOB, &demo_instance);
     loop {
         pending.clear();
         for t in &targets_ {
@@ -248,7 +251,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
                 .filter_map(|s| s[&label].as_str().map(str::to_owned))
                 .collect();
             let want = match label.as_str() {
-                "job" => Some(DEMO_JOB.to_owned()),
+                "job" => Some(JOB.to_owned()),
                 "instance" => Some(demo_instance.clone()),
                 _ => None,
             };
@@ -265,7 +268,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     }
     assert!(
         pending.is_empty(),
-        "dashboard queries without data (job={DEMO_JOB}, instance={demo_instance}, currency=.+, \
+        "dashboard queries without data (job={JOB}, instance={demo_instance}, currency=.+, \
          $__rate_interval={RATE_INTERVAL}):\n{}",
         pending
             .iter()
@@ -318,18 +321,19 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     let (mut refused, mut expiring) = (None, None);
     while refused.is_none() || expiring.is_none() {
         let alerts = webhook.alerts();
-        let find = |name: &str, job: &str| {
+        let find = |name: &str, instance: &str| {
             alerts
                 .iter()
                 .find(|a| {
                     a["labels"]["alertname"] == name
-                        && a["labels"]["job"] == job
+                        && a["labels"]["job"] == JOB
+                        && a["labels"]["instance"] == instance
                         && a["status"] == "firing"
                 })
                 .cloned()
         };
-        refused = refused.or_else(|| find("QontoCredentialsRefused", AUTH_JOB));
-        expiring = expiring.or_else(|| find(SHORTENED_ALERT, EXPIRY_JOB));
+        refused = refused.or_else(|| find("QontoCredentialsRefused", &auth_instance));
+        expiring = expiring.or_else(|| find(SHORTENED_ALERT, &expiry_instance));
         if refused.is_some() && expiring.is_some() {
             break;
         }
@@ -352,7 +356,6 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let refused = refused.unwrap();
-    let auth_instance = format!("127.0.0.1:{}", auth.port);
     assert_eq!(refused["labels"]["severity"], "critical", "{refused:#}");
     assert_eq!(
         refused["labels"]["instance"],
@@ -368,7 +371,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     assert!(
         refused["annotations"]["description"]
             .as_str()
-            .is_some_and(|s| s.contains(&auth_instance) && s.contains(AUTH_JOB)),
+            .is_some_and(|s| s.contains(&auth_instance) && s.contains(JOB)),
         "the description names the instance and job: {refused:#}"
     );
     assert!(
@@ -381,7 +384,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     assert_eq!(expiring["labels"]["severity"], "warning", "{expiring:#}");
     assert_eq!(
         expiring["labels"]["instance"],
-        format!("127.0.0.1:{}", expiry.port).as_str(),
+        expiry_instance.as_str(),
         "{expiring:#}"
     );
     let currency = expiring["labels"]["currency"].as_str().unwrap_or_default();
@@ -393,9 +396,9 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         "{expiring:#}"
     );
     eprintln!(
-        "e2e: webhook received QontoCredentialsRefused {{job={AUTH_JOB}, instance={auth_instance}, \
-         severity=critical}} and QontoMoneyExpiringSoon {{job={EXPIRY_JOB}, currency={currency}, \
-         severity=warning}} {:?} after the faults; whole test {:?}",
+        "e2e: webhook received QontoCredentialsRefused {{job={JOB}, instance={auth_instance}, \
+         severity=critical}} and QontoMoneyExpiringSoon {{job={JOB}, instance={expiry_instance}, \
+         currency={currency}, severity=warning}} {:?} after the faults; whole test {:?}",
         scenarios_started.elapsed(),
         started.elapsed()
     );
@@ -592,7 +595,8 @@ fn rules_for_test() -> String {
     format!("{}{}{}", &text[..start], block, &text[end..])
 }
 
-fn prometheus_config(rules: &std::path::Path, am_port: u16, targets: &[(&str, u16)]) -> String {
+/// A Prometheus configuration scraping `ports` on 127.0.0.1 as the targets of one job.
+fn prometheus_config(rules: &std::path::Path, am_port: u16, job: &str, ports: &[u16]) -> String {
     let mut s = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
@@ -600,11 +604,11 @@ fn prometheus_config(rules: &std::path::Path, am_port: u16, targets: &[(&str, u1
          scrape_configs:\n",
         rules = rules.display()
     );
-    for (job, port) in targets {
-        s += &format!(
-            "  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
-        );
-    }
+    let targets: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    s += &format!(
+        "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    );
     s
 }
 

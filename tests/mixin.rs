@@ -6,6 +6,10 @@
 //! - every `_config` field reaches every rule and panel that uses it (job selector, per-currency
 //!   thresholds with a default, expiry window, stale-data threshold, runbook URL), and the
 //!   per-currency thresholds of a changed config page as configured (`promtool test rules`);
+//! - the default job selector is exact and is the job both bundled setups (and the README's
+//!   scrape config) produce;
+//! - the dashboard's "Last poll" tells an exporter whose polls have all failed from one whose first
+//!   poll is still running (`promtool`);
 //! - the runbook names only panels and rows that the dashboard has.
 
 mod common;
@@ -155,6 +159,7 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
                expiringWindow: '1d',\n\
                expiringAmountThresholds: {{ default: 500, EUR: 2500 }},\n\
                dataStaleAfterSeconds: 1800,\n\
+               processLabels: ['instance', 'pod', 'node'],\n\
                runbookUrlBase: 'https://runbooks.example/qonto.md',\n\
              }} }}\n",
             repo_mixin.to_str().unwrap()
@@ -188,14 +193,29 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
     };
     assert!(expr_of("QontoExporterDown").contains(&format!("absent(up{{{selector}}})")));
     assert!(
-        !rules_yml.contains(".*qonto.*"),
+        !rules_yml.contains(r#"job="qonto-exporter""#),
         "the default selector remains"
+    );
+    // The labels a replaced process changes are aggregated away, on both sides.
+    assert_eq!(
+        expr_of("QontoInvalidLinks")
+            .matches("max without (instance, pod, node) (")
+            .count(),
+        4,
+        "{}",
+        expr_of("QontoInvalidLinks")
     );
 
     // The window, the stale-data threshold, the runbook URL.
     assert!(expr_of("QontoMoneyExpiringSoon").contains(r#"within="1d""#));
+    assert!(expr_of("QontoExpiryWindowNotExported").contains(r#"within="1d""#));
     assert!(!rules_yml.contains("24h"), "the default window remains");
-    assert!(expr_of("QontoDataStale").contains("> 1800"));
+    assert_eq!(
+        expr_of("QontoDataStale").matches("> 1800").count(),
+        2,
+        "both branches of QontoDataStale use the threshold: {}",
+        expr_of("QontoDataStale")
+    );
     let alerts: Vec<Value> = rules
         .as_array()
         .unwrap()
@@ -428,5 +448,187 @@ fn the_runbook_names_only_panels_and_rows_of_the_dashboard() {
         unknown.is_empty(),
         "docs/runbook.md names what the dashboard does not have: {unknown:?}\npanels: {panels:?}\n\
          rows: {rows:?}"
+    );
+}
+
+/// The label matchers of `up{…}` in the committed QontoExporterDown: the mixin's `qontoSelector`.
+fn committed_selector() -> String {
+    let rules: Value =
+        serde_norway::from_str(&std::fs::read_to_string(repo().join(RENDERED[0])).unwrap())
+            .expect("rules.yml parses");
+    let (_, expr) = exprs(&rules["groups"])
+        .into_iter()
+        .find(|(n, _)| n == "QontoExporterDown")
+        .expect("QontoExporterDown");
+    expr.strip_prefix("up{")
+        .and_then(|r| r.split_once('}'))
+        .map(|(s, _)| s.to_owned())
+        .unwrap_or_else(|| panic!("QontoExporterDown does not start with up{{…}}: {expr}"))
+}
+
+/// The `job_name`s of the scrape configs in `config` (a Prometheus configuration) that scrape
+/// a target on port 10157.
+fn exporter_jobs(config: &Value) -> Vec<String> {
+    config["scrape_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|sc| {
+            sc["static_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["targets"].as_array().cloned().unwrap_or_default())
+                .any(|t| t.as_str().is_some_and(|t| t.ends_with(":10157")))
+        })
+        .map(|sc| sc["job_name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_default_selector_is_the_exact_job_the_bundled_setups_produce() {
+    let selector = committed_selector();
+    assert!(
+        !selector.contains('~'),
+        "the default qontoSelector `{selector}` is a regex: on a Prometheus shared with other \
+         teams it selects their jobs too (another team's `qonto-webhook` would page \
+         QontoExporterDown); make it exact"
+    );
+    let job = selector
+        .strip_prefix("job=\"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("the default selector is not one exact job: {selector}"))
+        .to_owned();
+
+    // Compose: deploy/prometheus/prometheus.yml.
+    let compose: Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo().join("deploy/prometheus/prometheus.yml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        exporter_jobs(&compose),
+        vec![job.clone()],
+        "deploy/prometheus/prometheus.yml scrapes the exporter under another job than the \
+         rules select"
+    );
+
+    // prometheus-operator: the job label is the Service's name, unless the ServiceMonitor says
+    // otherwise (jobLabel, or a relabeling that writes `job`).
+    let monitor: Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo().join("deploy/kubernetes/servicemonitor.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert!(monitor["spec"]["jobLabel"].is_null(), "{monitor}");
+    for e in monitor["spec"]["endpoints"].as_array().unwrap() {
+        for r in e["relabelings"].as_array().into_iter().flatten() {
+            assert_ne!(r["targetLabel"], "job", "a relabeling renames the job: {r}");
+        }
+    }
+    let service: Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo().join("deploy/kubernetes/service.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(service["kind"], "Service");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][k], v,
+            "the ServiceMonitor selects the Service"
+        );
+    }
+    assert_eq!(
+        service["metadata"]["name"], job,
+        "the ServiceMonitor's job (the Service's name) is not the one the rules select"
+    );
+
+    // The README's scrape config for a plain Prometheus.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mut readme_jobs = Vec::new();
+    for block in readme.split("```yaml\n").skip(1) {
+        let block = block.split("\n```").next().unwrap();
+        let Ok(doc) = serde_norway::from_str::<Value>(block) else {
+            continue;
+        };
+        readme_jobs.extend(exporter_jobs(&doc));
+    }
+    assert_eq!(
+        readme_jobs,
+        vec![job],
+        "the README's scrape config names the job otherwise than the rules select"
+    );
+}
+
+#[test]
+fn last_poll_says_failed_for_an_exporter_that_never_succeeded_and_not_yet_only_before_any_outcome()
+{
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("grafana/qonto-payment-links.json")).unwrap(),
+    )
+    .unwrap();
+    fn find<'a>(ps: &'a Value, title: &str) -> Option<&'a Value> {
+        ps.as_array().into_iter().flatten().find_map(|p| {
+            if p["title"] == title {
+                Some(p)
+            } else {
+                find(&p["panels"], title)
+            }
+        })
+    }
+    let panel = find(&dash["panels"], "Last poll").expect("panel \"Last poll\"");
+    let mapping = &panel["fieldConfig"]["defaults"]["mappings"][0]["options"];
+    assert_eq!(mapping["0"]["text"], "failed", "{mapping}");
+    assert_eq!(mapping["1"]["text"], "ok", "{mapping}");
+    assert_eq!(mapping["2"]["text"], "not yet", "{mapping}");
+    let expr = panel["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .replace("$job", "qonto-exporter")
+        .replace("$instance", ".+");
+
+    // Five exporters: healthy; first poll still running; every poll failed since the start
+    // (each ends, after some seconds, as a failure); the last poll failed after earlier
+    // successes; first poll still running while serving a poll restored from --storage.path
+    // (the timestamp is that poll's end).
+    let series = |instance: &str, up: &str, ts: &str, duration: &str| {
+        format!(
+            "      - series: 'qonto_up{{job=\"qonto-exporter\", instance=\"{instance}\"}}'\n        values: '{up}'\n\
+             \x20     - series: 'qonto_exporter_last_success_timestamp_seconds{{job=\"qonto-exporter\", instance=\"{instance}\"}}'\n        values: '{ts}'\n\
+             \x20     - series: 'qonto_exporter_last_poll_duration_seconds{{job=\"qonto-exporter\", instance=\"{instance}\"}}'\n        values: '{duration}'\n"
+        )
+    };
+    let tests = format!(
+        "rule_files: []\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n\
+         {}{}{}{}{}\
+         \x20   promql_expr_test:\n      - expr: {}\n        eval_time: 5m\n        exp_samples:\n\
+         \x20         - labels: '{{instance=\"healthy:1\"}}'\n            value: 1\n\
+         \x20         - labels: '{{instance=\"first-poll:1\"}}'\n            value: 2\n\
+         \x20         - labels: '{{instance=\"never-succeeded:1\"}}'\n            value: 0\n\
+         \x20         - labels: '{{instance=\"failing-now:1\"}}'\n            value: 0\n\
+         \x20         - labels: '{{instance=\"restored:1\"}}'\n            value: 2\n",
+        series("healthy:1", "1x5", "0+60x5", "0.8x5"),
+        series("first-poll:1", "0x5", "0x5", "0x5"),
+        series("never-succeeded:1", "0x5", "0x5", "0 3.5 2.1 30 4 2"),
+        series(
+            "failing-now:1",
+            "1 1 0 0 0 0",
+            "60 120 120 120 120 120",
+            "0.8 0.9 30x4"
+        ),
+        series("restored:1", "0x5", "1700000000x5", "0x5"),
+        serde_json::to_string(&expr).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("last-poll.test.yml");
+    std::fs::write(&file, &tests).unwrap();
+    let o = promtool(&["test", "rules", file.to_str().unwrap()], b"");
+    assert!(
+        o.status.success(),
+        "panel \"Last poll\" ({expr}) must show failed (0) for an exporter whose polls have all \
+         failed, not yet (2) only while the first poll runs (a restored poll included):\n{}{}\n\
+         {tests}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
 }
