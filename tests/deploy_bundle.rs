@@ -1793,3 +1793,76 @@ fn dockerfile_says_what_it_ships_and_hadolint_is_clean() {
         .expect("hadolint runs");
     assert!(out.status.success(), "hadolint:\n{}", output_text(&out));
 }
+
+/// True when an ignore file (`.gitignore` or `.dockerignore` syntax) ignores the file `name` at
+/// the root of the repository or build context. Only the forms that can name a root file are
+/// recognised (`name`, `/name`, `**/name`); a later `!` line for it re-includes it.
+fn ignores_root_file(ignore_file: &str, name: &str) -> bool {
+    let mut ignored = false;
+    for line in ignore_file.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (negated, pattern) = match line.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, line),
+        };
+        let pattern = pattern
+            .strip_prefix("**/")
+            .or_else(|| pattern.strip_prefix('/'))
+            .unwrap_or(pattern);
+        if pattern == name {
+            ignored = !negated;
+        }
+    }
+    ignored
+}
+
+#[test]
+fn ignores_root_file_reads_the_forms_that_name_a_root_file() {
+    assert!(ignores_root_file("a\n", "a"));
+    assert!(ignores_root_file("/a\n", "a"));
+    assert!(ignores_root_file("# x\n**/a\n", "a"));
+    assert!(!ignores_root_file("a\n!a\n", "a"));
+    assert!(!ignores_root_file("ab\n# a\n", "a"));
+}
+
+#[test]
+fn local_files_the_readme_makes_secrets_from_are_ignored_by_git_and_docker() {
+    // The README's steps run from the repository's root, which is also the build context of its
+    // `docker build .`: a credential file there must neither be committed nor sent to the builder.
+    let gitignore = read(&repo().join(".gitignore"));
+    let dockerignore = read(&repo().join(".dockerignore"));
+    let mut files = BTreeSet::new();
+    for cmd in doc_commands("README.md") {
+        if let Some(Kubectl::CreateSecret { files: f, .. }) = parse_kubectl(&cmd) {
+            for (_, path) in f {
+                files.insert(path);
+            }
+        }
+    }
+    assert!(
+        files.len() >= 2,
+        "the README creates its Secrets from no local file: {files:?}"
+    );
+    for path in &files {
+        let rel = path.strip_prefix("./").unwrap_or(path);
+        assert_eq!(
+            rel.components().count(),
+            1,
+            "{}: the README's Secret files are expected in the repository's root",
+            path.display()
+        );
+        let name = rel.to_str().unwrap();
+        assert!(
+            ignores_root_file(&gitignore, name),
+            ".gitignore does not ignore {name}, which the README has users create in the \
+             repository's root (`git add .` would commit a credential)"
+        );
+        assert!(
+            ignores_root_file(&dockerignore, name),
+            ".dockerignore does not ignore {name}: `docker build .` from the repository's root \
+             would send that credential in the build context"
+        );
+    }
+}
