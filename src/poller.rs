@@ -22,12 +22,12 @@ use crate::aggregate::{
     Aggregator, InvalidReason, Limits, Snapshot, StatusRows, TERMINAL_STATUSES, Totals, Window,
     parse_date,
 };
-use crate::metrics::{SelfMetrics, render_snapshot};
+use crate::metrics::SelfMetrics;
 use crate::planner::{
     Counts, Groups, IdKey, Invalid, LIVE_STATUSES, Memory, StatusPlan, Tally, Walked, after_find,
     check_counts, excluded_links, full_due, next_memory, plan_status, resync_differences, truncate,
 };
-pub use crate::publish::{PollStatus, Published, Shared};
+pub use crate::publish::{PollFacts, PollStatus, Published, Shared};
 use crate::qonto::client::{ApiError, QontoClient};
 use crate::qonto::model::Page;
 use crate::qonto::walk::{WalkSummary, count, walk, walk_until};
@@ -138,19 +138,19 @@ impl Poller {
         self.metrics.last_duration.set(duration.as_secs_f64());
         match result {
             Ok((snapshot, pages, full)) => {
-                let rendered = render_snapshot(&snapshot);
                 let links = snapshot.unique_links;
                 let finished_at = SystemTime::now();
-                let published = Arc::new(Published {
+                let published = Arc::new(Published::new(
                     snapshot,
-                    rendered,
-                    finished_at,
-                    duration,
-                    pages,
-                    requests,
-                    full,
-                    restored: false,
-                });
+                    PollFacts {
+                        finished_at,
+                        duration,
+                        pages,
+                        requests,
+                        full,
+                        restored: false,
+                    },
+                ));
                 self.shared.published.store(Some(published.clone()));
                 self.metrics.snapshot_restored.set(0.0);
                 self.metrics.up.set(1.0);
@@ -237,17 +237,17 @@ impl Poller {
         );
         self.id_key = memory.id_key;
         self.memory = Some(memory);
-        let rendered = render_snapshot(&poll.snapshot);
-        self.shared.published.store(Some(Arc::new(Published {
-            rendered,
-            finished_at,
-            duration: Duration::from_millis(poll.duration_ms),
-            pages: poll.pages,
-            requests: poll.requests,
-            full: poll.full,
-            restored: true,
-            snapshot: poll.snapshot,
-        })));
+        self.shared.published.store(Some(Arc::new(Published::new(
+            poll.snapshot,
+            PollFacts {
+                finished_at,
+                duration: Duration::from_millis(poll.duration_ms),
+                pages: poll.pages,
+                requests: poll.requests,
+                full: poll.full,
+                restored: true,
+            },
+        ))));
         self.metrics.last_success.set(unix(finished_at));
         self.metrics.snapshot_restored.set(1.0);
     }

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use crate::html::escape;
 use crate::metrics::SelfMetrics;
 use crate::money::{format_amount, format_count};
-use crate::poller::{PollStatus, Published, Shared};
+use crate::publish::{PollStatus, Published, Shared};
 use crate::qonto::walk::{ProgressView, WalkProgress};
 use crate::shutdown::stopped;
 use crate::webconfig::{AuthOutcome, WebConfig};
@@ -384,7 +384,6 @@ fn progress_sentence(view: Option<ProgressView>) -> String {
 }
 
 fn summary(h: &mut String, p: &Published) {
-    use std::collections::BTreeMap;
     h.push_str(&format!(
         "<h2>Payment links</h2><p>{} links as of {} ({} pages, {} requests, {:.2} s, {} poll).</p>",
         format_count(p.snapshot.unique_links),
@@ -394,42 +393,17 @@ fn summary(h: &mut String, p: &Published) {
         p.duration.as_secs_f64(),
         if p.full { "full" } else { "incremental" },
     ));
-    let mut by: BTreeMap<(&str, &str), crate::aggregate::Totals> = BTreeMap::new();
-    for (k, t) in &p.snapshot.links {
-        let e = by.entry((&k.status, &k.currency)).or_default();
-        e.count += t.count;
-        e.amount = e.amount.saturating_add(t.amount);
-    }
     h.push_str("<table><tr><th>status</th><th>currency</th><th>links</th><th>amount</th></tr>");
-    for ((status, currency), t) in by.iter().filter(|(_, t)| t.count > 0) {
+    for (status, currency, t) in &p.summary.by_status {
         money_row(h, status, currency, t);
     }
     h.push_str("</table><h2>Open links expiring soon</h2><table><tr><th>within</th><th>currency</th><th>links</th><th>amount</th></tr>");
-    let mut exp: BTreeMap<(usize, &str), crate::aggregate::Totals> = BTreeMap::new();
-    for ((g, within), t) in &p.snapshot.expiring {
-        let i = p
-            .snapshot
-            .windows
-            .iter()
-            .position(|w| w == within)
-            .unwrap_or(usize::MAX);
-        let e = exp.entry((i, &g.currency)).or_default();
-        e.count += t.count;
-        e.amount = e.amount.saturating_add(t.amount);
-    }
-    for ((i, currency), t) in &exp {
-        let within = p
-            .snapshot
-            .windows
-            .get(*i)
-            .map(String::as_str)
-            .unwrap_or("?");
+    for (within, currency, t) in &p.summary.expiring {
         money_row(h, within, currency, t);
     }
-    let past: u64 = p.snapshot.open_past_expiration.values().sum();
     h.push_str(&format!(
         "</table><p>Open links past their expiration date: {}.</p>",
-        format_count(past)
+        format_count(p.summary.past)
     ));
 }
 
