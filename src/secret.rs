@@ -3,7 +3,8 @@
 //! A [`Secret`] only hands out its value through [`Secret::expose`], so every place that
 //! uses the raw value is greppable. Files holding secrets are written atomically
 //! (temporary file in the same directory, fsync, rename, fsync of the directory) because a
-//! rotated OAuth refresh token that is lost on a crash means lost access.
+//! rotated OAuth refresh token that is lost on a crash means lost access. Files are read up to
+//! [`MAX_SECRET_FILE_BYTES`], so a wrong path cannot fill the memory.
 
 use std::fmt;
 use std::io::Write;
@@ -58,6 +59,12 @@ pub enum SecretFileError {
     },
     #[error("{path} is empty")]
     Empty { path: PathBuf },
+    /// More than [`MAX_SECRET_FILE_BYTES`]: not a secret file (a wrong path, a device, a log).
+    #[error(
+        "{path} holds more than {} KiB, which no credential needs; check that the path names the secret's file",
+        MAX_SECRET_FILE_BYTES / 1024
+    )]
+    TooLarge { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -89,11 +96,32 @@ pub fn secret_from_file_or_value(
     }
 }
 
-/// Reads a secret from a file, trimming whitespace; an empty file is an error.
+/// The most a secret file may hold. Tokens and keys are a few hundred bytes; the cap keeps a
+/// wrong path (`/dev/zero`, a log file) from filling the memory.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a secret from a file (at most [`MAX_SECRET_FILE_BYTES`]), trimming whitespace; an
+/// empty file is an error.
 pub fn read_secret_file(path: &Path) -> Result<Secret, SecretFileError> {
-    let raw = std::fs::read_to_string(path).map_err(|source| SecretFileError::Read {
+    use std::io::Read;
+    let read_err = |source| SecretFileError::Read {
         path: path.to_owned(),
         source,
+    };
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_end(&mut raw))
+        .map_err(read_err)?;
+    if raw.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(SecretFileError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    let raw = String::from_utf8(raw).map_err(|_| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not UTF-8 text",
+        ))
     })?;
     let secret = Secret::new(raw);
     if secret.is_empty() {
@@ -182,6 +210,34 @@ mod tests {
         assert_eq!(read_secret_file(&path).unwrap().expose(), "def");
         // no temporary files are left behind
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let at_limit = "a".repeat(MAX_SECRET_FILE_BYTES as usize);
+        std::fs::write(&path, &at_limit).unwrap();
+        assert_eq!(read_secret_file(&path).unwrap().expose(), at_limit);
+        std::fs::write(&path, "a".repeat(10 << 20)).unwrap();
+        let e = read_secret_file(&path).unwrap_err();
+        assert!(matches!(e, SecretFileError::TooLarge { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} holds more than 64 KiB, which no credential needs; check that the path names the secret's file",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_text_is_an_error_that_quotes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, b"secret\xff\xfe").unwrap();
+        let e = read_secret_file(&path).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8") && !e.contains("secret"), "{e}");
     }
 
     #[test]

@@ -273,3 +273,32 @@ fn startup_errors_never_print_a_secret() {
         );
     }
 }
+
+/// A secret file far larger than any credential (a wrong path: a log, a dump) is refused at
+/// start with one line naming the file, read no further than 64 KiB, and quoted nowhere.
+#[test]
+fn an_oversized_secret_file_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret-key");
+    std::fs::write(&file, API_KEY.repeat((8 << 20) / API_KEY.len())).unwrap();
+    let file = file.to_str().unwrap();
+    let mut e = Exporter::start(
+        &[
+            "--qonto.api-url",
+            "http://127.0.0.1:9",
+            "--qonto.login",
+            "acme",
+            "--qonto.secret-key-file",
+            file,
+        ],
+        &[],
+    );
+    let (code, logs) = e.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{logs}");
+    assert!(
+        logs.contains(&format!("{file} holds more than 64 KiB")),
+        "{logs}"
+    );
+    assert_eq!(logs.lines().count(), 1, "{logs}");
+    assert!(!logs.contains(MARK), "{logs}");
+}
