@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command {
             Some(Command::Simulate(args)) => {
                 match qonto_exporter::simulator::run_simulate(*args).await {
@@ -102,7 +102,11 @@ fn main() -> ExitCode {
             }
             None => run(cli.run).await,
         }
-    })
+    });
+    // Dropping the runtime would wait for every blocking-pool thread, and one stuck on a hung
+    // volume (a token file read or write) never returns: the process must exit regardless.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 fn init_logging(args: &RunArgs) {
@@ -183,6 +187,7 @@ async fn run(args: RunArgs) -> ExitCode {
         .collect();
     // The demo organisation is a real HTTP server on loopback: the real client talks to it.
     let mut demo = None;
+    let mut oauth_session = None;
     let mut api_url = args.api_url.clone();
     let credentials = match source {
         CredentialSource::Demo => {
@@ -219,12 +224,14 @@ async fn run(args: RunArgs) -> ExitCode {
                 }
             };
             let endpoint = TokenEndpoint::new(http, token_url, client_id, client_secret);
-            Credentials::OAuth(Arc::new(OAuthSession::new(
+            let session = Arc::new(OAuthSession::new(
                 endpoint,
                 refresh_token_file,
                 refresh_token,
                 metrics.clone(),
-            )))
+            ));
+            oauth_session = Some(session.clone());
+            Credentials::OAuth(session)
         }
     };
     let kind = credentials.kind();
@@ -326,8 +333,14 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Some((_, running)) = demo {
         running.shutdown().await;
     }
+    // One last bounded write of an unsaved rotated refresh token; the session logs the loss.
+    let token_kept = match &oauth_session {
+        Some(session) => session.shutdown().await.is_ok(),
+        None => true,
+    };
     match outcome {
-        Outcome::Stopped => ExitCode::SUCCESS,
+        Outcome::Stopped if token_kept => ExitCode::SUCCESS,
+        Outcome::Stopped => ExitCode::FAILURE,
         Outcome::ServerFailed(e) => {
             tracing::error!(error = %e, "server failed");
             ExitCode::FAILURE

@@ -170,11 +170,11 @@ impl SelfMetrics {
         );
         let oauth_persist_failures = counter(
             "qonto_exporter_oauth_refresh_token_write_failures_total",
-            "Failed writes of a rotated OAuth refresh token to its file: at the rotation, then at each retry (at most one every 30 s) while the token in use stays unsaved.",
+            "Failed writes of a rotated OAuth refresh token to its file: at the rotation, then at each retry (at most one every 30 s) while the token in use stays unsaved. A write that has not returned within 10 s counts as failed.",
         );
         let oauth_refresh_token_unsaved = gauge(
             "qonto_exporter_oauth_refresh_token_unsaved",
-            "1 while the OAuth refresh token in use could not be written to its file (the one there is spent: a restart would lose access), else 0.",
+            "1 while the OAuth refresh token in use is not confirmed in its file (the one there is spent: a restart would lose access), else 0: from each rotation until its write returns (milliseconds normally), and for as long as writes fail or hang.",
         );
         let retry_after_over_ceiling = counter(
             "qonto_exporter_retry_after_over_ceiling_total",

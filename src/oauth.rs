@@ -8,18 +8,34 @@
 //!
 //! Errors are sorted by what the caller should do next: [`OAuthError::is_refusal`] errors will
 //! not go away by retrying (a human must act), the others are worth retrying later. No error
-//! ever carries a token or the client secret, and a response body is never copied into an
+//! ever shows a token or the client secret, and a response body is never copied into an
 //! error, because a token endpoint's body may hold tokens.
+//!
+//! A success answer is read leniently wherever strictness would lose access: once the server
+//! has answered a refresh with a new refresh token, the old one is spent, so an odd
+//! `expires_in` (a fraction, a negative, a huge number, a string) never fails the answer — it is
+//! believed within [`MIN_TOKEN_LIFETIME`]..[`MAX_TOKEN_LIFETIME`], or as [`DEFAULT_EXPIRES_IN`]
+//! when it is no number at all — and an answer with a new refresh token but no usable access
+//! token is [`OAuthError::IncompleteRotation`], which hands the refresh token to the caller.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::secret::Secret;
 
-/// Lifetime assumed when the server omits `expires_in` (RFC 6749 makes it optional; Qonto's
-/// access tokens live one hour).
+/// Lifetime assumed when the server omits `expires_in`, or sends something that is no number
+/// (RFC 6749 makes it optional; Qonto's access tokens live one hour).
 pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
+/// Shortest access-token lifetime believed, whatever `expires_in` says: `0` must not make every
+/// request refresh.
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// Longest access-token lifetime believed, whatever `expires_in` says (Qonto's is one hour): a
+/// huge value must neither overflow an `Instant` nor keep a token for years. A token that dies
+/// sooner than believed costs one 401, one refresh and one retry.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// A client of one authorization server's token endpoint, for one OAuth client.
 #[derive(Debug, Clone)]
@@ -38,9 +54,13 @@ pub struct TokenSet {
     /// The new refresh token, when the server issued one (Qonto: on every refresh, and on a
     /// code exchange only if `offline_access` was granted).
     pub refresh_token: Option<Secret>,
-    /// How long the access token is valid from the moment it was issued;
-    /// [`DEFAULT_EXPIRES_IN`] when the server did not say.
+    /// How long the access token is believed valid from the moment it was issued: the server's
+    /// `expires_in` within [`MIN_TOKEN_LIFETIME`]..[`MAX_TOKEN_LIFETIME`], or
+    /// [`DEFAULT_EXPIRES_IN`] when the server did not say or said no number.
     pub expires_in: Duration,
+    /// Set when `expires_in` was odd (out of range, a fraction, no number) and [`Self::expires_in`]
+    /// is not what the server said: one sentence for a log line, quoting at most the number.
+    pub expires_in_note: Option<String>,
     /// The scopes actually granted, when the server said (they may differ from those asked).
     pub scope: Option<String>,
 }
@@ -81,6 +101,16 @@ pub enum OAuthError {
     /// A success status with a body that is not a usable token response.
     #[error("the token endpoint's answer is not a valid token response: {0}")]
     InvalidResponse(String),
+    /// A success status whose body holds a new refresh token but no usable access token. The
+    /// server may already have spent the refresh token presented, so the caller must keep
+    /// `refresh_token` (store it, spend it next) and may retry later. `Debug` redacts it.
+    #[error(
+        "the token endpoint's answer carries a new refresh token but no usable access token: {reason}"
+    )]
+    IncompleteRotation {
+        reason: String,
+        refresh_token: Secret,
+    },
 }
 
 fn fmt_description(description: &Option<String>) -> String {
@@ -198,69 +228,132 @@ fn transport_error(e: reqwest::Error) -> OAuthError {
 }
 
 /// Parses a successful token response field by field (rather than with serde's messages,
-/// which may quote a value) so that no part of the body can end up in an error.
+/// which may quote a value) so that no part of the body can end up in an error. A new refresh
+/// token is never dropped: without a usable access token beside it the answer is
+/// [`OAuthError::IncompleteRotation`], and `expires_in` cannot fail the answer (its text is kept
+/// raw, so not even a number beyond `f64`, which serde_json refuses, can).
 fn parse_token_response(body: &[u8]) -> Result<TokenSet, OAuthError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        OAuthError::InvalidResponse(format!(
-            "not JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| OAuthError::InvalidResponse("not a JSON object".into()))?;
-    let access_token = match object.get("access_token") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Secret::new(s.as_str()),
-        Some(_) => {
-            return Err(OAuthError::InvalidResponse(
-                "`access_token` is not a non-empty string".into(),
-            ));
-        }
-        None => return Err(OAuthError::InvalidResponse("no `access_token`".into())),
+    let object: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                OAuthError::InvalidResponse("not a JSON object".into())
+            }
+            _ => OAuthError::InvalidResponse(format!(
+                "not JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )),
+        })?;
+    // Each raw value is valid JSON; a number beyond `f64` in a field read as a value reads as
+    // "not a string", which is what it is.
+    let field = |name: &str| -> Option<Value> {
+        object
+            .get(name)
+            .map(|raw| serde_json::from_str(raw.get()).unwrap_or(Value::Null))
     };
-    let refresh_token = match object.get("refresh_token") {
+    let refresh_token = match field("refresh_token") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) => Some(Secret::new(s.as_str())),
+        Some(Value::String(s)) => Some(Secret::new(s)),
         Some(_) => {
             return Err(OAuthError::InvalidResponse(
                 "`refresh_token` is not a string".into(),
             ));
         }
     };
-    let expires_in = match object.get("expires_in") {
-        None | Some(Value::Null) => DEFAULT_EXPIRES_IN,
-        // Some servers send the number as a string; both are seen in the wild.
-        Some(Value::Number(n)) => n.as_u64().map(Duration::from_secs).ok_or_else(|| {
-            OAuthError::InvalidResponse("`expires_in` is not a whole number of seconds".into())
-        })?,
-        Some(Value::String(s)) => {
-            s.trim()
-                .parse::<u64>()
-                .map(Duration::from_secs)
-                .map_err(|_| {
-                    OAuthError::InvalidResponse(
-                        "`expires_in` is not a whole number of seconds".into(),
-                    )
-                })?
-        }
-        Some(_) => {
-            return Err(OAuthError::InvalidResponse(
-                "`expires_in` is not a number".into(),
-            ));
+    let access_token = match field("access_token") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Secret::new(s),
+        other => {
+            let reason = match other {
+                None => "no `access_token`",
+                Some(_) => "`access_token` is not a non-empty string",
+            };
+            return Err(match refresh_token {
+                Some(refresh_token) => OAuthError::IncompleteRotation {
+                    reason: reason.into(),
+                    refresh_token,
+                },
+                None => OAuthError::InvalidResponse(reason.into()),
+            });
         }
     };
-    let scope = match object.get("scope") {
-        Some(Value::String(s)) => Some(s.clone()),
+    let (expires_in, expires_in_note) =
+        parse_expires_in(object.get("expires_in").map(|raw| raw.get()));
+    let scope = match field("scope") {
+        Some(Value::String(s)) => Some(s),
         _ => None,
     };
     Ok(TokenSet {
         access_token,
         refresh_token,
         expires_in,
+        expires_in_note,
         scope,
     })
+}
+
+/// The lifetime believed for `expires_in` (its raw JSON text), and a note when it is not what
+/// the server said. Any number, or a string holding one (some servers send a string), counts;
+/// it is clamped to [`MIN_TOKEN_LIFETIME`]..[`MAX_TOKEN_LIFETIME`]. Anything else means
+/// [`DEFAULT_EXPIRES_IN`]. A note quotes the parsed number only, never the raw text.
+fn parse_expires_in(raw: Option<&str>) -> (Duration, Option<String>) {
+    let raw = raw.map(str::trim).unwrap_or("null");
+    if raw == "null" {
+        return (DEFAULT_EXPIRES_IN, None);
+    }
+    let text = if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).ok()
+    } else if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Some(raw.to_owned())
+    } else {
+        None
+    };
+    let text = text.as_deref().map(str::trim).unwrap_or("");
+    // A JSON number too large for `f64` parses as an infinity: huge, so clamped. In a string,
+    // Rust would also take "inf" or "NaN", which are no numbers of seconds.
+    let seconds = text
+        .parse::<f64>()
+        .ok()
+        .filter(|s| !s.is_nan() && (s.is_finite() || !raw.starts_with('"')));
+    let Some(seconds) = seconds else {
+        return (
+            DEFAULT_EXPIRES_IN,
+            Some(format!(
+                "expires_in is not a number of seconds; assuming {} s",
+                DEFAULT_EXPIRES_IN.as_secs()
+            )),
+        );
+    };
+    let said = match text.parse::<u64>() {
+        Ok(whole) => whole.to_string(),
+        Err(_) => seconds.to_string(),
+    };
+    let (min, max) = (MIN_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME);
+    if seconds < min.as_secs_f64() || seconds > max.as_secs_f64() {
+        let believed = if seconds < min.as_secs_f64() {
+            min
+        } else {
+            max
+        };
+        return (
+            believed,
+            Some(format!(
+                "expires_in is outside 60 s..24 h ({said} s); using the nearest bound, {} s",
+                believed.as_secs()
+            )),
+        );
+    }
+    // In range, so the conversion cannot fail; the fallback only keeps this panic-free.
+    let believed = Duration::try_from_secs_f64(seconds).unwrap_or(DEFAULT_EXPIRES_IN);
+    if seconds.fract() != 0.0 {
+        return (
+            believed,
+            Some(format!(
+                "expires_in is not a whole number of seconds ({said} s); using it as such"
+            )),
+        );
+    }
+    (believed, None)
 }
 
 /// Maps a non-success answer to the error the caller can act on (RFC 6749 §5.2 error codes).
@@ -474,13 +567,105 @@ mod tests {
         for body in [
             "<html>login</html>".to_string(),
             r#"{"token_type":"bearer"}"#.to_string(),
-            r#"{"access_token": 12345678, "refresh_token": "old-refresh"}"#.to_string(),
+            r#"{"access_token": 12345678, "expires_in": 3600}"#.to_string(),
         ] {
             let (_s, ep) = answer(ResponseTemplate::new(200).set_body_string(body)).await;
             let e = ep.refresh(&Secret::new("old-refresh")).await.unwrap_err();
             assert!(matches!(e, OAuthError::InvalidResponse(_)), "{e:?}");
             assert!(!e.to_string().contains("12345678"));
             assert_no_secret(&e);
+        }
+    }
+
+    /// The old refresh token may be spent: a new one in the answer is handed over even when the
+    /// access token beside it is missing or unusable, and shown nowhere.
+    #[tokio::test]
+    async fn a_new_refresh_token_without_an_access_token_is_kept() {
+        for body in [
+            r#"{"refresh_token": "rotated-rt", "expires_in": 3600}"#,
+            r#"{"access_token": 12345678, "refresh_token": "rotated-rt"}"#,
+            r#"{"access_token": "  ", "refresh_token": "rotated-rt", "expires_in": "1h"}"#,
+        ] {
+            let (_s, ep) = answer(ResponseTemplate::new(200).set_body_string(body)).await;
+            let e = ep.refresh(&Secret::new("old-refresh")).await.unwrap_err();
+            let OAuthError::IncompleteRotation { refresh_token, .. } = &e else {
+                panic!("{body}: {e:?}");
+            };
+            assert_eq!(refresh_token.expose(), "rotated-rt");
+            assert!(!e.is_refusal());
+            for text in [e.to_string(), format!("{e:?}")] {
+                assert!(
+                    !text.contains("rotated-rt") && !text.contains("12345678"),
+                    "{text}"
+                );
+            }
+            assert_no_secret(&e);
+        }
+    }
+
+    /// `expires_in` never fails an answer: whatever it is, the tokens come through, with a
+    /// lifetime within 60 s..24 h and a note when that is not what the server said.
+    #[tokio::test]
+    async fn an_odd_expires_in_never_fails_the_answer() {
+        let hour = DEFAULT_EXPIRES_IN;
+        let cases: [(&str, Duration, Option<&str>); 15] = [
+            ("3599", Duration::from_secs(3599), None),
+            (r#""3599""#, Duration::from_secs(3599), None),
+            (
+                "18446744073709551615",
+                MAX_TOKEN_LIFETIME,
+                Some("18446744073709551615 s"),
+            ),
+            (
+                "18446744073709551616",
+                MAX_TOKEN_LIFETIME,
+                Some("outside 60 s..24 h"),
+            ),
+            (
+                "1e400",
+                MAX_TOKEN_LIFETIME,
+                Some("outside 60 s..24 h (inf s)"),
+            ),
+            ("-1e400", MIN_TOKEN_LIFETIME, Some("outside 60 s..24 h")),
+            ("-1", MIN_TOKEN_LIFETIME, Some("outside 60 s..24 h (-1 s)")),
+            ("0", MIN_TOKEN_LIFETIME, Some("outside 60 s..24 h (0 s)")),
+            (
+                "3600.5",
+                Duration::from_millis(3_600_500),
+                Some("not a whole number of seconds (3600.5 s)"),
+            ),
+            (r#""-5""#, MIN_TOKEN_LIFETIME, Some("outside 60 s..24 h")),
+            (
+                r#""1h""#,
+                hour,
+                Some("not a number of seconds; assuming 3600 s"),
+            ),
+            (r#""NaN""#, hour, Some("not a number")),
+            ("true", hour, Some("not a number")),
+            (r#"{"s": 1}"#, hour, Some("not a number")),
+            ("null", hour, None),
+        ];
+        for (raw, believed, note) in cases {
+            let body = format!(
+                r#"{{"access_token":"new-access","refresh_token":"new-refresh","expires_in":{raw}}}"#
+            );
+            let (_s, ep) = answer(ResponseTemplate::new(200).set_body_string(body)).await;
+            let tokens = ep
+                .refresh(&Secret::new("old-refresh"))
+                .await
+                .unwrap_or_else(|e| panic!("{raw}: {e:?}"));
+            assert_eq!(
+                tokens.refresh_token.unwrap().expose(),
+                "new-refresh",
+                "{raw}"
+            );
+            assert_eq!(tokens.access_token.expose(), "new-access", "{raw}");
+            assert_eq!(tokens.expires_in, believed, "{raw}");
+            match (note, &tokens.expires_in_note) {
+                (None, None) => {}
+                (Some(want), Some(got)) => assert!(got.contains(want), "{raw}: {got}"),
+                (want, got) => panic!("{raw}: note {got:?}, wanted {want:?}"),
+            }
         }
     }
 

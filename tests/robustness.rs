@@ -1,7 +1,7 @@
 //! Hostile input on the poll path, through the real binary over loopback: a `Retry-After` or an
-//! `expires_in` that overflows, and a rotated refresh token that cannot be written. The process
-//! must neither panic nor freeze, must say what happened in metrics and logs, and must never go
-//! back to a spent refresh token.
+//! `expires_in` that overflows, a rotated refresh token that cannot be written (also at a
+//! stop), and a token file that hangs. The process must neither panic nor freeze, must say what
+//! happened in metrics, logs and its exit code, and must never go back to a spent refresh token.
 
 mod common;
 
@@ -112,8 +112,10 @@ async fn a_retry_after_beyond_the_ceiling_fails_one_poll_and_nothing_else() {
     assert_eq!(e.terminate().code(), Some(0));
 }
 
-/// A token endpoint whose `expires_in` overflows an `Instant` (it panicked the poller), or is
-/// 0 (every request refreshed): one refresh serves many polls either way.
+/// A token endpoint whose `expires_in` overflows an `Instant` (it panicked the poller), is 0
+/// (every request refreshed), is beyond `u64` (a float to serde: the whole answer, rotated
+/// refresh token included, was refused) or negative: one refresh serves many polls, and the
+/// rotated token reaches the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_expires_in_neither_panics_nor_refreshes_every_request() {
     let sim = Sim::start(SimConfig {
@@ -123,7 +125,7 @@ async fn an_absurd_expires_in_neither_panics_nor_refreshes_every_request() {
         ..SimConfig::default()
     })
     .await;
-    for expires_in in ["18446744073709551615", "0"] {
+    for expires_in in ["18446744073709551615", "0", "18446744073709551616", "-1"] {
         let tokens = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path("/oauth2/token"))
@@ -209,6 +211,18 @@ fn chmod(p: &Path, mode: u32) {
 
 fn read(file: &Path) -> String {
     std::fs::read_to_string(file).unwrap().trim().to_owned()
+}
+
+/// Waits until the first rotation reached `file` (the write runs beside the poll).
+async fn wait_file_rotated(file: &Path) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while read(file) == REFRESH_TOKEN {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file was never rotated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A rotated refresh token that cannot be written (read-only directory) stays in use: the old
@@ -329,6 +343,124 @@ async fn an_unsaved_refresh_token_keeps_serving_and_is_saved_once_possible() {
         get(&e.metrics().await, "qonto_exporter_credentials_refused"),
         0.0
     );
+}
+
+/// A SIGTERM while the rotated refresh token in use is unsaved: one last write is tried, and
+/// when it fails too the process says so in an `error` line naming the file and exits non-zero
+/// (it used to exit 0 and lose access in silence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_an_unsaved_refresh_token_is_loud_and_fails() {
+    let sim = Sim::start(SimConfig {
+        links: 50,
+        seed: 9,
+        oauth: Some(SimOAuth::new(CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN)),
+        ..SimConfig::default()
+    })
+    .await;
+    let base = tempfile::tempdir().unwrap();
+    chmod(base.path(), 0o755);
+    let dir = base.path().join("state");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("refresh-token");
+    std::fs::write(&file, format!("{REFRESH_TOKEN}\n")).unwrap();
+    let uid = is_root().then_some(65534);
+    let bin = base.path().join("qonto-exporter");
+    std::fs::copy(BIN, &bin).unwrap();
+    chmod(&bin, 0o755);
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+        std::os::unix::fs::chown(&file, Some(uid), Some(uid)).unwrap();
+    }
+    chmod(&dir, 0o700);
+    let token_url = format!("{}/oauth2/token", sim.url());
+    let args = fast_args(
+        &sim.url(),
+        &[
+            ("--qonto.oauth.client-id", CLIENT_ID),
+            ("--qonto.oauth.refresh-token-file", file.to_str().unwrap()),
+            ("--qonto.oauth.token-url", &token_url),
+        ],
+    );
+    let mut e = start_as(
+        &bin,
+        &args,
+        &[("QONTO_OAUTH_CLIENT_SECRET", CLIENT_SECRET)],
+        uid,
+    );
+    e.wait_ready(WAIT).await;
+    chmod(&dir, 0o500);
+    sim.sim.inject(Fault::Status {
+        code: 401,
+        retry_after: None,
+        times: 1,
+    });
+    e.wait_until("the rotated token is unsaved", WAIT, |m| {
+        get(m, UNSAVED) == 1.0
+    })
+    .await;
+    let status = e.terminate();
+    let lines = e.log_lines(&[
+        "level=error",
+        "exiting with an unsaved rotated refresh token: access will be lost",
+        file.to_str().unwrap(),
+    ]);
+    chmod(&dir, 0o700);
+    assert_eq!(lines.len(), 1, "logs:\n{}", e.logs());
+    assert_eq!(status.code(), Some(1), "logs:\n{}", e.logs());
+}
+
+/// The refresh-token file turns into a FIFO nobody writes (a hung volume reads the same) while
+/// a refresh reads it: a SIGTERM still ends the process within seconds. Dropping tokio's
+/// runtime used to wait for the blocked reading thread for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_token_file_does_not_keep_the_process_from_exiting() {
+    let sim = Sim::start(SimConfig {
+        links: 50,
+        seed: 9,
+        oauth: Some(SimOAuth::new(CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN)),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("refresh-token");
+    std::fs::write(&file, format!("{REFRESH_TOKEN}\n")).unwrap();
+    let token_url = format!("{}/oauth2/token", sim.url());
+    let args = fast_args(
+        &sim.url(),
+        &[
+            ("--qonto.oauth.client-id", CLIENT_ID),
+            ("--qonto.oauth.refresh-token-file", file.to_str().unwrap()),
+            ("--qonto.oauth.token-url", &token_url),
+        ],
+    );
+    let mut e = Exporter::start_owned(&args, &[("QONTO_OAUTH_CLIENT_SECRET", CLIENT_SECRET)]);
+    e.wait_ready(WAIT).await;
+    wait_file_rotated(&file).await;
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    std::fs::rename(&fifo, &file).unwrap();
+    // A 401 makes the next request refresh, and the refresh reads the file first.
+    sim.sim.inject(Fault::Status {
+        code: 401,
+        retry_after: None,
+        times: 1,
+    });
+    e.wait_until("the 401 arrived", WAIT, |m| {
+        get(m, r#"qonto_exporter_api_requests_total{code="401"}"#) >= 1.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    alive(&mut e);
+    let started = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(e.child.id().to_string())
+        .status();
+    let (code, logs) = e.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "nothing was unsaved; logs:\n{logs}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!logs.contains("panicked"), "{logs}");
 }
 
 fn is_root() -> bool {
