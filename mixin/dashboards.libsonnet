@@ -233,7 +233,7 @@
         ), 4, 5],
         [stat(
           'API budget used',
-          "Share of Qonto's per-IP budget of 10,000 requests per 10 minutes that polling at the configured interval uses, at the last poll's request count.",
+          "Requests sent in the last 10 minutes over the exporter's share of Qonto's per-IP 10,000 requests per 10 minutes (--qonto.budget-share, default 0.5), measured. At most 1: the budget holds polls back rather than going over.",
           'percentunit',
           [instant('max by (instance) (qonto_exporter_api_budget_10m_usage_ratio{%s})' % m, '{{instance}}')],
           thresholds=steps([{ color: 'green', value: null }, { color: 'orange', value: 0.5 }, { color: 'red', value: 0.9 }]),
@@ -430,7 +430,7 @@
         ), 8, 8],
         [timeseries(
           'API budget usage',
-          "Share of Qonto's per-IP budget of 10,000 requests per 10 minutes that polling at the configured interval uses.",
+          "Requests sent in the last 10 minutes over the exporter's share of Qonto's per-IP 10,000 requests per 10 minutes (--qonto.budget-share), measured; at most 1. Above 0.7 for 30 minutes fires QontoApiBudgetHigh.",
           'percentunit',
           [range('qonto_exporter_api_budget_10m_usage_ratio{%s}' % m, '{{instance}}')],
           min=0,
