@@ -481,12 +481,7 @@ impl QontoClient {
         let (total, seen) = *self.listing.lock().unwrap_or_else(|p| p.into_inner());
         let left = total.saturating_sub(seen);
         let long = self.budget.long();
-        let pace = format!(
-            "{:.1} requests/s ({} per {})",
-            long.sustained_per_second(),
-            long.share,
-            humantime::format_duration(long.window.period)
-        );
+        let pace = format!("{:.1} requests/s", long.sustained_per_second());
         if left > 0 {
             let expected = Duration::from_secs(self.budget.time_for(left).as_secs());
             tracing::info!(
