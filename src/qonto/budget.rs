@@ -37,9 +37,10 @@
 //! (10 of 500: enough to absorb timer lateness), so it sustains 491 requests per 10.2 s, 48/s.
 //! The long window is the budget: a fifth of its share may go out at the short window's pace
 //! (1,000 requests, 100,000 links, by default), and the rest of it is the sustained rate (4,001
-//! per 10 min 12 s, 6.5/s, 392 a minute). A poll of up to 1,000 pages is therefore never slowed
-//! by the 10-minute window, and a longer one (a first poll of more than 100,000 links) continues
-//! at the sustained rate, logging once a minute that it is held back and for how long.
+//! per 10 min 12 s, 6.5/s, 392 a minute). A poll of up to 1,000 pages that starts with the bucket
+//! full (after a quiet spell, as a first poll does) is therefore never slowed by the 10-minute
+//! window, and a longer one (a first poll of more than 100,000 links) continues at the sustained
+//! rate, logging once a minute that it is held back and for how long.
 //!
 //! # Admission
 //!
@@ -292,9 +293,10 @@ impl<C: Clock + Clone> Gate<C> {
 }
 
 /// Requests sent in the last long window, measured: a ring of [`BUCKETS_PER_WINDOW`] + 1 buckets
-/// of 1/600 of the window each. [`RequestWindow::count`] sums the buckets of the last 600 whole
-/// widths and the current one, so it covers at least the window and at most two buckets more
-/// (less than the budget's allowance, so it never exceeds the share the budget enforces).
+/// of 1/600 of the window each (rounded up to the nanosecond). [`RequestWindow::count`] sums the
+/// buckets of the last 600 whole widths and the current one, so it covers at least the window and
+/// less than one bucket (and 600 ns) more: within the budget's allowance (1/50 of the window), so
+/// it never exceeds the share the budget enforces.
 #[derive(Debug)]
 pub struct RequestWindow {
     origin: Instant,
@@ -306,7 +308,9 @@ pub struct RequestWindow {
 impl RequestWindow {
     /// A ring for `window`, counting from `origin`.
     pub fn new(window: Duration, origin: Instant) -> RequestWindow {
-        let bucket = (window / BUCKETS_PER_WINDOW).max(Duration::from_micros(1));
+        let ns = window.as_nanos().div_ceil(u128::from(BUCKETS_PER_WINDOW));
+        let bucket = Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+            .max(Duration::from_micros(1));
         RequestWindow {
             origin,
             bucket,
