@@ -136,8 +136,8 @@ pub struct RunArgs {
     /// Time between the starts of two polls; 5s with --demo when neither this flag nor QONTO_POLL_INTERVAL is set.
     #[arg(long = "poll.interval", env = "QONTO_POLL_INTERVAL", default_value = "1m", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub poll_interval: Duration,
-    /// Deadline of one whole poll (retries included).
-    #[arg(long = "poll.timeout", env = "QONTO_POLL_TIMEOUT", default_value = "30m", value_parser = parse_positive_duration, value_name = "DURATION")]
+    /// Deadline of one whole poll (retries and waits for the API budget included). The default lets a first poll walk about 47,000 pages (4.7M links) at the budget's sustained pace; a walk that needs longer logs a warning.
+    #[arg(long = "poll.timeout", env = "QONTO_POLL_TIMEOUT", default_value = "2h", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub poll_timeout: Duration,
     /// A full walk of every link at least this often (0s: every poll); in between, links in a terminal status are re-read only when their count moves.
     #[arg(long = "poll.full-resync-interval", env = "QONTO_POLL_FULL_RESYNC_INTERVAL", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]

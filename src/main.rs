@@ -257,6 +257,8 @@ async fn run(args: RunArgs) -> ExitCode {
     let budget = client.budget().describe();
     let shared = Arc::new(Shared::default());
     let progress = client.progress().clone();
+    progress.set_poll_timeout(args.poll_timeout);
+    let request_budget = client.budget().clone();
     let storage = storage.map(|s| {
         let mut parts = vec![api_url.as_str()];
         parts.extend(public_identity.iter().map(String::as_str));
@@ -307,6 +309,7 @@ async fn run(args: RunArgs) -> ExitCode {
         telemetry_path: args.telemetry_path.clone(),
         shared,
         progress,
+        budget: request_budget,
         metrics,
         web,
         about,

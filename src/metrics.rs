@@ -231,7 +231,7 @@ impl SelfMetrics {
         );
         let poll_remaining_seconds = gauge(
             "qonto_exporter_poll_remaining_seconds",
-            "Estimated time the poll under way needs to fetch the rest of qonto_exporter_poll_total_pages, at its page rate over the last 30 seconds; NaN while that rate is unmeasured or zero; 0 when no poll is running.",
+            "Estimated time the poll under way needs to fetch the rest of qonto_exporter_poll_total_pages at the current budget: the longer of its page rate over the last 30 seconds and the request budget's pace for the pages left; NaN once no page has come back for 30 seconds; 0 when no poll is running.",
         );
         let build = GaugeVec::new(
             Opts::new(

@@ -32,6 +32,7 @@ use crate::html::escape;
 use crate::metrics::SelfMetrics;
 use crate::money::{format_amount, format_count};
 use crate::publish::{PollStatus, Published, Shared};
+use crate::qonto::budget::Budget;
 use crate::qonto::walk::{ProgressView, WalkProgress};
 use crate::shutdown::stopped;
 use crate::webconfig::{AuthOutcome, WebConfig};
@@ -52,6 +53,8 @@ pub struct App {
     pub shared: Arc<Shared>,
     /// Pages of the walks under way (the client's): the landing page's and the gauges' progress.
     pub progress: Arc<WalkProgress>,
+    /// The client's request budget: the time left is at least what it allows for the pages left.
+    pub budget: Arc<Budget>,
     pub metrics: Arc<SelfMetrics>,
     pub web: Option<Arc<WebConfig>>,
     /// Shown on the landing page (API URL, credential kind, poll interval).
@@ -235,11 +238,14 @@ fn metrics_response(app: &App, req: &Request<Incoming>) -> Response<Body> {
     response.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "error\n"))
 }
 
-/// Where the poll under way stands; `None` when no poll is running.
+/// Where the poll under way stands, its time left at the current budget (the longer of the
+/// recent page rate's estimate and the budget's); `None` when no poll is running.
 fn poll_progress(app: &App, status: &PollStatus) -> Option<ProgressView> {
-    status
-        .in_progress_since
-        .map(|since| app.progress.view(since, Instant::now()))
+    status.in_progress_since.map(|since| {
+        app.progress
+            .view(since, Instant::now())
+            .at_budget(&app.budget)
+    })
 }
 
 /// Sets the progress gauges from `view` (see their HELP in the metrics module): they are read
@@ -365,18 +371,22 @@ fn progress_sentence(view: Option<ProgressView>) -> String {
     let Some(v) = view.filter(|v| v.pages_total > 0) else {
         return ".".into();
     };
-    let percent = (v.pages_done.min(v.pages_total) * 100) / v.pages_total;
+    let percent = u128::from(v.pages_done.min(v.pages_total)) * 100 / u128::from(v.pages_total);
     let mut out = format!(
         ": page {} of {} ({percent} %)",
         format_count(v.pages_done),
         format_count(v.pages_total)
     );
+    let left = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs().max(1)));
     match (v.remaining, v.pages_per_second) {
-        (Some(left), Some(rate)) if v.pages_done < v.pages_total => out.push_str(&format!(
-            ", about {} left at the current rate ({rate:.1} pages/s over the last {}).",
-            humantime::format_duration(Duration::from_secs(left.as_secs().max(1))),
+        (Some(t), Some(rate)) if v.pages_done < v.pages_total => out.push_str(&format!(
+            ", about {} left at the current budget ({rate:.1} pages/s over the last {}).",
+            left(t),
             humantime::format_duration(crate::qonto::walk::RATE_WINDOW),
         )),
+        (Some(t), None) if v.pages_done < v.pages_total => {
+            out.push_str(&format!(", about {} left at the current budget.", left(t)))
+        }
         (None, Some(_)) => out.push_str(", no page fetched lately: time left unknown."),
         _ => out.push('.'),
     }

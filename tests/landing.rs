@@ -159,7 +159,7 @@ async fn a_slow_first_poll_shows_pages_done_of_total_and_the_time_left() {
         let page = landing(&exporter).await;
         if let Some((done, total)) = progress_on(&page) {
             // Past the first second of the walk, so that a rate is measured.
-            if done >= 6 && page.contains("left at the current rate") {
+            if done >= 6 && page.contains("left at the current budget") {
                 break (page, done, total);
             }
         }
@@ -206,6 +206,123 @@ async fn a_slow_first_poll_shows_pages_done_of_total_and_the_time_left() {
     let page = landing(&exporter).await;
     assert!(!page.contains("A poll is running"), "{page}");
     assert!(page.contains("succeeded"), "{page}");
+}
+
+/// The long window scaled down to 200 requests per 20 s: the exporter's share (0.5) is 100, a
+/// burst of 20 (a fifth) and then one request every 20.4 s / 81 (the window plus its 2 %
+/// allowance, over the cells left), about 0.252 s.
+const SCALED_LONG: &str = "200/20s";
+const SCALED_LONG_PERIOD: f64 = 20.4 / 81.0;
+
+#[tokio::test]
+async fn the_time_left_is_at_the_current_budget_not_the_burst_rate() {
+    // 50 pages answered at once: the first 20 go out in the burst, the other 30 at the
+    // sustained pace. The page rate of the walk so far, burst included, promises far less time
+    // than the budget allows.
+    let sim = Sim::start(SimConfig {
+        links: 5000,
+        latency: Duration::from_millis(5),
+        ..SimConfig::default()
+    })
+    .await;
+    let exporter = Exporter::start_owned(
+        &fast_args(
+            &sim.url(),
+            &[
+                ("--poll.interval", "1h"),
+                ("--qonto.rate-limit-long", SCALED_LONG),
+            ],
+        ),
+        &[TOKEN],
+    );
+    wait_serving(&exporter).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut checked = 0;
+    let mut saw_page = false;
+    loop {
+        let m = exporter.metrics().await;
+        let (progress, pages, left) = (
+            m["qonto_exporter_poll_progress_pages"],
+            m["qonto_exporter_poll_total_pages"],
+            m["qonto_exporter_poll_remaining_seconds"],
+        );
+        // Past the burst, and not on the last page (whose cell may already be taken).
+        if pages > 0.0 && progress >= 25.0 && progress < pages - 1.0 {
+            let floor = (pages - progress - 1.0) * SCALED_LONG_PERIOD;
+            assert!(
+                left.is_finite() && left >= 0.9 * floor,
+                "{left} s left for {} pages at one every {SCALED_LONG_PERIOD:.3} s",
+                pages - progress
+            );
+            if !saw_page {
+                let page = landing(&exporter).await;
+                if page.contains("left at the current budget") {
+                    saw_page = true;
+                }
+            }
+            checked += 1;
+        }
+        if checked > 0 && (pages == 0.0 || progress >= pages - 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the walk never got past its burst; logs:\n{}",
+            exporter.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(checked >= 5, "only {checked} samples past the burst");
+    assert!(
+        saw_page,
+        "the landing page never said the time left at the current budget"
+    );
+    exporter.wait_ready(Duration::from_secs(30)).await;
+    // The default --poll.timeout (2h) is far from this walk's 8 s: no warning.
+    assert!(
+        !exporter.logs().contains("--poll.timeout"),
+        "{}",
+        exporter.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_walk_longer_than_the_poll_timeout_says_so_and_names_the_flags() {
+    // The same 50 pages need about 30 × 0.252 s ≈ 7.6 s at the budget; the poll has 3 s.
+    let sim = Sim::start(SimConfig {
+        links: 5000,
+        ..SimConfig::default()
+    })
+    .await;
+    let exporter = Exporter::start_owned(
+        &fast_args(
+            &sim.url(),
+            &[
+                ("--poll.interval", "1h"),
+                ("--poll.timeout", "3s"),
+                ("--qonto.rate-limit-long", SCALED_LONG),
+            ],
+        ),
+        &[TOKEN],
+    );
+    let line = exporter
+        .wait_log(&["longer than --poll.timeout"], Duration::from_secs(20))
+        .await;
+    assert!(line.contains("--qonto.budget-share"), "{line}");
+    assert!(line.contains("pages left"), "{line}");
+    // Logged once per walk, not once per page.
+    exporter
+        .wait_log(&["poll did not finish within"], Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        exporter
+            .logs()
+            .matches("longer than --poll.timeout")
+            .count(),
+        1,
+        "{}",
+        exporter.logs()
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 
+use crate::qonto::budget::Budget;
 use crate::qonto::client::{ApiError, ListQuery, QontoClient};
 use crate::qonto::model::{Meta, Page};
 
@@ -55,6 +56,7 @@ pub async fn walk(
             ),
         });
     }
+    warn_if_longer_than_the_poll(client, total_pages.saturating_sub(1), statuses);
     let drift = Mutex::new(check(&first.meta, 1, &first.meta, first.items).err());
     let served = AtomicU64::new(first.items);
     let progress = Progress::new(client.progress(), total_pages.max(1));
@@ -86,6 +88,28 @@ pub async fn walk(
         served,
         drift,
     })
+}
+
+/// Warns, once per walk, when the `left` pages of a walk take longer at the current budget than
+/// `--poll.timeout` allows the whole poll: that poll is bound to be abandoned, and a full walk
+/// that never completes is retried (and abandoned) at every poll.
+fn warn_if_longer_than_the_poll(client: &QontoClient, left: u64, statuses: &[&str]) {
+    let Some(timeout) = client.progress().poll_timeout() else {
+        return;
+    };
+    let expected = client.budget().time_for(left);
+    if expected > timeout {
+        let expected = humantime::format_duration(Duration::from_secs(expected.as_secs()));
+        tracing::warn!(
+            pages_left = left,
+            expected = %expected,
+            poll_timeout = %humantime::format_duration(timeout),
+            budget = %client.budget().describe(),
+            statuses = %statuses.join(","),
+            "this walk has ~{left} pages left, about {expected} at the current budget: longer than --poll.timeout {} allows the whole poll, which will be abandoned; raise --poll.timeout, or --qonto.budget-share if nothing else calls Qonto from this IP",
+            humantime::format_duration(timeout)
+        );
+    }
 }
 
 /// `total_count` of a listing, for one request (`per_page=1`).
@@ -221,6 +245,8 @@ const MAX_WALKS: usize = 64;
 #[derive(Debug, Default)]
 pub struct WalkProgress {
     state: Mutex<ProgressState>,
+    /// `--poll.timeout` in nanoseconds, 0 when unset: a walk that needs longer warns.
+    poll_timeout_ns: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -256,10 +282,55 @@ pub struct ProgressView {
     /// when shorter); `None` while less than a second has been measured.
     pub pages_per_second: Option<f64>,
     /// Time to fetch the pages left at that rate; `None` when the rate is unknown or zero.
+    /// [`ProgressView::at_budget`] makes it the longer of that and the budget's estimate.
     pub remaining: Option<Duration>,
 }
 
+impl ProgressView {
+    /// Pages announced and not fetched yet.
+    pub fn pages_left(&self) -> u64 {
+        self.pages_total.saturating_sub(self.pages_done)
+    }
+
+    /// The time left at the current budget: the longer of the recent page rate's estimate and
+    /// `budget`'s for the pages left ([`Budget::time_for`]). The rate alone is too hopeful
+    /// while a walk spends the 10-minute window's burst, which ends long before the walk.
+    pub fn at_budget(self, budget: &Budget) -> ProgressView {
+        let floor = budget.time_for(self.pages_left());
+        self.at_least(floor)
+    }
+
+    /// [`ProgressView::at_budget`] with the budget's estimate given: `remaining` is at least
+    /// `floor`; while no rate is measured yet, it is `floor`; a stalled walk (a measured rate of
+    /// zero) stays unknown.
+    pub fn at_least(mut self, floor: Duration) -> ProgressView {
+        if self.pages_total == 0 {
+            return self;
+        }
+        self.remaining = match (self.remaining, self.pages_per_second) {
+            (Some(r), _) => Some(r.max(floor)),
+            (None, None) => Some(floor),
+            (None, Some(_)) => None,
+        };
+        self
+    }
+}
+
 impl WalkProgress {
+    /// Sets `--poll.timeout`: a walk whose pages left need longer at the current budget warns.
+    pub fn set_poll_timeout(&self, timeout: Duration) {
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.poll_timeout_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// `--poll.timeout`, if set.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        match self.poll_timeout_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
     /// Records a walk whose first page has come back announcing `pages` pages; its id.
     fn begin(&self, pages: u64, now: Instant) -> u64 {
         let mut s = self.lock();
@@ -302,8 +373,10 @@ impl WalkProgress {
         let mut view = ProgressView::default();
         let mut start: Option<Instant> = None;
         for w in s.walks.iter().filter(|w| w.began >= since) {
-            view.pages_done += w.done;
-            view.pages_total += w.pages;
+            // Saturating: `pages` is the API's `total_pages`, which a hostile answer sets near
+            // u64::MAX (a `total_count` that large with `per_page=1` passes the walk's check).
+            view.pages_done = view.pages_done.saturating_add(w.done);
+            view.pages_total = view.pages_total.saturating_add(w.pages);
             start = Some(start.map_or(w.began_at, |t| t.min(w.began_at)));
         }
         let Some(start) = start else {
@@ -514,6 +587,93 @@ mod tests {
         }
         assert_eq!(p.lock().walks.len(), MAX_WALKS);
         assert_eq!(p.view(since, t0).pages_total, 2 * MAX_WALKS as u64);
+    }
+
+    #[test]
+    fn progress_of_hostile_page_counts_saturates() {
+        let p = WalkProgress::default();
+        let since = SystemTime::now();
+        let t0 = Instant::now();
+        // A `total_count` near u64::MAX with `per_page=1`: its `total_pages` passes the walk's
+        // check, and a second listing's pages must not overflow the sum.
+        p.begin(u64::MAX - 1, t0);
+        p.begin(5, t0);
+        let v = p.view(since, t0);
+        assert_eq!((v.pages_done, v.pages_total), (2, u64::MAX));
+        assert_eq!(v.pages_left(), u64::MAX - 2);
+    }
+
+    #[test]
+    fn time_left_is_at_least_the_budgets_estimate() {
+        let rated = ProgressView {
+            pages_done: 10,
+            pages_total: 110,
+            pages_per_second: Some(50.0),
+            remaining: Some(Duration::from_secs(2)),
+        };
+        // The budget is slower than the recent rate (its burst is spent): the budget wins.
+        assert_eq!(
+            rated.at_least(Duration::from_secs(15)).remaining,
+            Some(Duration::from_secs(15))
+        );
+        // The rate is slower (slow answers): the rate wins.
+        assert_eq!(
+            rated.at_least(Duration::from_secs(1)).remaining,
+            Some(Duration::from_secs(2))
+        );
+        // No rate measured yet: the budget's estimate.
+        let fresh = ProgressView {
+            pages_per_second: None,
+            remaining: None,
+            ..rated
+        };
+        assert_eq!(
+            fresh.at_least(Duration::from_secs(15)).remaining,
+            Some(Duration::from_secs(15))
+        );
+        // Stalled: unknown, whatever the budget says.
+        let stalled = ProgressView {
+            pages_per_second: Some(0.0),
+            remaining: None,
+            ..rated
+        };
+        assert_eq!(stalled.at_least(Duration::from_secs(15)).remaining, None);
+        // No walk begun: nothing to estimate.
+        assert_eq!(
+            ProgressView::default()
+                .at_least(Duration::from_secs(15))
+                .remaining,
+            None
+        );
+    }
+
+    #[test]
+    fn time_left_at_the_default_budget_counts_the_sustained_rate() {
+        use crate::qonto::budget::BudgetConfig;
+        let budget = Budget::new(BudgetConfig::default());
+        // 10,000 pages left, the 10-minute bucket full: 1,000 at the short window's pace, the
+        // rest at the long window's sustained rate (6.5/s): about 23 minutes, however fast the
+        // last 30 seconds went.
+        let v = ProgressView {
+            pages_done: 1,
+            pages_total: 10_001,
+            pages_per_second: Some(48.0),
+            remaining: Some(Duration::from_secs_f64(10_000.0 / 48.0)),
+        }
+        .at_budget(&budget);
+        let left = v.remaining.unwrap().as_secs_f64();
+        let expected = 1000.0 * budget.short().period.as_secs_f64()
+            + 9000.0 * budget.long().period.as_secs_f64();
+        assert!((left - expected).abs() < 1.0, "{left} vs {expected}");
+        assert!((1300.0..1450.0).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn poll_timeout_is_unset_until_set() {
+        let p = WalkProgress::default();
+        assert_eq!(p.poll_timeout(), None);
+        p.set_poll_timeout(Duration::from_secs(7200));
+        assert_eq!(p.poll_timeout(), Some(Duration::from_secs(7200)));
     }
 
     #[test]
