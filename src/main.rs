@@ -174,6 +174,11 @@ async fn run(args: RunArgs) -> ExitCode {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let storage = match &args.storage_path {
+        Some(_) if matches!(source, CredentialSource::Demo) => {
+            return usage_error(
+                "--storage.path: not used with --demo (the demo organisation is new at every start)",
+            );
+        }
         Some(dir) => match Storage::open(dir) {
             Ok(s) => Some(s),
             Err(e) => return usage_error(format!("--storage.path: {e}")),
@@ -260,7 +265,7 @@ async fn run(args: RunArgs) -> ExitCode {
     progress.set_poll_timeout(args.poll_timeout);
     let request_budget = client.budget().clone();
     let storage = storage.map(|s| {
-        let mut parts = vec![api_url.as_str()];
+        let mut parts = vec![api_url.trim_end_matches('/')];
         parts.extend(public_identity.iter().map(String::as_str));
         s.for_identity(state::identity(&parts))
     });

@@ -63,22 +63,20 @@ use crate::qonto::model::{Link, Page};
 pub(crate) const LIVE_STATUSES: [&str; 2] = [OPEN, "processing"];
 
 /// Hashes link ids the same way across polls and, saved in the state file with the memory,
-/// across restarts of the same build: a random salt fed, with the id, to std's SipHash (whose
-/// algorithm may change between Rust releases, which is why a state file from another build is
-/// ignored).
+/// across restarts and upgrades: SipHash-1-3 (the `siphasher` crate, whose output is fixed,
+/// unlike std's `DefaultHasher`) keyed by a random 128-bit key chosen once and saved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct IdKey(pub(crate) u64);
+pub struct IdKey(pub(crate) u64, pub(crate) u64);
 
 impl IdKey {
     pub fn random() -> IdKey {
-        IdKey(rand::random())
+        IdKey(rand::random(), rand::random())
     }
 
     pub(crate) fn hash_one(&self, id: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        self.0.hash(&mut h);
-        id.hash(&mut h);
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.0, self.1);
+        h.write(id.as_bytes());
         h.finish()
     }
 }
@@ -117,6 +115,24 @@ pub(crate) struct Memory {
     /// False when that poll published while its listing kept moving: a later check could
     /// then blame the API for a link that poll missed, so none is made.
     pub(crate) settled: bool,
+}
+
+impl Memory {
+    /// Checks a memory read back from a state file (outside input) and repairs what sorting
+    /// can: the id lists must be sorted for their binary searches, the last full walk must not
+    /// lie in the future (beyond a minute of skew: it would postpone every full resync), and
+    /// the poll's reference time must be an instant a date can hold.
+    pub(crate) fn validate(&mut self, now: SystemTime) -> Result<(), String> {
+        if self.last_full > now + Duration::from_secs(60) {
+            return Err("its last full walk lies in the future".into());
+        }
+        if OffsetDateTime::from_unix_timestamp(self.polled_at).is_err() {
+            return Err(format!("its poll time {} is out of range", self.polled_at));
+        }
+        self.live.sort_unstable();
+        self.unknown.ids.sort_unstable();
+        Ok(())
+    }
 }
 
 /// The links of statuses outside the spec's enum (enums are open sets). Status-filtered walks
@@ -786,7 +802,7 @@ mod tests {
     fn memory(live: Vec<(u64, i64)>, before_at: OffsetDateTime) -> Memory {
         Memory {
             last_full: SystemTime::now(),
-            id_key: IdKey(7),
+            id_key: IdKey(7, 8),
             terminal: TERMINAL_STATUSES
                 .iter()
                 .map(|s| {

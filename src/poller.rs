@@ -81,7 +81,29 @@ pub struct Poller {
     refused: bool,
     /// Where the last complete poll and the memory are saved, if anywhere.
     storage: Option<Arc<Storage>>,
+    /// True while a write of the state file runs on the blocking pool.
+    saving: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// What one complete poll collected.
+struct Collected {
+    snapshot: Snapshot,
+    /// Pages (requests) the walks fetched.
+    pages: u64,
+    /// Whether every link was walked.
+    full: bool,
+}
+
+/// What `find_moved` did.
+struct Found {
+    /// Newcomers found among last poll's live links.
+    found: u64,
+    /// Pages read.
+    pages: u64,
+}
+
+/// How long a state-file write may take before it counts as failed.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Poller {
     pub fn new(
@@ -100,6 +122,7 @@ impl Poller {
             reported: HashSet::new(),
             refused: false,
             storage: None,
+            saving: Arc::default(),
         }
     }
 
@@ -137,7 +160,11 @@ impl Poller {
             .record_poll_requests(requests, self.cfg.interval.max(duration));
         self.metrics.last_duration.set(duration.as_secs_f64());
         match result {
-            Ok((snapshot, pages, full)) => {
+            Ok(Collected {
+                snapshot,
+                pages,
+                full,
+            }) => {
                 let links = snapshot.unique_links;
                 let finished_at = SystemTime::now();
                 let published = Arc::new(Published::new(
@@ -213,8 +240,20 @@ impl Poller {
     pub async fn restore_from(&mut self, storage: Storage) {
         let storage = Arc::new(storage);
         self.storage = Some(storage.clone());
+        let path = storage.path();
         let loaded = tokio::task::spawn_blocking(move || storage.load::<Memory>()).await;
-        let (poll, memory) = match loaded {
+        let now = SystemTime::now();
+        let checked = |(poll, mut memory): (SavedPoll, Memory)| {
+            crate::state::check_poll(&poll, now, &path)?;
+            memory
+                .validate(now)
+                .map_err(|message| crate::state::StateError::Invalid {
+                    path: path.clone(),
+                    message,
+                })?;
+            Ok((poll, memory))
+        };
+        let (poll, memory) = match loaded.map(|r| r.and_then(|o| o.map(checked).transpose())) {
             Ok(Ok(Some(state))) => state,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
@@ -253,6 +292,9 @@ impl Poller {
     }
 
     /// Writes the poll just published and the memory to the state file, if one is configured.
+    /// Encoded here (CPU, no copy of the memory), written on the blocking pool within
+    /// [`SAVE_TIMEOUT`]: a hung volume costs a counted failure, never the poll loop. A write
+    /// still running from an earlier poll is left alone rather than joined by a second one.
     async fn save(&self, published: &Published) {
         let (Some(storage), Some(memory)) = (&self.storage, &self.memory) else {
             return;
@@ -268,12 +310,28 @@ impl Poller {
             full: published.full,
             snapshot: published.snapshot.clone(),
         };
-        let (storage, memory) = (storage.clone(), memory.clone());
-        let saved = tokio::task::spawn_blocking(move || storage.save(&poll, &memory)).await;
-        let error = match saved {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e.to_string(),
+        let error = match storage.encode(&poll, memory) {
             Err(e) => e.to_string(),
+            Ok(_) if self.saving.swap(true, std::sync::atomic::Ordering::AcqRel) => {
+                "the previous write has not finished (a slow or hung volume)".to_owned()
+            }
+            Ok(bytes) => {
+                let (storage, busy) = (storage.clone(), self.saving.clone());
+                let write = tokio::task::spawn_blocking(move || {
+                    let result = storage.write(&bytes);
+                    busy.store(false, std::sync::atomic::Ordering::Release);
+                    result
+                });
+                match tokio::time::timeout(SAVE_TIMEOUT, write).await {
+                    Ok(Ok(Ok(()))) => return,
+                    Ok(Ok(Err(e))) => e.to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!(
+                        "no answer from the volume within {}",
+                        humantime::format_duration(SAVE_TIMEOUT)
+                    ),
+                }
+            }
         };
         self.metrics.state_write_failures.inc();
         tracing::warn!(%error, "state file not written: a restart now starts with a full poll");
@@ -285,8 +343,8 @@ impl Poller {
         self.shared.status.store(Arc::new(s));
     }
 
-    /// Walks what must be walked and builds the snapshot; `(snapshot, pages, full)`.
-    async fn collect(&mut self, now: OffsetDateTime) -> Result<(Snapshot, u64, bool), PollError> {
+    /// Walks what must be walked and builds the snapshot.
+    async fn collect(&mut self, now: OffsetDateTime) -> Result<Collected, PollError> {
         let mut force_full = false;
         let mut mismatches = 0;
         let mut attempt = 0;
@@ -320,7 +378,10 @@ impl Poller {
                         // Links moving between the requests of one poll can make the parts
                         // miss the total; only a repeated mismatch costs a full walk.
                         mismatches += 1;
-                        force_full = mismatches > 2;
+                        // With links of unknown statuses about, a mismatch most likely means
+                        // their number moved: walk everything at once rather than probe again.
+                        let unknown = self.memory.as_ref().is_some_and(|m| m.unknown.count > 0);
+                        force_full = mismatches > 2 || unknown;
                         if force_full {
                             tracing::info!(
                                 "status counts keep missing the total; walking everything"
@@ -398,7 +459,11 @@ impl Poller {
             let excluded = excluded_links(&memory, &t, &snapshot, unknown_carried);
             self.metrics.excluded_links.set(excluded as f64);
             self.memory = Some(memory);
-            return Ok((snapshot, pages, full));
+            return Ok(Collected {
+                snapshot,
+                pages,
+                full,
+            });
         }
     }
 
@@ -501,7 +566,10 @@ impl Poller {
                     terminal.insert(status, n);
                 }
                 StatusPlan::FindMoved { want } => {
-                    let (found, walked) = self
+                    let Found {
+                        found,
+                        pages: walked,
+                    } = self
                         .find_moved(tally, status, want, &mut vanished, memory.polled_at)
                         .await?;
                     pages += walked;
@@ -592,13 +660,13 @@ impl Poller {
         want: u64,
         vanished: &mut HashMap<u64, i64>,
         last_poll: i64,
-    ) -> Result<(u64, u64), PollError> {
+    ) -> Result<Found, PollError> {
         let floor = vanished
             .values()
             .copied()
             .min()
             .unwrap_or(i64::MIN)
-            .min(last_poll - 60);
+            .min(last_poll.saturating_sub(60));
         let mut found = 0;
         let id_key = &self.id_key;
         let mut on_page = |page: &Page<'_>| {
@@ -633,7 +701,7 @@ impl Poller {
             pages,
             "looked for links that became terminal"
         );
-        Ok((found, pages))
+        Ok(Found { found, pages })
     }
 
     /// Counts and logs a terminal listing that grew while it was walked (not walked again).

@@ -3,12 +3,15 @@
 //! incremental price, not a full walk.
 //!
 //! One file, `qonto-exporter.state`: gzip-compressed JSON (gzip's CRC-32 catches a truncated
-//! or corrupt file) holding a format version, the build that wrote it, the identity it belongs
-//! to (a SHA-256 of the API URL and the credentials' non-secret parts, never a secret), the
-//! poll and the memory. Written after every complete poll atomically: a temporary file in the
-//! same directory, fsync, rename over the old one, fsync of the directory; a crash leaves the
-//! old file or the new one, never a mix. A file of another format, build or identity, or one
-//! that does not decode, is reported once and ignored: a full poll follows, never a crash.
+//! or corrupt file) holding a format version, the build that wrote it (for information: an
+//! upgrade keeps the state as long as the format is the same), the identity it belongs to (a
+//! SHA-256 of the API URL and the credentials' non-secret parts, never a secret), the poll and
+//! the memory. Written after every complete poll atomically: a temporary file in the same
+//! directory, fsync, rename over the old one, fsync of the directory; a crash leaves the old file
+//! or the new one, never a mix, and leftover temporary files are removed at start. A file of
+//! another format or identity, one that does not decode, or one larger than the caps (64 MiB
+//! compressed, 512 MiB of JSON: read as a stream, never whole in memory) is reported once and
+//! ignored: a full poll follows, never a crash.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -25,9 +28,13 @@ pub const FILE_NAME: &str = "qonto-exporter.state";
 /// Bumped whenever the layout changes; a file of another format is ignored.
 pub const FORMAT: u32 = 1;
 /// A state file larger than this is refused unread (1M links take a few MiB).
-const MAX_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// At most this much JSON is decompressed from it (a gzip bomb is cut short).
+const MAX_JSON: u64 = 512 * 1024 * 1024;
+/// Prefix of the temporary files a write creates beside the state file.
+const TMP_PREFIX: &str = ".qonto-exporter.state.";
 
-/// The build that writes the file: the id hashes in the memory depend on it.
+/// The build that writes the file (recorded for diagnosis; not a reason to ignore it).
 pub fn build() -> String {
     format!(
         "{} {} {}",
@@ -93,14 +100,14 @@ pub enum StateError {
     TooLarge { path: PathBuf },
     #[error("{path}: not a readable state file ({message})")]
     Decode { path: PathBuf, message: String },
-    #[error(
-        "{path}: written by format {found} (this build reads {FORMAT}) or by another build ({build})"
-    )]
+    #[error("{path}: written in format {found} by {build}; this build reads format {FORMAT}")]
     OtherVersion {
         path: PathBuf,
         found: u32,
         build: String,
     },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
     #[error("{path}: belongs to another API URL or credentials")]
     Foreign { path: PathBuf },
 }
@@ -122,7 +129,16 @@ impl Storage {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let probe = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        // Leftovers of writes cut short (a kill mid-write) would fill the volume over time.
+        for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let probe = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(io)?;
         drop(probe);
         Ok(Storage {
             dir: dir.to_owned(),
@@ -146,35 +162,40 @@ impl Storage {
             path: path.clone(),
             source,
         };
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(e)),
+        let open = || -> Result<Option<File>, StateError> {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io(e)),
+            };
+            if file.metadata().map_err(io)?.len() > MAX_BYTES {
+                return Err(StateError::TooLarge { path: path.clone() });
+            }
+            Ok(Some(file))
         };
-        if file.metadata().map_err(io)?.len() > MAX_BYTES {
-            return Err(StateError::TooLarge { path });
-        }
-        let mut json = Vec::new();
-        flate2::read::GzDecoder::new(file.take(MAX_BYTES))
-            .take(4 * MAX_BYTES)
-            .read_to_end(&mut json)
-            .map_err(|e| StateError::Decode {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        // The header first: a file of another format may not decode as this one.
+        // Streamed: the JSON is never held whole, and a gzip bomb stops at MAX_JSON.
+        let reader = |file: File| {
+            std::io::BufReader::new(
+                flate2::read::GzDecoder::new(file.take(MAX_BYTES)).take(MAX_JSON),
+            )
+        };
+        let decode = |e: serde_json::Error| StateError::Decode {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let Some(file) = open()? else {
+            return Ok(None);
+        };
+        // The header first (the rest skipped without being built): a file of another format
+        // or identity is named as such, not as undecodable.
         #[derive(Deserialize)]
         struct Header {
             format: u32,
             build: String,
             identity: String,
         }
-        let decode = |e: serde_json::Error| StateError::Decode {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        let header: Header = serde_json::from_slice(&json).map_err(decode)?;
-        if header.format != FORMAT || header.build != build() {
+        let header: Header = serde_json::from_reader(reader(file)).map_err(decode)?;
+        if header.format != FORMAT {
             return Err(StateError::OtherVersion {
                 path,
                 found: header.format,
@@ -184,12 +205,20 @@ impl Storage {
         if header.identity != self.identity {
             return Err(StateError::Foreign { path });
         }
-        let envelope: Envelope<M> = serde_json::from_slice(&json).map_err(decode)?;
+        let Some(file) = open()? else {
+            return Ok(None);
+        };
+        let envelope: Envelope<M> = serde_json::from_reader(reader(file)).map_err(decode)?;
         Ok(Some((envelope.poll, envelope.memory)))
     }
 
-    /// Replaces the file atomically with `poll` and `memory`.
-    pub fn save<M: Serialize>(&self, poll: &SavedPoll, memory: &M) -> Result<(), StateError> {
+    /// The bytes of a state file for `poll` and `memory`: serialised and compressed by the
+    /// caller (CPU work, no copy of the memory), written by [`Storage::write`] (I/O).
+    pub fn encode<M: Serialize>(
+        &self,
+        poll: &SavedPoll,
+        memory: &M,
+    ) -> Result<Vec<u8>, StateError> {
         #[derive(Serialize)]
         struct EnvelopeRef<'a, M> {
             format: u32,
@@ -198,16 +227,7 @@ impl Storage {
             poll: &'a SavedPoll,
             memory: &'a M,
         }
-        let path = self.path();
-        let io = |source| StateError::Io {
-            path: path.clone(),
-            source,
-        };
-        let tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
-        let mut gz = flate2::write::GzEncoder::new(
-            std::io::BufWriter::new(tmp.as_file()),
-            flate2::Compression::fast(),
-        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         serde_json::to_writer(
             &mut gz,
             &EnvelopeRef {
@@ -218,10 +238,26 @@ impl Storage {
                 memory,
             },
         )
-        .map_err(|e| io(std::io::Error::other(e)))?;
-        let mut buffered = gz.finish().map_err(io)?;
-        buffered.flush().map_err(io)?;
-        drop(buffered);
+        .map_err(std::io::Error::other)
+        .and_then(|()| gz.finish())
+        .map_err(|source| StateError::Io {
+            path: self.path(),
+            source,
+        })
+    }
+
+    /// Replaces the file atomically with `bytes` (from [`Storage::encode`]).
+    pub fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        let path = self.path();
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(&self.dir)
+            .map_err(io)?;
+        tmp.write_all(bytes).map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(&path).map_err(|e| io(e.error))?;
         File::open(&self.dir)
@@ -229,6 +265,26 @@ impl Storage {
             .map_err(io)?;
         Ok(())
     }
+
+    /// Encodes and writes in one go (tests and tools).
+    pub fn save<M: Serialize>(&self, poll: &SavedPoll, memory: &M) -> Result<(), StateError> {
+        self.write(&self.encode(poll, memory)?)
+    }
+}
+
+/// What a restored poll must satisfy besides decoding: an end not in the future (beyond a
+/// minute of clock skew), or its age and the data-stale alert would lie.
+pub fn check_poll(poll: &SavedPoll, now: SystemTime, path: &Path) -> Result<(), StateError> {
+    if poll.finished_at() > now + Duration::from_secs(60) {
+        return Err(StateError::Invalid {
+            path: path.to_owned(),
+            message: format!(
+                "its poll ended in the future ({} ms after the epoch)",
+                poll.finished_at_ms
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -293,6 +349,42 @@ mod tests {
             s.load::<Vec<u64>>(),
             Err(StateError::Decode { .. })
         ));
+    }
+
+    #[test]
+    fn a_file_of_another_build_is_kept_and_leftover_temporary_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap().for_identity("me".into());
+        let bytes = s.encode(&poll(), &vec![7u64]).unwrap();
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut json)
+            .unwrap();
+        let other = String::from_utf8(json)
+            .unwrap()
+            .replace(&build(), "0.0.1 0123456789ab rustc 1.80.0");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(other.as_bytes()).unwrap();
+        s.write(&gz.finish().unwrap()).unwrap();
+        let (_, m) = s.load::<Vec<u64>>().unwrap().unwrap();
+        assert_eq!(m, vec![7], "an upgrade keeps the state");
+
+        let leftover = dir.path().join(format!("{TMP_PREFIX}abc123"));
+        std::fs::write(&leftover, b"half a write").unwrap();
+        Storage::open(dir.path()).unwrap();
+        assert!(!leftover.exists());
+        assert!(s.path().exists());
+    }
+
+    #[test]
+    fn a_poll_from_the_future_is_refused() {
+        let mut p = poll();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(p.finished_at_ms);
+        assert!(check_poll(&p, now, Path::new("x")).is_ok());
+        p.finished_at_ms = u64::MAX;
+        assert!(check_poll(&p, now, Path::new("x")).is_err(), "no panic either");
+        p.finished_at_ms = 32_503_680_000_000;
+        assert!(check_poll(&p, now, Path::new("x")).is_err());
     }
 
     #[test]

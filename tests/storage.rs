@@ -133,6 +133,19 @@ async fn an_unusable_state_file_is_reported_once_and_a_full_poll_follows() {
     let good = std::fs::read(file(foreign.path())).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("foreign", good.clone()),
+        (
+            "from the future",
+            rewrite(&good, |v| {
+                v["poll"]["finished_at_ms"] = 32_503_680_000_000u64.into()
+            }),
+        ),
+        (
+            "last full walk in the future",
+            rewrite(
+                &good,
+                |v| v["memory"]["last_full"] = serde_json::json!({"secs_since_epoch": 32_503_680_000u64, "nanos_since_epoch": 0}),
+            ),
+        ),
         ("truncated", good[..good.len() / 2].to_vec()),
         ("corrupt", good.iter().map(|b| b ^ 0xa5).collect()),
         ("empty", Vec::new()),
@@ -159,21 +172,58 @@ async fn an_unusable_state_file_is_reported_once_and_a_full_poll_follows() {
     }
 }
 
+/// The state file's JSON changed by `edit`, compressed again.
+fn rewrite(gz: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut json)
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    edit(&mut v);
+    let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    out.write_all(&serde_json::to_vec(&v).unwrap()).unwrap();
+    out.finish().unwrap()
+}
+
 #[test]
 fn an_unusable_storage_directory_is_a_start_up_error() {
     let not_a_dir = tempfile::NamedTempFile::new().unwrap();
     let out = std::process::Command::new(common::BIN)
         .args([
-            "--demo",
+            "--qonto.api-url",
+            "http://127.0.0.1:9",
             "--web.listen-address",
             "127.0.0.1:0",
             "--storage.path",
             not_a_dir.path().to_str().unwrap(),
         ])
+        .env("QONTO_ACCESS_TOKEN", "t")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--storage.path"), "{stderr}");
+}
+
+#[test]
+fn demo_refuses_a_storage_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "--demo",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--storage.path",
+            dir.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--storage.path") && stderr.contains("--demo"),
+        "{stderr}"
+    );
 }
