@@ -31,12 +31,12 @@ const TOKEN: [(&str, &str); 1] = [("QONTO_ACCESS_TOKEN", "t")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_serves_the_saved_figures_at_once_and_polls_incrementally() {
-    // Every request takes 150 ms, so a restarted exporter's first poll cannot be over before
+    // Every request takes 300 ms, so a restarted exporter's first poll cannot be over before
     // the first scrape: what that scrape shows comes from the state file.
     let sim = Sim::start(SimConfig {
         links: 3000,
         seed: 31,
-        latency: Duration::from_millis(150),
+        latency: Duration::from_millis(300),
         ..SimConfig::default()
     })
     .await;
