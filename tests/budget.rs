@@ -115,9 +115,10 @@ async fn default_flags_walk_at_the_short_windows_pace() {
     assert!(log.requests.iter().all(|r| r.code == Some(200)));
     let per_second = log.peak(Duration::from_secs(1)).requests;
     let per_10s = log.peak(RateWindow::QONTO_SHORT.period).requests;
-    // The pace is 491 per 10.2 s after a burst of 10: about 58 in the busiest second.
+    // The pace is 491 per 10.2 s after a burst of 10: about 58 in the busiest second (more
+    // with scheduling jitter; the share itself is per 10 s, checked below).
     assert!(
-        (30..=60).contains(&per_second),
+        (30..=75).contains(&per_second),
         "{per_second} requests in the busiest second"
     );
     assert!(per_10s <= 500, "{per_10s} in 10 s, share 500");
