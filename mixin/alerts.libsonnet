@@ -4,7 +4,7 @@
 //
 // Exporter facts the expressions rely on (src/metrics.rs, src/poller.rs):
 // - qonto_up and qonto_exporter_last_success_timestamp_seconds are 0 from the process's start until
-//   its first poll completes (up to --poll.timeout, default 30m, on a large organisation); with
+//   its first poll completes (up to --poll.timeout, default 2h, on a large organisation); with
 //   --storage.path, a restored snapshot sets the timestamp to the saved poll's end at once (its
 //   true age: figures older than the threshold are stale, and QontoDataStale says so), while
 //   qonto_up stays 0 until this process completes a poll;
@@ -102,7 +102,7 @@
             // file changes). Only a person can fix it.
             'qonto_exporter_credentials_refused{%s} == 1' % sel,
             "Qonto refuses the exporter's credentials.",
-            'Qonto answered 401/403 to {{ $labels.instance }} (job {{ $labels.job }}): the OAuth tokens, client secret or API key are invalid, revoked or lack the payment_link.read scope. The exporter serves its last good figures and keeps trying, slowly, until the credentials are fixed.',
+            'Qonto answered 401 or 403 to {{ $labels.instance }} (job {{ $labels.job }}), or 400 about the Authorization header: the OAuth tokens, client secret or API key are missing, invalid, revoked or lack the payment_link.read scope. The exporter serves its last good figures and keeps trying, slowly, until the credentials are fixed.',
           ),
 
           alert(
@@ -130,11 +130,13 @@
             'QontoApiBudgetHigh',
             'warning',
             // The ratio is measured: requests of the last 10 minutes over the exporter's share of
-            // them (--qonto.budget-share × 10,000). The budget keeps it at 1 at most, and a poll
-            // it holds back runs at 0.78 of the share once the burst is spent, so above 0.7 for
-            // 30 minutes means steady polling needs (nearly) all of the share. 30 minutes let the
-            // first poll of an organisation of up to about 1.3M links (held back for ~23 minutes
-            // at 1M) pass without firing.
+            // them (--qonto.budget-share × 10,000). Within one process the budget keeps it at 1
+            // at most, and a poll it holds back runs at 0.78 of the share once the burst is spent,
+            // so above 0.7 for 30 minutes means steady polling needs (nearly) all of the share. A
+            // first poll that starts with a full bucket passes 0.7 about 7 minutes in (the 1,000
+            // burst requests, then 6.5/s), so it fires this once if it lasts more than ~37
+            // minutes: an organisation of more than about 1.5M links (1M takes ~23 minutes). The
+            // longest first poll the default --poll.timeout (2h) lets finish is ~4.7M links.
             'qonto_exporter_api_budget_10m_usage_ratio{%s} > 0.7' % sel,
             "The exporter's polling needs most of its share of Qonto's API budget.",
             "{{ $labels.instance }} (job {{ $labels.job }}) has spent {{ $value | humanizePercentage }} of its share of Qonto's 10,000 requests per 10 minutes per IP (--qonto.budget-share) in the last 10 minutes, for 30 minutes: the budget holds its polls back, or soon will as links grow.",

@@ -4,7 +4,8 @@
 //! Qonto allows each IP address 1,000 requests per 10 seconds **and** 10,000 per 10 minutes,
 //! shared with every other integration calling from that address (FACTS.md). The exporter takes
 //! a share of each window (`--qonto.budget-share`, default 0.5): by default at most 500 requests
-//! in any 10 seconds and 5,000 in any 10 minutes. Requests go out at the pace of the short
+//! in any 10 seconds and 5,000 in any 10 minutes, within one process (a new process starts with
+//! full buckets: one that restarts over and over can exceed the share across its lives). Requests go out at the pace of the short
 //! window's share (about 48 a second by default) while the 10-minute share has room; a poll that
 //! would overrun the 10-minute share (the first poll of a large organisation) slows down to fit
 //! it, instead of drawing 429s. `--qonto.max-requests-per-second` can add a flat ceiling.
