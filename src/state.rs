@@ -382,7 +382,10 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(p.finished_at_ms);
         assert!(check_poll(&p, now, Path::new("x")).is_ok());
         p.finished_at_ms = u64::MAX;
-        assert!(check_poll(&p, now, Path::new("x")).is_err(), "no panic either");
+        assert!(
+            check_poll(&p, now, Path::new("x")).is_err(),
+            "no panic either"
+        );
         p.finished_at_ms = 32_503_680_000_000;
         assert!(check_poll(&p, now, Path::new("x")).is_err());
     }
