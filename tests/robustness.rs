@@ -287,12 +287,15 @@ async fn an_unsaved_refresh_token_keeps_serving_and_is_saved_once_possible() {
         retry_after: None,
         times: 1,
     });
+    // The gauge turns 1 before the write is tried; the failure is counted once it fails.
     let m = e
-        .wait_until("the rotated token is unsaved", WAIT, |m| {
-            get(m, UNSAVED) == 1.0
-        })
+        .wait_until(
+            "the rotated token is unsaved and its write failed",
+            WAIT,
+            |m| get(m, UNSAVED) == 1.0 && get(m, WRITE_FAILURES) >= 1.0,
+        )
         .await;
-    assert!(get(&m, WRITE_FAILURES) >= 1.0);
+    assert_eq!(get(&m, UNSAVED), 1.0);
     e.wait_log(&["level=error", "rotated refresh token NOT saved"], WAIT)
         .await;
     assert_eq!(read(&file), saved, "the file still holds the spent token");
