@@ -333,10 +333,9 @@ impl SelfMetrics {
         let _ = self.budget.set(budget);
     }
 
-    /// Records the request count of a finished poll. `_interval` is no longer used: the
-    /// 10-minute figures are measured by the budget ([`SelfMetrics::observe_budget`]), not
-    /// projected from one poll.
-    pub fn record_poll_requests(&self, requests: u64, _interval: Duration) {
+    /// Records the request count of a finished poll (the 10-minute figures are measured by the
+    /// budget, [`SelfMetrics::observe_budget`], not projected from one poll).
+    pub fn record_poll_requests(&self, requests: u64) {
         self.last_poll_requests.set(requests as f64);
     }
 }

@@ -155,9 +155,7 @@ impl Poller {
         };
         let duration = started.elapsed();
         let requests = self.client.requests_sent() - requests_before;
-        // A poll longer than the interval delays the next one: polls then come less often.
-        self.metrics
-            .record_poll_requests(requests, self.cfg.interval.max(duration));
+        self.metrics.record_poll_requests(requests);
         self.metrics.last_duration.set(duration.as_secs_f64());
         match result {
             Ok(Collected {

@@ -189,8 +189,6 @@ pub(crate) struct Gate<C: Clock> {
 struct GateState<I> {
     /// The long window refused until then: nobody checks before (no wasted cells).
     long_ready_at: Option<I>,
-    /// When the long window last refused.
-    long_refused_at: Option<I>,
     /// A mirror of the long limiter's theoretical arrival time (governor keeps its own private),
     /// for [`Gate::long_cells_available`].
     long_tat: Option<I>,
@@ -206,7 +204,6 @@ impl<C: Clock + Clone> Gate<C> {
             long_pacing: *long,
             state: Mutex::new(GateState {
                 long_ready_at: None,
-                long_refused_at: None,
                 long_tat: None,
             }),
         }
@@ -253,7 +250,6 @@ impl<C: Clock + Clone> Gate<C> {
             Err(nu) => {
                 let ready = nu.earliest_possible();
                 st.long_ready_at = Some(ready);
-                st.long_refused_at = Some(self.clock.now());
                 Err(Wait {
                     wait: wait_for(ready),
                     long: true,
@@ -280,16 +276,6 @@ impl<C: Clock + Clone> Gate<C> {
         } else {
             u64::try_from((tau - ahead) / period + 1).unwrap_or(u64::MAX)
         }
-    }
-
-    /// True when the long window refused a request within `recent`.
-    pub(crate) fn long_refused_within(&self, recent: Duration) -> bool {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = self.clock.now();
-        st.long_ready_at.is_some_and(|t| t > now)
-            || st
-                .long_refused_at
-                .is_some_and(|t| Duration::from(now.duration_since(t)) <= recent)
     }
 }
 
@@ -439,12 +425,6 @@ impl Budget {
     /// [`Budget::requests_in_long_window`] over the long window's share: at most 1.
     pub fn long_usage_ratio(&self) -> f64 {
         self.requests_in_long_window() as f64 / f64::from(self.long.share)
-    }
-
-    /// True while the long window's share holds requests back (it refused one within the last
-    /// two of its periods).
-    pub fn held_back(&self) -> bool {
-        self.gate.long_refused_within(self.long.period * 2)
     }
 
     /// Time `requests` more requests take at the current budget: as many as the long window's

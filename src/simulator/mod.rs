@@ -352,6 +352,8 @@ impl Simulator {
 
 /// Background evolution: one [`Mutation::Step`] per tick until shutdown.
 async fn evolve(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiver<bool>) {
+    // `every` comes from a flag: capped, so that `now + every` cannot overflow an Instant.
+    let every = every.clamp(Duration::from_millis(1), Duration::from_secs(365 * 86_400));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
