@@ -62,8 +62,23 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Poll a built-in simulated organisation instead of Qonto; no credentials needed. Polls every 5s unless --poll.interval is given.
-    #[arg(long = "demo", env = "QONTO_DEMO")]
+    #[arg(long = "demo", env = "QONTO_DEMO", conflicts_with = "config_file")]
     pub demo: bool,
+    /// YAML file of the organisations to poll (see the README); reloaded on SIGHUP (and POST /-/reload with --web.enable-lifecycle). Replaces the single-organisation credential flags; --qonto.api-url, --qonto.oauth.token-url and --poll.interval are its defaults.
+    #[arg(long = "config.file", env = "QONTO_CONFIG_FILE", value_name = "PATH", conflicts_with_all = ["login", "secret_key_file", "oauth_client_id", "oauth_client_secret_file", "oauth_refresh_token_file", "access_token_file", "staging_token_file", "organization"])]
+    pub config_file: Option<PathBuf>,
+    /// Name of the organisation of the single-organisation flags: the `organization` label of its series.
+    #[arg(long = "qonto.organization", env = "QONTO_ORGANIZATION", default_value = crate::organizations::DEFAULT_ORGANIZATION, value_name = "NAME")]
+    pub organization: String,
+    /// Number of replicas the organisations of --config.file are split across (rendezvous hashing of their names).
+    #[arg(long = "shard.count", env = "QONTO_SHARD_COUNT", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::shard::MAX_SHARDS)), value_name = "N")]
+    pub shard_count: u32,
+    /// This replica's shard, from 0; when --shard.count is above 1 and this is not given, the ordinal at the end of the StatefulSet pod's name (POD_NAME, else HOSTNAME: qonto-exporter-2 is shard 2).
+    #[arg(long = "shard.index", env = "QONTO_SHARD_INDEX", value_name = "I")]
+    pub shard_index: Option<u32>,
+    /// Enable POST /-/reload (re-reads --config.file), as Prometheus's flag of the same name.
+    #[arg(long = "web.enable-lifecycle", env = "QONTO_WEB_ENABLE_LIFECYCLE")]
+    pub enable_lifecycle: bool,
     /// Qonto API base URL (sandbox: https://thirdparty-sandbox.staging.qonto.co).
     #[arg(
         long = "qonto.api-url",
@@ -342,6 +357,12 @@ impl RunArgs {
                 self.rate_limit_short, self.rate_limit_long
             )));
         }
+        if self.shard_count > 1 && self.config_file.is_none() {
+            return Err(err(
+                "--shard.count: sharding splits the organisations of --config.file; without it there is one organisation to poll",
+            ));
+        }
+        self.shard()?;
         if let Some(p) = &self.web_config_file {
             if !p.is_file() {
                 return Err(err(format!(
@@ -351,6 +372,26 @@ impl RunArgs {
             }
         }
         Ok(())
+    }
+
+    /// This replica's shard: `--shard.index`, else the ordinal of the pod's name when
+    /// `--shard.count` is above 1.
+    pub fn shard(&self) -> Result<crate::shard::Shard, ConfigError> {
+        let index = match self.shard_index {
+            Some(i) => i,
+            None if self.shard_count <= 1 => 0,
+            None => {
+                let pod = std::env::var("POD_NAME")
+                    .or_else(|_| std::env::var("HOSTNAME"))
+                    .unwrap_or_default();
+                crate::shard::ordinal(&pod).ok_or_else(|| {
+                    err(format!(
+                        "--shard.index: not given, and the pod name {pod:?} (POD_NAME, else HOSTNAME) does not end in a StatefulSet ordinal such as -2"
+                    ))
+                })?
+            }
+        };
+        crate::shard::Shard::new(index, self.shard_count).map_err(err)
     }
 
     /// The request budget.
@@ -369,7 +410,7 @@ impl RunArgs {
     }
 }
 
-fn check_url(flag: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_url(flag: &str, value: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(value) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         Ok(_) => Err(err(format!("{flag}: {value:?} is not an http(s) URL"))),

@@ -1,12 +1,14 @@
 //! qonto-exporter: a Prometheus exporter for Qonto payment links.
 pub mod aggregate;
 pub mod config;
+pub mod fleet;
 pub mod healthcheck;
 pub mod html;
 pub mod metrics;
 pub mod money;
 pub mod oauth;
 pub mod oauth_login;
+pub mod organizations;
 pub mod planner;
 pub mod poller;
 pub mod publish;
@@ -14,6 +16,7 @@ pub mod qonto;
 pub mod rate_window;
 pub mod secret;
 pub mod server;
+pub mod shard;
 pub mod shutdown;
 pub mod simulator;
 pub mod state;

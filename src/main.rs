@@ -4,19 +4,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use qonto_exporter::config::{Cli, Command, CredentialSource, LogFormat, RunArgs};
-use qonto_exporter::metrics::SelfMetrics;
-use qonto_exporter::oauth::TokenEndpoint;
-use qonto_exporter::poller::{Poller, PollerConfig, Shared};
-use qonto_exporter::qonto::auth::Credentials;
-use qonto_exporter::qonto::client::{ClientConfig, QontoClient, RetryPolicy, http_client};
-use qonto_exporter::qonto::oauth_session::OAuthSession;
-use qonto_exporter::server::{self, App};
+use qonto_exporter::fleet::{Common, Fleet, Loader, ReloadRequest};
+use qonto_exporter::metrics::ProcessMetrics;
+use qonto_exporter::organizations;
+use qonto_exporter::qonto::budget::Budget;
+use qonto_exporter::qonto::client::{RetryPolicy, http_client};
+use qonto_exporter::secret::Secret;
+use qonto_exporter::server::{self, App, ScrapeCache};
 use qonto_exporter::simulator::{SimConfig, Simulator};
-use qonto_exporter::state::{self, Storage};
+use qonto_exporter::state::Storage;
 use qonto_exporter::supervisor::{Outcome, supervise};
 use qonto_exporter::webconfig::WebConfig;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Exit code of a usage or configuration error (as clap uses).
 const USAGE: u8 = 2;
@@ -146,14 +148,29 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Err(e) = args.validate() {
         return usage_error(e);
     }
-    let source = match args.credentials() {
+    let shard = match args.shard() {
         Ok(s) => s,
         Err(e) => return usage_error(e),
     };
-    let staging_token = match args.staging_token() {
-        Ok(s) => s,
-        Err(e) => return usage_error(e),
+    let (orgs, loader) = match &args.config_file {
+        Some(path) => match organizations::load(path, &args) {
+            Ok(orgs) => {
+                let (path, defaults) = (path.clone(), args.clone());
+                let loader: Loader = Arc::new(move || {
+                    organizations::load(&path, &defaults).map_err(|e| e.to_string())
+                });
+                (orgs, Some(loader))
+            }
+            Err(e) => return usage_error(e),
+        },
+        None => match organizations::from_flags(&args) {
+            Ok(org) => (vec![org], None),
+            Err(e) => return usage_error(e),
+        },
     };
+    let demo_asked = orgs
+        .iter()
+        .any(|o| matches!(o.source, CredentialSource::Demo));
     let web = match &args.web_config_file {
         Some(path) => match WebConfig::load(path) {
             Ok(w) => Some(Arc::new(w)),
@@ -170,11 +187,8 @@ async fn run(args: RunArgs) -> ExitCode {
             ));
         }
     };
-    let metrics = SelfMetrics::new();
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
     let storage = match &args.storage_path {
-        Some(_) if matches!(source, CredentialSource::Demo) => {
+        Some(_) if demo_asked => {
             return usage_error(
                 "--storage.path: not used with --demo (the demo organisation is new at every start)",
             );
@@ -185,154 +199,126 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         None => None,
     };
-    let public_identity: Vec<String> = source
-        .public_identity()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    // The demo organisation is a real HTTP server on loopback: the real client talks to it.
-    let mut demo = None;
-    let mut oauth_session = None;
-    let mut api_url = args.api_url.clone();
-    let credentials = match source {
-        CredentialSource::Demo => {
-            let cfg = SimConfig::demo();
-            let token = cfg.access_tokens.first().cloned().unwrap_or_default();
-            let sim = Simulator::new(cfg);
-            match sim.start(([127, 0, 0, 1], 0).into()).await {
-                Ok(running) => {
-                    api_url = running.base_url();
-                    tracing::info!(api_url = %api_url, links = sim.len(), "demo organisation started");
-                    demo = Some((sim, running));
-                }
-                Err(e) => {
-                    eprintln!("qonto-exporter: cannot start the demo organisation: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            Credentials::AccessToken(qonto_exporter::secret::Secret::new(token))
-        }
-        CredentialSource::ApiKey { login, secret_key } => Credentials::ApiKey { login, secret_key },
-        CredentialSource::AccessToken(t) => Credentials::AccessToken(t),
-        CredentialSource::OAuth {
-            client_id,
-            client_secret,
-            refresh_token_file,
-            refresh_token,
-            token_url,
-        } => {
-            let http = match http_client(args.timeout) {
-                Ok(h) => h,
-                Err(e) => {
-                    eprintln!("qonto-exporter: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let endpoint = TokenEndpoint::new(http, token_url, client_id, client_secret);
-            let session = Arc::new(OAuthSession::new(
-                endpoint,
-                refresh_token_file,
-                refresh_token,
-                metrics.clone(),
-            ));
-            oauth_session = Some(session.clone());
-            Credentials::OAuth(session)
+    let http = match http_client(args.timeout) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("qonto-exporter: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    let kind = credentials.kind();
-    let client = match QontoClient::new(
-        ClientConfig {
-            base_url: api_url.clone(),
+    // The demo organisation is a real HTTP server on loopback: the real client talks to it.
+    let mut demo = None;
+    let mut orgs = orgs;
+    if demo_asked {
+        let cfg = SimConfig::demo();
+        let token = cfg.access_tokens.first().cloned().unwrap_or_default();
+        let sim = Simulator::new(cfg);
+        match sim.start(([127, 0, 0, 1], 0).into()).await {
+            Ok(running) => {
+                tracing::info!(api_url = %running.base_url(), links = sim.len(), "demo organisation started");
+                for o in orgs.iter_mut() {
+                    o.api_url = running.base_url();
+                    o.source = CredentialSource::AccessToken(Secret::new(token.clone()));
+                }
+                demo = Some((sim, running));
+            }
+            Err(e) => {
+                eprintln!("qonto-exporter: cannot start the demo organisation: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let budget = Arc::new(Budget::new(args.budget()));
+    let process = ProcessMetrics::new(budget.clone(), shard);
+    process.record_load(true, std::time::SystemTime::now());
+    let configured = orgs.len();
+    let mut fleet = Fleet::new(
+        Common {
             timeout: args.timeout,
-            staging_token,
             retry: RetryPolicy {
                 max_attempts: args.max_attempts,
                 max_retry_after: args.max_retry_after,
                 ..RetryPolicy::default()
             },
-            budget: args.budget(),
-        },
-        credentials,
-        metrics.clone(),
-    ) {
-        Ok(c) => Arc::new(c),
-        Err(e) => return usage_error(e),
-    };
-    metrics.observe_budget(client.budget().clone());
-    let budget = client.budget().describe();
-    let shared = Arc::new(Shared::default());
-    let progress = client.progress().clone();
-    progress.set_poll_timeout(args.poll_timeout);
-    let request_budget = client.budget().clone();
-    let storage = storage.map(|s| {
-        let mut parts = vec![api_url.trim_end_matches('/')];
-        parts.extend(public_identity.iter().map(String::as_str));
-        s.for_identity(state::identity(&parts))
-    });
-    let mut poller = Poller::new(
-        client,
-        PollerConfig {
-            interval: args.poll_interval,
             windows: args.expiry_windows.0.clone(),
             limits: args.limits(),
             concurrency: usize::from(args.max_concurrency),
             full_resync: args.full_resync_interval,
-            timeout: args.poll_timeout,
-            max_rewalks: 2,
+            poll_timeout: args.poll_timeout,
+            storage,
+            shard,
+            api_note: demo.is_some().then_some("demo organisation"),
+            http,
         },
-        metrics.clone(),
-        shared.clone(),
+        budget.clone(),
+        process.clone(),
     );
-    if let Some(storage) = storage {
-        poller.restore_from(storage).await;
+    let applied = fleet.apply(orgs).await;
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    spawn_sighup(reload_tx.clone());
+    let mut about = vec![(
+        "Budget".to_owned(),
+        format!(
+            "{} (shared by every organisation, in turns)",
+            budget.describe()
+        ),
+    )];
+    if let Some(path) = &args.config_file {
+        about.push(("Configuration".to_owned(), path.display().to_string()));
     }
-    let about = vec![
-        (
-            "API".to_owned(),
-            if demo.is_some() {
-                format!("{api_url} (demo organisation)")
-            } else {
-                api_url.clone()
-            },
-        ),
-        ("Credentials".to_owned(), kind.to_owned()),
-        (
-            "Poll interval".to_owned(),
-            humantime::format_duration(args.poll_interval).to_string(),
-        ),
-        (
-            "Expiry windows".to_owned(),
-            args.expiry_windows
-                .0
-                .iter()
-                .map(|w| w.label.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-    ];
+    if shard.count > 1 {
+        about.push((
+            "Shard".to_owned(),
+            format!(
+                "{} of {} ({} of {configured} organisations)",
+                shard.index,
+                shard.count,
+                applied.started.len()
+            ),
+        ));
+    }
+    about.push((
+        "Expiry windows".to_owned(),
+        args.expiry_windows
+            .0
+            .iter()
+            .map(|w| w.label.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
     let app = Arc::new(App {
         telemetry_path: args.telemetry_path.clone(),
-        shared,
-        progress,
-        budget: request_budget,
-        metrics,
+        fleet: fleet.view(),
+        process,
+        budget: budget.clone(),
         web,
         about,
+        reload: args.enable_lifecycle.then_some(reload_tx),
+        cache: ScrapeCache::default(),
     });
     let local = listener.local_addr().ok();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %local.map(|a| a.to_string()).unwrap_or_default(),
         telemetry_path = %args.telemetry_path,
-        credentials = kind,
-        interval = %humantime::format_duration(args.poll_interval),
-        budget = %budget,
+        organizations = applied.started.len(),
+        configured,
+        shard = %format!("{}/{}", shard.index, shard.count),
+        budget = %budget.describe(),
         "qonto-exporter started"
     );
-    let poller_task = tokio::spawn(poller.run(shutdown_rx.clone()));
-    let server_task = tokio::spawn(server::serve(listener, app, shutdown_rx));
+    let tokens_kept = Arc::new(AtomicBool::new(true));
+    let kept = tokens_kept.clone();
+    let fleet_task = tokio::spawn(async move {
+        fleet
+            .run(loader, reload_rx, shutdown_rx)
+            .await
+            .map(|ok| kept.store(ok, Ordering::SeqCst))
+    });
+    let server_task = tokio::spawn(server::serve(listener, app, shutdown_tx.subscribe()));
     let outcome = supervise(
-        poller_task,
+        fleet_task,
         server_task,
         qonto_exporter::shutdown::signal(),
         &shutdown_tx,
@@ -341,13 +327,8 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Some((_, running)) = demo {
         running.shutdown().await;
     }
-    // One last bounded write of an unsaved rotated refresh token; the session logs the loss.
-    let token_kept = match &oauth_session {
-        Some(session) => session.shutdown().await.is_ok(),
-        None => true,
-    };
     match outcome {
-        Outcome::Stopped if token_kept => ExitCode::SUCCESS,
+        Outcome::Stopped if tokens_kept.load(Ordering::SeqCst) => ExitCode::SUCCESS,
         Outcome::Stopped => ExitCode::FAILURE,
         Outcome::ServerFailed(e) => {
             tracing::error!(error = %e, "server failed");
@@ -356,4 +337,22 @@ async fn run(args: RunArgs) -> ExitCode {
         // Already logged by the supervisor.
         Outcome::Unexpected { .. } => ExitCode::FAILURE,
     }
+}
+
+/// SIGHUP asks for a reload of `--config.file`, as it does of Prometheus's configuration. A
+/// reload already waiting absorbs the signal.
+fn spawn_sighup(reloads: mpsc::Sender<Option<ReloadRequest>>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload with POST /-/reload instead");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = reloads.try_send(None);
+        }
+    });
+    #[cfg(not(unix))]
+    drop(reloads);
 }

@@ -1,17 +1,20 @@
 //! Prometheus names, types and rendering.
 //!
-//! Two halves with different lifetimes:
-//! - the business gauges of a [`Snapshot`] are rendered to bytes **once per poll**
-//!   ([`render_snapshot`]), through the `prometheus` crate's text encoder, so a scrape only
-//!   clones a reference-counted buffer; a registry rebuilt per scrape would redo the same work
-//!   thousands of times between two polls;
-//! - the exporter's own health metrics and the process collector live in a [`SelfMetrics`]
-//!   registry and are gathered at scrape time (a few dozen series).
+//! Three kinds of series, with different lifetimes:
+//! - the business gauges of a [`Snapshot`] are built **once per poll** ([`snapshot_families`]),
+//!   labelled with their organisation;
+//! - each organisation's own health metrics live in its [`SelfMetrics`] registry, whose
+//!   `organization` label the registry adds to every series it gathers;
+//! - what belongs to the process, not to an organisation (the build, the `process_*` collector,
+//!   the request budget, which is per IP and shared, the configuration), lives in
+//!   [`ProcessMetrics`] and carries no `organization` label.
+//!
+//! [`Exposition`] merges the families of every organisation by name, since the text format
+//! wants each family (its HELP and TYPE) once. The server caches the result (see there).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use prometheus::proto::{Gauge as GaugeProto, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
@@ -24,19 +27,16 @@ use crate::qonto::budget::Budget;
 use crate::qonto::client::ApiObserver;
 use crate::qonto::oauth_session::RefreshObserver;
 
-/// How long the text of the `process_*` families is reused between scrapes.
-pub const PROCESS_METRICS_TTL: Duration = Duration::from_secs(1);
+/// The label every per-organisation series carries.
+pub const ORGANIZATION: &str = "organization";
 
 const POLLED: &str =
     "From the last complete background poll of GET /v2/payment_links; a scrape never calls Qonto.";
 
 /// The exporter's own metrics.
 pub struct SelfMetrics {
+    organization: String,
     registry: Registry,
-    /// The process collector alone: reading `/proc` costs more than everything else a scrape
-    /// does, so its text is reused for [`PROCESS_METRICS_TTL`] (see [`SelfMetrics::render`]).
-    process: Registry,
-    process_cache: std::sync::Mutex<Option<(std::time::Instant, Bytes)>>,
     pub up: Gauge,
     pub last_success: Gauge,
     pub last_duration: Gauge,
@@ -47,10 +47,6 @@ pub struct SelfMetrics {
     pub invalid_links: IntCounterVec,
     pub credentials_refused: Gauge,
     pub last_poll_requests: Gauge,
-    pub api_requests_10m: Gauge,
-    pub budget_ratio: Gauge,
-    /// The client's budget, read at each scrape for the two gauges above.
-    budget: std::sync::OnceLock<Arc<Budget>>,
     pub oauth_refreshes: IntCounter,
     pub oauth_refresh_failures: IntCounter,
     pub oauth_persist_failures: IntCounter,
@@ -71,13 +67,19 @@ pub struct SelfMetrics {
 
 impl std::fmt::Debug for SelfMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SelfMetrics")
+        f.debug_struct("SelfMetrics")
+            .field("organization", &self.organization)
+            .finish_non_exhaustive()
     }
 }
 
 impl SelfMetrics {
-    pub fn new() -> Arc<SelfMetrics> {
-        let registry = Registry::new();
+    /// The metrics of one organisation: every series gets `organization="<name>"`.
+    pub fn new(organization: &str) -> Arc<SelfMetrics> {
+        let labels =
+            std::collections::HashMap::from([(ORGANIZATION.to_owned(), organization.to_owned())]);
+        let registry =
+            Registry::new_custom(None, Some(labels)).expect("the organization label is valid");
         let gauge = |name: &str, help: &str| {
             let g = Gauge::new(name, help).expect("static metric name is valid");
             registry
@@ -152,14 +154,6 @@ impl SelfMetrics {
             "qonto_exporter_last_poll_requests",
             "Requests the last poll sent to the Qonto API.",
         );
-        let api_requests_10m = gauge(
-            "qonto_exporter_api_requests_10m",
-            "Requests sent to the Qonto API (retries included) in the last 10 minutes, Qonto's long per-IP window (measured in 1 s steps; the window's length is --qonto.rate-limit-long's, scaled down only in tests).",
-        );
-        let budget_ratio = gauge(
-            "qonto_exporter_api_budget_10m_usage_ratio",
-            "qonto_exporter_api_requests_10m over this exporter's share of Qonto's 10,000 requests per 10 minutes per IP (--qonto.budget-share, default 0.5: 5,000). Measured; the budget keeps it at 1 at most, slowing polls down rather than going over.",
-        );
         let oauth_refreshes = counter(
             "qonto_exporter_oauth_refreshes_total",
             "OAuth access-token refreshes attempted.",
@@ -233,35 +227,9 @@ impl SelfMetrics {
             "qonto_exporter_poll_remaining_seconds",
             "Estimated time the poll under way needs to fetch the rest of qonto_exporter_poll_total_pages at the current budget: the longer of its page rate over the last 30 seconds and the request budget's pace for the pages left; NaN once no page has come back for 30 seconds; 0 when no poll is running.",
         );
-        let build = GaugeVec::new(
-            Opts::new(
-                "qonto_exporter_build_info",
-                "Constant 1, labelled with the exporter's version, git revision and compiler.",
-            ),
-            &["version", "revision", "rustc_version"],
-        )
-        .expect("static metric is valid");
-        build
-            .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                env!("QONTO_EXPORTER_REVISION"),
-                env!("QONTO_EXPORTER_RUSTC_VERSION"),
-            ])
-            .set(1.0);
-        registry
-            .register(Box::new(build))
-            .expect("metric registered once");
-        let process = Registry::new();
-        #[cfg(target_os = "linux")]
-        process
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector registered once");
         Arc::new(SelfMetrics {
+            organization: organization.to_owned(),
             registry,
-            process,
-            process_cache: std::sync::Mutex::new(None),
             up,
             last_success,
             last_duration,
@@ -281,9 +249,6 @@ impl SelfMetrics {
             invalid_links,
             credentials_refused,
             last_poll_requests,
-            api_requests_10m,
-            budget_ratio,
-            budget: std::sync::OnceLock::new(),
             oauth_refreshes,
             oauth_refresh_failures,
             oauth_persist_failures,
@@ -294,49 +259,191 @@ impl SelfMetrics {
         })
     }
 
-    /// Appends the text exposition of the self-metrics to `out`.
-    ///
-    /// The exporter's own counters and gauges are gathered fresh on every call. The
-    /// `process_*` families are re-read from `/proc` at most every [`PROCESS_METRICS_TTL`]:
-    /// a read opens and parses several files and lists `/proc/self/fd`, which cost more than
-    /// the rest of a scrape and halved `/metrics` throughput under load (README, Performance).
-    /// Prometheus scrapes every 15 s or more, so the values it sees are no older than before.
-    pub fn render(&self, out: &mut Vec<u8>) {
-        if let Some(b) = self.budget.get() {
-            self.api_requests_10m
-                .set(b.requests_in_long_window() as f64);
-            self.budget_ratio.set(b.long_usage_ratio());
-        }
-        let families = self.registry.gather();
-        // Encoding into a Vec cannot fail for valid families.
-        let _ = TextEncoder::new().encode(&families, out);
-        out.extend_from_slice(&self.process_text());
+    /// The organisation these metrics belong to.
+    pub fn organization(&self) -> &str {
+        &self.organization
     }
 
-    fn process_text(&self) -> Bytes {
-        let mut cache = self.process_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, text)) = &*cache {
-            if at.elapsed() < PROCESS_METRICS_TTL {
-                return text.clone();
-            }
-        }
-        let mut text = Vec::with_capacity(2048);
-        let _ = TextEncoder::new().encode(&self.process.gather(), &mut text);
-        let text = Bytes::from(text);
-        *cache = Some((std::time::Instant::now(), text.clone()));
-        text
-    }
-
-    /// The client's budget, whose measured 10-minute figures each scrape reads. Set once;
-    /// later calls are ignored.
-    pub fn observe_budget(&self, budget: Arc<Budget>) {
-        let _ = self.budget.set(budget);
+    /// The organisation's own series, gathered now.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
     }
 
     /// Records the request count of a finished poll (the 10-minute figures are measured by the
     /// budget, [`SelfMetrics::observe_budget`], not projected from one poll).
     pub fn record_poll_requests(&self, requests: u64) {
         self.last_poll_requests.set(requests as f64);
+    }
+}
+
+/// The series of the process rather than of an organisation: no `organization` label.
+pub struct ProcessMetrics {
+    registry: Registry,
+    /// The process collector alone, read from `/proc` at gather time.
+    process: Registry,
+    pub api_requests_10m: Gauge,
+    pub budget_ratio: Gauge,
+    pub organizations: Gauge,
+    pub reload_successful: Gauge,
+    pub reload_success_timestamp: Gauge,
+    pub reloads: IntCounter,
+    pub reload_failures: IntCounter,
+    /// The budget every organisation shares, read at each gather for the two gauges above.
+    budget: Arc<Budget>,
+}
+
+impl std::fmt::Debug for ProcessMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProcessMetrics")
+    }
+}
+
+impl ProcessMetrics {
+    pub fn new(budget: Arc<Budget>, shard: crate::shard::Shard) -> Arc<ProcessMetrics> {
+        let registry = Registry::new();
+        let register = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric registered once");
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("static metric name is valid");
+            register(Box::new(g.clone()));
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric name is valid");
+            register(Box::new(c.clone()));
+            c
+        };
+        let api_requests_10m = gauge(
+            "qonto_exporter_api_requests_10m",
+            "Requests this process sent to the Qonto API (retries included, all its organisations together: Qonto's limits are per IP) in the last 10 minutes, Qonto's long per-IP window (measured in 1 s steps; the window's length is --qonto.rate-limit-long's, scaled down only in tests).",
+        );
+        let budget_ratio = gauge(
+            "qonto_exporter_api_budget_10m_usage_ratio",
+            "qonto_exporter_api_requests_10m over this process's share of Qonto's 10,000 requests per 10 minutes per IP (--qonto.budget-share, default 0.5: 5,000), shared by all its organisations. Measured; the budget keeps it at 1 at most, slowing polls down rather than going over.",
+        );
+        let organizations = gauge(
+            "qonto_exporter_organizations",
+            "Organisations this process polls: those of the configuration that fall to its shard (--shard.index of --shard.count).",
+        );
+        let reload_successful = gauge(
+            "qonto_exporter_config_last_reload_successful",
+            "1 if the last reload of --config.file (SIGHUP or POST /-/reload) succeeded, or none was asked; 0 while the file last read was refused and the organisations before it keep running.",
+        );
+        let reload_success_timestamp = gauge(
+            "qonto_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful load of the configuration (the start counts as one).",
+        );
+        let reloads = counter(
+            "qonto_exporter_config_reloads_total",
+            "Reloads of the configuration asked for (SIGHUP or POST /-/reload).",
+        );
+        let reload_failures = counter(
+            "qonto_exporter_config_reload_failures_total",
+            "Reloads of the configuration refused because the new file was unusable.",
+        );
+        reload_successful.set(1.0);
+        let build = GaugeVec::new(
+            Opts::new(
+                "qonto_exporter_build_info",
+                "Constant 1, labelled with the exporter's version, git revision and compiler.",
+            ),
+            &["version", "revision", "rustc_version"],
+        )
+        .expect("static metric is valid");
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                env!("QONTO_EXPORTER_REVISION"),
+                env!("QONTO_EXPORTER_RUSTC_VERSION"),
+            ])
+            .set(1.0);
+        register(Box::new(build));
+        let shard_info = GaugeVec::new(
+            Opts::new(
+                "qonto_exporter_shard_info",
+                "Constant 1, labelled with this replica's shard (--shard.index) and the number of shards (--shard.count).",
+            ),
+            &["shard_index", "shard_count"],
+        )
+        .expect("static metric is valid");
+        shard_info
+            .with_label_values(&[&shard.index.to_string(), &shard.count.to_string()])
+            .set(1.0);
+        register(Box::new(shard_info));
+        let process = Registry::new();
+        #[cfg(target_os = "linux")]
+        process
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registered once");
+        Arc::new(ProcessMetrics {
+            registry,
+            process,
+            api_requests_10m,
+            budget_ratio,
+            organizations,
+            reload_successful,
+            reload_success_timestamp,
+            reloads,
+            reload_failures,
+            budget,
+        })
+    }
+
+    /// The process's series, gathered now (the budget's figures measured at this moment).
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.api_requests_10m
+            .set(self.budget.requests_in_long_window() as f64);
+        self.budget_ratio.set(self.budget.long_usage_ratio());
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        families
+    }
+
+    /// Records a load of the configuration that succeeded (`true`) or was refused.
+    pub fn record_load(&self, ok: bool, at: std::time::SystemTime) {
+        if ok {
+            self.reload_successful.set(1.0);
+            self.reload_success_timestamp.set(
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            );
+        } else {
+            self.reload_successful.set(0.0);
+        }
+    }
+}
+
+/// Families of several sources merged by name, in order of first appearance, then encoded in
+/// the text format (where a family's HELP and TYPE may appear only once).
+#[derive(Default)]
+pub struct Exposition {
+    families: Vec<MetricFamily>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl Exposition {
+    pub fn add(&mut self, families: impl IntoIterator<Item = MetricFamily>) {
+        for mut f in families {
+            match self.index.get(f.name()) {
+                Some(&i) => {
+                    let more = f.take_metric();
+                    self.families[i].mut_metric().extend(more);
+                }
+                None => {
+                    self.index.insert(f.name().to_owned(), self.families.len());
+                    self.families.push(f);
+                }
+            }
+        }
+    }
+
+    /// The text format of every family added.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        // Encoding into a Vec cannot fail for valid families.
+        let _ = TextEncoder::new().encode(&self.families, out);
     }
 }
 
@@ -398,8 +505,14 @@ pub fn money(t: &Totals) -> f64 {
     t.amount.to_f64().unwrap_or(f64::NAN)
 }
 
-/// The business gauges of a snapshot, in the text exposition format.
-pub fn render_snapshot(s: &Snapshot) -> Bytes {
+/// The business gauges of one organisation's snapshot, labelled with it; built once per poll.
+pub fn snapshot_families(s: &Snapshot, organization: &str) -> Vec<MetricFamily> {
+    let label = |name: &str, value: &str| label(name, value);
+    let gauge_metric = |mut labels: Vec<LabelPair>, value: f64| {
+        labels.push(label(ORGANIZATION, organization));
+        labels.sort_by(|a, b| a.name().cmp(b.name()));
+        gauge_metric(labels, value)
+    };
     let by_status = |value: fn(&Totals) -> f64| {
         s.links
             .iter()
@@ -482,14 +595,10 @@ pub fn render_snapshot(s: &Snapshot) -> Bytes {
                 .collect(),
         ),
     ];
-    let families: Vec<MetricFamily> = families
+    families
         .into_iter()
         .filter(|f| !f.get_metric().is_empty())
-        .collect();
-    let mut out =
-        Vec::with_capacity(256 * families.iter().map(|f| f.get_metric().len()).sum::<usize>());
-    let _ = TextEncoder::new().encode(&families, &mut out);
-    Bytes::from(out)
+        .collect()
 }
 
 #[cfg(test)]
@@ -515,7 +624,11 @@ mod tests {
         for l in &page.links {
             agg.add(l);
         }
-        let text = String::from_utf8(render_snapshot(&agg.finish()).to_vec()).unwrap();
+        let mut e = Exposition::default();
+        e.add(snapshot_families(&agg.finish(), "acme"));
+        let mut text = Vec::new();
+        e.encode(&mut text);
+        let text = String::from_utf8(text).unwrap();
         for name in [
             "qonto_payment_links",
             "qonto_payment_links_amount",
@@ -528,19 +641,47 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {name} gauge")), "{name}");
         }
         assert!(text.contains(
-            r#"qonto_payment_links_amount{currency="EUR",resource_type="Basket",status="open"} 0.1"#
+            r#"qonto_payment_links_amount{currency="EUR",organization="acme",resource_type="Basket",status="open"} 0.1"#
         ));
         assert!(text.contains(
-            r#"qonto_payment_links{currency="EUR",resource_type="Invoice",status="paid"} 0"#
+            r#"qonto_payment_links{currency="EUR",organization="acme",resource_type="Invoice",status="paid"} 0"#
         ));
         assert!(text.contains(
-            r#"qonto_payment_links_next_expiration_timestamp_seconds{currency="EUR",resource_type="Basket"} 1795523400"#
+            r#"qonto_payment_links_next_expiration_timestamp_seconds{currency="EUR",organization="acme",resource_type="Basket"} 1795523400"#
         ));
+        // Two organisations' own metrics and the process's: each family once, with its
+        // series of both organisations; the process's series carry no organisation.
+        let mut e = Exposition::default();
+        e.add(SelfMetrics::new("acme").gather());
+        e.add(SelfMetrics::new("globex").gather());
+        let budget = Arc::new(Budget::new(crate::qonto::budget::BudgetConfig::default()));
+        e.add(ProcessMetrics::new(budget, crate::shard::Shard::default()).gather());
         let mut own = Vec::new();
-        let m = SelfMetrics::new();
-        m.render(&mut own);
+        e.encode(&mut own);
         let own = String::from_utf8(own).unwrap();
-        assert!(own.contains("qonto_exporter_build_info{"));
-        assert!(own.contains("qonto_up 0"));
+        assert!(own.contains("qonto_exporter_build_info{rustc_version="));
+        assert!(own.contains("qonto_up{organization=\"acme\"} 0"));
+        assert!(own.contains("qonto_up{organization=\"globex\"} 0"));
+        assert_eq!(own.matches("# TYPE qonto_up gauge").count(), 1);
+        assert!(own.contains("qonto_exporter_api_requests_10m 0"));
+        assert!(own.contains("qonto_exporter_organizations 0"));
+        assert!(own.contains(
+            "qonto_exporter_shard_info{shard_count=\"1\",shard_index=\"0\"} 1"
+        ));
+        let promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        if let Ok(mut child) = promtool {
+            use std::io::Write;
+            let mut all = text.into_bytes();
+            all.extend_from_slice(own.as_bytes());
+            child.stdin.take().unwrap().write_all(&all).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("error"), "{stderr}");
+        }
     }
 }

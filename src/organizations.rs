@@ -238,11 +238,7 @@ pub fn valid_name(name: &str) -> Result<(), String> {
 }
 
 /// A secret given by file or by the name of an environment variable, at most one of them.
-fn secret(
-    file: Option<&Path>,
-    env: Option<&str>,
-    key: &str,
-) -> Result<Option<Secret>, String> {
+fn secret(file: Option<&Path>, env: Option<&str>, key: &str) -> Result<Option<Secret>, String> {
     match (file, env) {
         (Some(_), Some(_)) => Err(format!(
             "{key}_file and {key}_env are both set; give the secret in one place"
@@ -494,7 +490,9 @@ organizations:
         );
         assert_eq!(orgs[1].poll_interval, Duration::from_secs(300));
         assert_eq!(orgs[1].staging_token.as_ref().unwrap().expose(), "st");
-        assert!(matches!(&orgs[1].source, CredentialSource::OAuth { token_url, .. } if token_url == "https://oauth.qonto.com/oauth2/token"));
+        assert!(
+            matches!(&orgs[1].source, CredentialSource::OAuth { token_url, .. } if token_url == "https://oauth.qonto.com/oauth2/token")
+        );
         // The same text twice: the same fingerprints (a reload keeps both).
         let again = parse(&text, &defaults()).unwrap();
         assert_eq!(orgs[0].fingerprint, again[0].fingerprint);

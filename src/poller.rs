@@ -175,6 +175,7 @@ impl Poller {
                         full,
                         restored: false,
                     },
+                    self.metrics.organization(),
                 ));
                 self.shared.published.store(Some(published.clone()));
                 self.metrics.snapshot_restored.set(0.0);
@@ -284,6 +285,7 @@ impl Poller {
                 full: poll.full,
                 restored: true,
             },
+            self.metrics.organization(),
         ))));
         self.metrics.last_success.set(unix(finished_at));
         self.metrics.snapshot_restored.set(1.0);
@@ -813,7 +815,7 @@ mod tests {
 
     #[test]
     fn invalid_links_are_counted_once_and_forgotten_after_a_full_walk_without_them() {
-        let metrics = SelfMetrics::new();
+        let metrics = SelfMetrics::new("default");
         let get = |reason: &str| metrics.invalid_links.with_label_values(&[reason]).get();
         let bad = |id: &str| Invalid {
             reason: InvalidReason::Amount,

@@ -5,17 +5,17 @@
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
+use prometheus::proto::MetricFamily;
 
 use crate::aggregate::{Snapshot, Totals};
-use crate::metrics::render_snapshot;
+use crate::metrics::snapshot_families;
 
 /// One complete poll, as served.
 #[derive(Debug)]
 pub struct Published {
     pub snapshot: Snapshot,
-    /// The business gauges, rendered once.
-    pub rendered: Bytes,
+    /// The business gauges, built once, labelled with the organisation.
+    pub families: Vec<MetricFamily>,
     pub finished_at: SystemTime,
     pub duration: Duration,
     pub pages: u64,
@@ -39,10 +39,11 @@ pub struct PollFacts {
 }
 
 impl Published {
-    /// A poll ready to be served: its gauges rendered and its landing summary added up, once.
-    pub fn new(snapshot: Snapshot, facts: PollFacts) -> Published {
+    /// A poll of `organization` ready to be served: its gauges built and its landing summary
+    /// added up, once.
+    pub fn new(snapshot: Snapshot, facts: PollFacts, organization: &str) -> Published {
         Published {
-            rendered: render_snapshot(&snapshot),
+            families: snapshot_families(&snapshot, organization),
             summary: Summary::of(&snapshot),
             snapshot,
             finished_at: facts.finished_at,

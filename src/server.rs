@@ -1,13 +1,15 @@
 //! The HTTP side: the telemetry path, a landing page, health endpoints, optional TLS and
 //! basic auth (exporter-toolkit web config), and graceful shutdown.
 //!
-//! A scrape never waits for Qonto or for a poll: it loads the current [`Published`] poll (an
-//! atomic pointer load), clones its pre-rendered bytes (a reference count), and appends the
-//! small self-metrics gathered at that moment. The only locks on that path are short ones: in
-//! the metrics module (the prometheus registry's while gathering, and the `process_*` cache,
-//! held while `/proc` is read at most once a second), and the walks' progress
-//! ([`WalkProgress`], held for a few additions per page fetched and per scrape); none is held
-//! across a request to Qonto.
+//! A scrape never waits for Qonto or for a poll. It serves the text of every organisation's
+//! last published poll and of the self-metrics, which [`ScrapeCache`] builds at most once a
+//! second, and at once when any organisation publishes a poll or the set of organisations
+//! changes: with many organisations, gathering and encoding thousands of series per scrape
+//! would cost more than the scrape itself (README, Performance). Counters and the `process_*`
+//! figures are therefore up to one second old; the figures of a poll show from the first
+//! scrape after it. The only locks on that path are short ones (the cache's while it is
+//! rebuilt, the registries' while gathering, the walks' progress); none is held across a
+//! request to Qonto.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -16,24 +18,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures_util::stream;
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::fleet::{FleetView, OrgView, ReloadRequest};
 use crate::html::escape;
-use crate::metrics::SelfMetrics;
+use crate::metrics::{Exposition, ProcessMetrics};
 use crate::money::{format_amount, format_count};
-use crate::publish::{PollStatus, Published, Shared};
+use crate::publish::{PollStatus, Published};
 use crate::qonto::budget::Budget;
-use crate::qonto::walk::{ProgressView, WalkProgress};
+use crate::qonto::walk::ProgressView;
 use crate::shutdown::stopped;
 use crate::webconfig::{AuthOutcome, WebConfig};
 
@@ -47,18 +49,94 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a built `/metrics` text is served before it is built again (sooner when a poll is
+/// published or the organisations change).
+pub const SCRAPE_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Organisations whose figures the landing page details (beyond, one row each).
+const LANDING_DETAILS: usize = 10;
+/// How long `POST /-/reload` waits for the reload to be applied.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What the server needs to answer.
 pub struct App {
     pub telemetry_path: String,
-    pub shared: Arc<Shared>,
-    /// Pages of the walks under way (the client's): the landing page's and the gauges' progress.
-    pub progress: Arc<WalkProgress>,
-    /// The client's request budget: the time left is at least what it allows for the pages left.
+    /// The organisations running now.
+    pub fleet: Arc<FleetView>,
+    pub process: Arc<ProcessMetrics>,
+    /// The request budget all organisations share: the time left of a poll is at least what it
+    /// allows for the pages left.
     pub budget: Arc<Budget>,
-    pub metrics: Arc<SelfMetrics>,
     pub web: Option<Arc<WebConfig>>,
-    /// Shown on the landing page (API URL, credential kind, poll interval).
+    /// Shown on the landing page (shard, budget, configuration).
     pub about: Vec<(String, String)>,
+    /// Where `POST /-/reload` asks for a reload; `None` unless `--web.enable-lifecycle`.
+    pub reload: Option<tokio::sync::mpsc::Sender<Option<ReloadRequest>>>,
+    pub cache: ScrapeCache,
+}
+
+/// The last `/metrics` text built, and what it was built from.
+#[derive(Default)]
+pub struct ScrapeCache {
+    last: std::sync::Mutex<Option<Arc<Built>>>,
+}
+
+struct Built {
+    at: Instant,
+    key: Vec<usize>,
+    plain: Bytes,
+    gzip: std::sync::OnceLock<Option<Bytes>>,
+}
+
+impl ScrapeCache {
+    /// The text to serve: the cached one while it is younger than [`SCRAPE_CACHE_TTL`] and no
+    /// organisation has published since; else built now (once, whoever asks meanwhile waits).
+    fn get(&self, app: &App) -> Arc<Built> {
+        let orgs = app.fleet.orgs();
+        let mut key = Vec::with_capacity(1 + 2 * orgs.len());
+        key.push(app.fleet.generation() as usize);
+        for o in orgs.iter() {
+            key.push(
+                o.shared
+                    .published
+                    .load()
+                    .as_ref()
+                    .map_or(0, |p| Arc::as_ptr(p) as usize),
+            );
+            key.push(Arc::as_ptr(&o.shared.status.load()) as usize);
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = last.as_ref() {
+            if b.key == key && b.at.elapsed() < SCRAPE_CACHE_TTL {
+                return b.clone();
+            }
+        }
+        let built = Arc::new(Built {
+            at: Instant::now(),
+            plain: Bytes::from(exposition(app, &orgs)),
+            key,
+            gzip: std::sync::OnceLock::new(),
+        });
+        *last = Some(built.clone());
+        built
+    }
+}
+
+/// Every organisation's figures and self-metrics, then the process's, in the text format.
+fn exposition(app: &App, orgs: &[Arc<OrgView>]) -> Vec<u8> {
+    let mut e = Exposition::default();
+    for o in orgs {
+        if let Some(p) = o.shared.published.load_full() {
+            e.add(p.families.iter().cloned());
+        }
+    }
+    for o in orgs {
+        record_progress(o, poll_progress(app, o, &o.shared.status.load()));
+        e.add(o.metrics.gather());
+    }
+    e.add(app.process.gather());
+    let mut out = Vec::with_capacity(16 * 1024 * (orgs.len() + 1));
+    e.encode(&mut out);
+    out
 }
 
 /// Serves until `shutdown` turns true, then lets in-flight requests finish.
@@ -134,12 +212,20 @@ pub async fn serve(
 /// Routes one request.
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
-    let mut resp = if req.method() != Method::GET && req.method() != Method::HEAD {
+    let mut resp = if path == "/-/reload" {
+        if req.method() != Method::POST && req.method() != Method::PUT {
+            text(StatusCode::METHOD_NOT_ALLOWED, "only POST or PUT\n")
+        } else if let Some(denied) = authorize(app, &req).await {
+            denied
+        } else {
+            reload(app).await
+        }
+    } else if req.method() != Method::GET && req.method() != Method::HEAD {
         text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
     } else if path == "/-/healthy" {
         text(StatusCode::OK, "Healthy\n")
     } else if path == "/-/ready" {
-        if app.shared.published.load().is_some() {
+        if ready(&app.fleet.orgs()) {
             text(StatusCode::OK, "Ready\n")
         } else {
             text(
@@ -166,6 +252,46 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         return Response::from_parts(parts, empty());
     }
     resp
+}
+
+/// Ready once every organisation's first poll has ended (a failing one must not keep the
+/// others' figures from being scraped) and at least one has figures to serve; with no
+/// organisation (an empty shard), at once.
+fn ready(orgs: &[Arc<OrgView>]) -> bool {
+    let has_figures = |o: &Arc<OrgView>| o.shared.published.load().is_some();
+    orgs.is_empty()
+        || (orgs.iter().any(has_figures)
+            && orgs
+                .iter()
+                .all(|o| has_figures(o) || o.shared.status.load().polls > 0))
+}
+
+/// `POST /-/reload`: 200 once the configuration is applied, 500 with the reason when it is
+/// refused (the running organisations stay), 403 without `--web.enable-lifecycle`, as
+/// Prometheus answers.
+async fn reload(app: &App) -> Response<Body> {
+    let Some(tx) = &app.reload else {
+        return text(
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (--web.enable-lifecycle)\n",
+        );
+    };
+    let (answer, result) = tokio::sync::oneshot::channel();
+    if tx.send(Some(answer)).await.is_err() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    match tokio::time::timeout(RELOAD_TIMEOUT, result).await {
+        Ok(Ok(Ok(()))) => text(StatusCode::OK, "OK\n"),
+        Ok(Ok(Err(e))) => owned_text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        ),
+        Ok(Err(_)) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reload did not finish within 60s; see the logs\n",
+        ),
+    }
 }
 
 /// `Some(401)` when basic auth is configured and the request does not pass it. Health
@@ -195,14 +321,7 @@ async fn authorize(app: &App, req: &Request<Incoming>) -> Option<Response<Body>>
 }
 
 fn metrics_response(app: &App, req: &Request<Incoming>) -> Response<Body> {
-    let published = app.shared.published.load_full();
-    record_progress(app, poll_progress(app, &app.shared.status.load()));
-    let mut own = Vec::with_capacity(8 * 1024);
-    app.metrics.render(&mut own);
-    let business = published
-        .as_ref()
-        .map(|p| p.rendered.clone())
-        .unwrap_or_default();
+    let built = app.cache.get(app);
     let gzip = req
         .headers()
         .get(ACCEPT_ENCODING)
@@ -213,45 +332,43 @@ fn metrics_response(app: &App, req: &Request<Incoming>) -> Response<Body> {
         .header(CONTENT_TYPE, TEXT_FORMAT)
         .header(VARY, "Accept-Encoding");
     let response = if gzip {
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity((business.len() + own.len()) / 4),
-            flate2::Compression::fast(),
-        );
-        let body = enc
-            .write_all(&business)
-            .and_then(|()| enc.write_all(&own))
-            .and_then(|()| enc.finish());
-        match body {
-            Ok(b) => builder
+        // Compressed once per built text, not once per scrape.
+        let compressed = built.gzip.get_or_init(|| {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(built.plain.len() / 4),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(&built.plain)
+                .and_then(|()| enc.finish())
+                .ok()
+                .map(Bytes::from)
+        });
+        match compressed {
+            Some(b) => builder
                 .header(CONTENT_ENCODING, "gzip")
-                .body(full(Bytes::from(b))),
-            Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "compression failed\n"),
+                .body(full(b.clone())),
+            None => return text(StatusCode::INTERNAL_SERVER_ERROR, "compression failed\n"),
         }
     } else {
-        // Two frames: the shared pre-rendered poll (no copy) and the self-metrics.
-        let frames = [business, Bytes::from(own)]
-            .into_iter()
-            .filter(|b| !b.is_empty())
-            .map(|b| Ok::<_, Infallible>(Frame::data(b)));
-        builder.body(StreamBody::new(stream::iter(frames)).boxed())
+        builder.body(full(built.plain.clone()))
     };
     response.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "error\n"))
 }
 
 /// Where the poll under way stands, its time left at the current budget (the longer of the
 /// recent page rate's estimate and the budget's); `None` when no poll is running.
-fn poll_progress(app: &App, status: &PollStatus) -> Option<ProgressView> {
+fn poll_progress(app: &App, org: &OrgView, status: &PollStatus) -> Option<ProgressView> {
     status.in_progress_since.map(|since| {
-        app.progress
+        org.progress
             .view(since, Instant::now())
             .at_budget(&app.budget)
     })
 }
 
 /// Sets the progress gauges from `view` (see their HELP in the metrics module): they are read
-/// at scrape time, as the walks' shared progress has no other reader to push them.
-fn record_progress(app: &App, view: Option<ProgressView>) {
-    let m = &app.metrics;
+/// when `/metrics` is built, as the walks' shared progress has no other reader to push them.
+fn record_progress(org: &OrgView, view: Option<ProgressView>) {
+    let m = &org.metrics;
     let view = view.unwrap_or(ProgressView {
         remaining: Some(Duration::ZERO),
         ..ProgressView::default()
@@ -285,7 +402,11 @@ fn empty() -> Body {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
+    owned_text(status, body.to_owned())
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -314,10 +435,10 @@ fn ago(t: SystemTime) -> String {
     }
 }
 
-/// The landing page: what runs, how the last poll went, and the current figures.
+/// The landing page: what runs, one row per organisation, and each one's last poll and figures
+/// (the figures of the first [`LANDING_DETAILS`] organisations only).
 fn landing_page(app: &App) -> String {
-    let status = app.shared.status.load();
-    let published = app.shared.published.load_full();
+    let orgs = app.fleet.orgs();
     let mut h = String::with_capacity(16 * 1024);
     h.push_str(concat!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>qonto-exporter</title>",
@@ -332,15 +453,98 @@ fn landing_page(app: &App) -> String {
         env!("QONTO_EXPORTER_REVISION"),
         p = escape(&app.telemetry_path),
     ));
+    about_table(&mut h, &app.about);
+    h.push_str("<h2>Organisations</h2><table><tr><th>organisation</th><th>last poll</th><th>links</th><th>open links</th><th>open amount</th></tr>");
+    for o in orgs.iter() {
+        org_row(&mut h, o);
+    }
+    h.push_str("</table>");
+    if orgs.is_empty() {
+        h.push_str("<p>No organisation falls to this shard.</p>");
+    }
+    if orgs.len() > LANDING_DETAILS {
+        h.push_str(&format!(
+            "<p>{} organisations: details are shown for up to {LANDING_DETAILS}; the dashboard has them all.</p>",
+            orgs.len()
+        ));
+    } else {
+        for o in orgs.iter() {
+            org_details(&mut h, app, o);
+        }
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn about_table(h: &mut String, rows: &[(String, String)]) {
     h.push_str("<table>");
-    for (k, v) in &app.about {
+    for (k, v) in rows {
         h.push_str(&format!(
             "<tr><th>{}</th><td>{}</td></tr>",
             escape(k),
             escape(v)
         ));
     }
-    h.push_str("</table><h2>Last poll</h2><p>");
+    h.push_str("</table>");
+}
+
+/// "succeeded, 5s ago" and the like, for the latest poll.
+fn last_poll(status: &PollStatus) -> String {
+    match (&status.last_finished_at, &status.last_error) {
+        (None, _) => "not yet".to_owned(),
+        (Some(t), None) => format!("<span class=\"ok\">succeeded</span>, {}", ago(*t)),
+        (Some(t), Some(_)) => format!("<span class=\"bad\">failed</span>, {}", ago(*t)),
+    }
+}
+
+/// One organisation's row: its latest poll, links, and open links per currency (amounts of
+/// different currencies are never added up).
+fn org_row(h: &mut String, o: &OrgView) {
+    let status = o.shared.status.load();
+    let published = o.shared.published.load_full();
+    let (links, open_count, open_amount) = match &published {
+        None => ("–".to_owned(), "–".to_owned(), "–".to_owned()),
+        Some(p) => {
+            let open: Vec<_> = p
+                .summary
+                .by_status
+                .iter()
+                .filter(|(s, _, _)| s == "open")
+                .collect();
+            let counts = open.iter().map(|(_, _, t)| t.count).sum::<u64>();
+            let amounts = open
+                .iter()
+                .map(|(_, c, t)| escape(&format_amount(t.amount, c)))
+                .collect::<Vec<_>>()
+                .join("<br>");
+            (
+                format_count(p.snapshot.unique_links),
+                format_count(counts),
+                if amounts.is_empty() {
+                    "–".to_owned()
+                } else {
+                    amounts
+                },
+            )
+        }
+    };
+    h.push_str(&format!(
+        "<tr><td><a href=\"#org-{n}\">{n}</a></td><td>{}</td><td class=\"n\">{links}</td><td class=\"n\">{open_count}</td><td class=\"n\">{open_amount}</td></tr>",
+        last_poll(&status),
+        n = escape(&o.name),
+    ));
+}
+
+/// One organisation's settings, latest poll and figures.
+fn org_details(h: &mut String, app: &App, o: &OrgView) {
+    let status = o.shared.status.load();
+    let published = o.shared.published.load_full();
+    h.push_str(&format!(
+        "<h2 id=\"org-{n}\">Organisation {n}</h2>",
+        n = escape(&o.name)
+    ));
+    about_table(h, &o.about);
+    h.push_str("<h3>Last poll</h3><p>");
     match (&status.last_finished_at, &status.last_error) {
         (None, _) => h.push_str("No poll has finished yet."),
         (Some(t), None) => h.push_str(&format!(
@@ -355,15 +559,13 @@ fn landing_page(app: &App) -> String {
     }
     if let Some(since) = status.in_progress_since {
         h.push_str(&format!(" A poll is running (started {})", ago(since)));
-        h.push_str(&progress_sentence(poll_progress(app, &status)));
+        h.push_str(&progress_sentence(poll_progress(app, o, &status)));
     }
     h.push_str("</p>");
     match published {
         None => h.push_str("<p>No figures yet.</p>"),
-        Some(p) => summary(&mut h, &p),
+        Some(p) => summary(h, &p),
     }
-    h.push_str("</body></html>\n");
-    h
 }
 
 /// The end of the "A poll is running" sentence: pages done of total and the time left.
@@ -395,7 +597,7 @@ fn progress_sentence(view: Option<ProgressView>) -> String {
 
 fn summary(h: &mut String, p: &Published) {
     h.push_str(&format!(
-        "<h2>Payment links</h2><p>{} links as of {} ({} pages, {} requests, {:.2} s, {} poll).</p>",
+        "<h3>Payment links</h3><p>{} links as of {} ({} pages, {} requests, {:.2} s, {} poll).</p>",
         format_count(p.snapshot.unique_links),
         humantime::format_rfc3339_seconds(p.finished_at),
         format_count(p.pages),
@@ -407,7 +609,7 @@ fn summary(h: &mut String, p: &Published) {
     for (status, currency, t) in &p.summary.by_status {
         money_row(h, status, currency, t);
     }
-    h.push_str("</table><h2>Open links expiring soon</h2><table><tr><th>within</th><th>currency</th><th>links</th><th>amount</th></tr>");
+    h.push_str("</table><h3>Open links expiring soon</h3><table><tr><th>within</th><th>currency</th><th>links</th><th>amount</th></tr>");
     for (within, currency, t) in &p.summary.expiring {
         money_row(h, within, currency, t);
     }

@@ -121,7 +121,11 @@ mod tests {
     fn bounds_and_ordinals() {
         assert!(Shard::new(0, 0).is_err());
         assert!(Shard::new(2, 2).unwrap_err().contains("--shard.index"));
-        assert!(Shard::new(0, MAX_SHARDS + 1).unwrap_err().contains("--shard.count"));
+        assert!(
+            Shard::new(0, MAX_SHARDS + 1)
+                .unwrap_err()
+                .contains("--shard.count")
+        );
         assert!(Shard::new(u32::MAX, u32::MAX).is_err());
         assert_eq!(ordinal("qonto-exporter-2"), Some(2));
         assert_eq!(ordinal("qonto-exporter-10\n"), Some(10));

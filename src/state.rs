@@ -116,6 +116,9 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct Storage {
     dir: PathBuf,
+    /// [`FILE_NAME`] for the organisation named `default` (the single-organisation flags',
+    /// so files written before organisations existed stay valid), else one per organisation.
+    file_name: String,
     identity: String,
 }
 
@@ -142,6 +145,7 @@ impl Storage {
         drop(probe);
         Ok(Storage {
             dir: dir.to_owned(),
+            file_name: FILE_NAME.to_owned(),
             identity: String::new(),
         })
     }
@@ -151,8 +155,23 @@ impl Storage {
         Storage { identity, ..self }
     }
 
+    /// The same directory, for the organisation `name` (a checked name: letters, digits, `-`,
+    /// `_`, `.`) and the figures of `identity`: each organisation has its own file.
+    pub fn for_organization(self, name: &str, identity: String) -> Storage {
+        let file_name = if name == crate::organizations::DEFAULT_ORGANIZATION {
+            FILE_NAME.to_owned()
+        } else {
+            format!("qonto-exporter.{name}.state")
+        };
+        Storage {
+            file_name,
+            identity,
+            ..self
+        }
+    }
+
     pub fn path(&self) -> PathBuf {
-        self.dir.join(FILE_NAME)
+        self.dir.join(&self.file_name)
     }
 
     /// The saved poll and memory, `None` when there is no file yet.

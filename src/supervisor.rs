@@ -1,5 +1,6 @@
-//! Keeps a dead part from looking alive: the poller and the server run as two tasks, and the
-//! process lives exactly as long as both do.
+//! Keeps a dead part from looking alive: the pollers (the fleet's task, see [`crate::fleet`],
+//! which ends with an error naming the organisation whose poller ended) and the server run as
+//! two tasks, and the process lives exactly as long as both do.
 //!
 //! Without supervision, a poller that ended (a panic, or a return) would leave `/metrics`
 //! serving frozen figures with `qonto_up` at its last value and `/-/ready` at 200: nothing
@@ -57,8 +58,8 @@ impl fmt::Display for Outcome {
 /// Runs until `signal` resolves (then asks both tasks to stop through `shutdown` and waits for
 /// them) or until either task ends on its own (then logs it, asks the other to stop, and waits
 /// for it at most ten seconds). `poller` should only ever end after `shutdown` turns true.
-pub async fn supervise<E: fmt::Display>(
-    mut poller: JoinHandle<()>,
+pub async fn supervise<P: fmt::Display, E: fmt::Display>(
+    mut poller: JoinHandle<Result<(), P>>,
     mut server: JoinHandle<Result<(), E>>,
     signal: impl Future<Output = ()>,
     shutdown: &watch::Sender<bool>,
@@ -67,7 +68,7 @@ pub async fn supervise<E: fmt::Display>(
         _ = signal => None,
         ended = &mut poller => Some(Outcome::Unexpected {
             task: "poller",
-            why: why(ended.map(|()| None)),
+            why: why(ended.map(|r| r.err().map(|e| e.to_string()))),
         }),
         ended = &mut server => Some(Outcome::Unexpected {
             task: "server",
@@ -140,7 +141,10 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let poller = tokio::spawn(async {
             tokio::task::yield_now().await;
-            panic!("overflow when adding duration to instant");
+            if true {
+                panic!("overflow when adding duration to instant");
+            }
+            Ok::<(), String>(())
         });
         let server = until_shutdown(rx.clone(), Ok::<(), String>(()));
         let outcome = tokio::time::timeout(
@@ -160,7 +164,7 @@ mod tests {
     #[tokio::test]
     async fn a_poller_that_returns_ends_the_process() {
         let (tx, rx) = watch::channel(false);
-        let poller = tokio::spawn(async {});
+        let poller = tokio::spawn(async { Ok::<(), String>(()) });
         let server = until_shutdown(rx.clone(), Ok::<(), String>(()));
         let outcome = supervise(poller, server, never(), &tx).await;
         assert_eq!(
@@ -180,7 +184,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_server_ends_the_process_with_its_error() {
         let (tx, rx) = watch::channel(false);
-        let poller = until_shutdown(rx.clone(), ());
+        let poller = until_shutdown(rx.clone(), Ok::<(), String>(()));
         let server = tokio::spawn(async { Err::<(), _>("accept failed: too many open files") });
         let outcome = supervise(poller, server, never(), &tx).await;
         assert_eq!(
@@ -193,13 +197,13 @@ mod tests {
     #[tokio::test]
     async fn a_signal_stops_both_tasks_cleanly() {
         let (tx, rx) = watch::channel(false);
-        let poller = until_shutdown(rx.clone(), ());
+        let poller = until_shutdown(rx.clone(), Ok::<(), String>(()));
         let server = until_shutdown(rx.clone(), Ok::<(), String>(()));
         let outcome = supervise(poller, server, async {}, &tx).await;
         assert_eq!(outcome, Outcome::Stopped);
         assert!(outcome.is_success());
         let (tx, rx) = watch::channel(false);
-        let poller = until_shutdown(rx.clone(), ());
+        let poller = until_shutdown(rx.clone(), Ok::<(), String>(()));
         let server = until_shutdown(rx.clone(), Err::<(), _>("drain failed".to_owned()));
         let outcome = supervise(poller, server, async {}, &tx).await;
         assert_eq!(outcome, Outcome::ServerFailed("drain failed".into()));

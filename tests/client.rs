@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use qonto_exporter::qonto::auth::Credentials;
-use qonto_exporter::qonto::budget::BudgetConfig;
+use qonto_exporter::qonto::budget::{Budget, BudgetConfig};
 use qonto_exporter::qonto::client::{
     ApiError, ApiObserver, CREDENTIALS_HINT, ClientConfig, ListQuery, MAX_REFUSALS_PER_HOUR,
     QontoClient, RetryPolicy,
@@ -50,10 +50,10 @@ fn client_with(
                 max_delay: Duration::from_millis(50),
                 max_retry_after: Duration::from_secs(2),
             },
-            budget: BudgetConfig {
+            budget: Arc::new(Budget::new(BudgetConfig {
                 max_requests_per_second: Some(1000.0),
                 ..BudgetConfig::default()
-            },
+            })),
         },
         credentials,
         observer,

@@ -53,14 +53,28 @@
 //! bound holds for them. After a refusal by the long window, nobody checks again before it has
 //! room, so at most one short-window cell is wasted per long-window period.
 //!
+//! # Fair turns between organisations
+//!
+//! One process polls several organisations from one IP, so they share one budget. Requests wait
+//! in one queue per organisation (a *lane*), and each request the limiters admit goes to the
+//! next lane in turn (round robin), to the oldest waiter of that lane: while `k` organisations
+//! wait, each gets every `k`-th request, however many pages it has queued. A 1M-link
+//! organisation's first poll (10,000 pages) therefore delays a 100-link organisation's poll by
+//! at most one request per other waiting organisation, not by its 10,000 pages. The turns are
+//! handed out by one task ([`Budget::acquire`] starts it when the first request waits, and it
+//! ends when none does). A waiter that gave up (its poll timed out) is skipped; the cell it was
+//! admitted for is counted as sent although no request used it, which errs on the safe side.
+//!
 //! # Measurement
 //!
 //! Every admitted request is counted in [`RequestWindow`], a ring of 601 buckets of 1/600 of the
 //! long window (1 s for Qonto's 10 minutes), so `qonto_exporter_api_requests_10m` and
 //! `qonto_exporter_api_budget_10m_usage_ratio` are measured, not projected from a poll's count.
 
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, MonotonicClock, Reference};
@@ -344,6 +358,22 @@ pub struct Budget {
     long: Pacing,
     gate: Gate<MonotonicClock>,
     sent: RequestWindow,
+    turns: Mutex<Turns>,
+    lanes: AtomicU64,
+}
+
+/// A queue of requests in [`Budget`]'s round robin: one per organisation (client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lane(u64);
+
+/// The waiters of every lane and the order of their turns (see the module docs).
+#[derive(Default)]
+struct Turns {
+    waiting: HashMap<Lane, VecDeque<tokio::sync::oneshot::Sender<Duration>>>,
+    /// Lanes with waiters, the next to be served first.
+    ring: VecDeque<Lane>,
+    /// True while the task handing out turns runs.
+    dealing: bool,
 }
 
 impl std::fmt::Debug for Budget {
@@ -378,12 +408,69 @@ impl Budget {
             sent: RequestWindow::new(config.long.period, Instant::now()),
             short,
             long,
+            turns: Mutex::new(Turns::default()),
+            lanes: AtomicU64::new(0),
         }
     }
 
-    /// Waits until every limiter admits one request, counts it as sent, and returns how long it
-    /// was held back by the long window's share. Send the request at once after this.
-    pub async fn acquire(&self) -> Duration {
+    /// A new lane: a client's own queue in the round robin.
+    pub fn lane(&self) -> Lane {
+        Lane(self.lanes.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Waits for `lane`'s turn and for every limiter to admit one request, counts it as sent,
+    /// and returns how long it was held back by the long window's share. Send the request at
+    /// once after this.
+    pub async fn acquire(self: &Arc<Self>, lane: Lane) -> Duration {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut t = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+            let queue = t.waiting.entry(lane).or_default();
+            queue.push_back(tx);
+            if queue.len() == 1 {
+                t.ring.push_back(lane);
+            }
+            !std::mem::replace(&mut t.dealing, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).deal());
+        }
+        // The dealer drops a sender only when it ends with the runtime.
+        rx.await.unwrap_or(Duration::ZERO)
+    }
+
+    /// Hands out turns while anyone waits (see the module docs).
+    async fn deal(self: Arc<Self>) {
+        loop {
+            {
+                let mut t = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+                if t.ring.is_empty() {
+                    t.dealing = false;
+                    return;
+                }
+            }
+            let held = self.admit().await;
+            let mut t = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(lane) = t.ring.pop_front() {
+                let Some(queue) = t.waiting.get_mut(&lane) else {
+                    continue;
+                };
+                let next = queue.pop_front();
+                if queue.is_empty() {
+                    t.waiting.remove(&lane);
+                } else {
+                    t.ring.push_back(lane);
+                }
+                if next.is_some_and(|tx| tx.send(held).is_ok()) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Waits until every limiter admits one request and counts it as sent; returns how long the
+    /// long window's share held it back.
+    async fn admit(&self) -> Duration {
         let mut held = Duration::ZERO;
         loop {
             match self.gate.try_acquire() {
@@ -724,5 +811,66 @@ mod tests {
             ..BudgetConfig::default()
         });
         assert_eq!(capped.time_for(100), Duration::from_millis(100) * 100);
+    }
+}
+
+#[cfg(test)]
+mod turn_tests {
+    use super::*;
+
+    /// A lane with 40 queued requests and one that asks later: the later one is served at its
+    /// first turn, not after the 40.
+    #[tokio::test]
+    async fn lanes_take_turns() {
+        let budget = Arc::new(Budget::new(BudgetConfig {
+            max_requests_per_second: Some(100.0),
+            ..BudgetConfig::default()
+        }));
+        let (big, small) = (budget.lane(), budget.lane());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..40 {
+            let (b, o) = (budget.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                b.acquire(big).await;
+                o.lock().unwrap().push('B');
+            }));
+        }
+        // Let the big lane drain its burst and settle into the 100/s pace.
+        while order.lock().unwrap().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let asked_after = order.lock().unwrap().len();
+        budget.acquire(small).await;
+        order.lock().unwrap().push('s');
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        let served_at = order.iter().position(|c| *c == 's').unwrap();
+        assert!(
+            served_at <= asked_after + 2,
+            "asked after {asked_after} grants, served as grant {served_at}: {order:?}"
+        );
+        assert_eq!(order.len(), 41);
+    }
+
+    /// A waiter that gave up is skipped: the others are still served.
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_does_not_stall_the_others() {
+        let budget = Arc::new(Budget::new(BudgetConfig {
+            max_requests_per_second: Some(20.0),
+            ..BudgetConfig::default()
+        }));
+        let lane = budget.lane();
+        for _ in 0..30 {
+            budget.acquire(lane).await;
+        }
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(1), budget.acquire(budget.lane())).await;
+        assert!(gave_up.is_err());
+        tokio::time::timeout(Duration::from_secs(5), budget.acquire(lane))
+            .await
+            .expect("served after a waiter gave up");
     }
 }

@@ -30,7 +30,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 
 use crate::qonto::auth::{AuthError, Credentials};
-use crate::qonto::budget::{Budget, BudgetConfig};
+use crate::qonto::budget::{Budget, Lane};
 use crate::qonto::model::{ApiErrorBody, Page, PageError, parse_page};
 use crate::qonto::walk::{MAX_PER_PAGE, WalkProgress};
 use crate::secret::Secret;
@@ -103,8 +103,9 @@ pub struct ClientConfig {
     pub timeout: Duration,
     pub staging_token: Option<Secret>,
     pub retry: RetryPolicy,
-    /// This exporter's share of Qonto's windows, shared by all concurrent requests.
-    pub budget: BudgetConfig,
+    /// This exporter's share of Qonto's per-IP windows, shared by every request of every
+    /// organisation the process polls (each client takes turns in it, see [`Budget`]).
+    pub budget: std::sync::Arc<Budget>,
 }
 
 /// What the API said when it refused or failed a request.
@@ -220,6 +221,8 @@ pub struct QontoClient {
     staging: Option<HeaderValue>,
     retry: RetryPolicy,
     budget: std::sync::Arc<Budget>,
+    /// This client's queue in the budget's round robin.
+    lane: Lane,
     /// When "held back by the budget" was last logged.
     held_logged: Mutex<Option<Instant>>,
     /// The listing walked in full most recently: `(total_pages, pages seen)`, for the estimate
@@ -256,7 +259,17 @@ impl QontoClient {
         credentials: Credentials,
         observer: std::sync::Arc<dyn ApiObserver>,
     ) -> Result<Self, BuildError> {
-        let http = http_client(cfg.timeout)?;
+        Self::with_http(http_client(cfg.timeout)?, cfg, credentials, observer)
+    }
+
+    /// A client on an existing connection pool (one for every organisation of the process;
+    /// `http` must come from [`http_client`], which refuses redirects).
+    pub fn with_http(
+        http: reqwest::Client,
+        cfg: ClientConfig,
+        credentials: Credentials,
+        observer: std::sync::Arc<dyn ApiObserver>,
+    ) -> Result<Self, BuildError> {
         let staging = cfg
             .staging_token
             .as_ref()
@@ -273,7 +286,8 @@ impl QontoClient {
             credentials,
             staging,
             retry: cfg.retry,
-            budget: std::sync::Arc::new(Budget::new(cfg.budget)),
+            lane: cfg.budget.lane(),
+            budget: cfg.budget,
             held_logged: Mutex::new(None),
             listing: Mutex::new((0, 0)),
             pause_until: Mutex::new(None),
@@ -407,7 +421,7 @@ impl QontoClient {
         let mut header = HeaderValue::from_str(authorization.expose())
             .map_err(|_| ApiError::Auth(self.credentials.not_a_header()))?;
         header.set_sensitive(true);
-        let held = self.budget.acquire().await;
+        let held = self.budget.acquire(self.lane).await;
         if !held.is_zero() {
             self.log_held();
         }

@@ -180,7 +180,19 @@ impl Drop for Exporter {
 
 /// Parses the text exposition into `series → value`, the series written exactly as in the
 /// text (name and labels as rendered, e.g. `qonto_up` or `qonto_payment_links{currency="EUR",...}`).
+///
+/// The label `organization="default"` (the single-organisation flags' organisation) is left out
+/// of the keys, so single-organisation tests name series as before; [`parse_metrics_raw`]
+/// keeps every label.
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    parse_metrics_raw(text)
+        .into_iter()
+        .map(|(k, v)| (without_default_org(&k), v))
+        .collect()
+}
+
+/// Every series of a scrape, keyed by its name and labels as exposed.
+pub fn parse_metrics_raw(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {
@@ -188,6 +200,15 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
             Some((series.to_owned(), value.parse().ok()?))
         })
         .collect()
+}
+
+/// `series` without the label `organization="default"`.
+pub fn without_default_org(series: &str) -> String {
+    const L: &str = "organization=\"default\"";
+    series
+        .replace(&format!("{{{L}}}"), "")
+        .replace(&format!(",{L}"), "")
+        .replace(&format!("{L},"), "")
 }
 
 /// Runs `promtool` with `args` and `stdin`, failing the test if promtool is missing.
