@@ -73,6 +73,11 @@ impl FleetView {
 
     fn set(&self, orgs: Vec<Arc<OrgView>>) {
         self.orgs.store(Arc::new(orgs));
+        self.changed();
+    }
+
+    /// Something the process-wide series show changed (a reload's outcome).
+    fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -444,6 +449,7 @@ impl Fleet {
             Err(e) => {
                 self.process.reload_failures.inc();
                 self.process.record_load(false, SystemTime::now());
+                self.view.changed();
                 tracing::error!(error = %e, "configuration reload refused; the organisations running keep running");
                 Err(e)
             }

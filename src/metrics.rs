@@ -659,15 +659,13 @@ mod tests {
         let mut own = Vec::new();
         e.encode(&mut own);
         let own = String::from_utf8(own).unwrap();
-        assert!(own.contains("qonto_exporter_build_info{rustc_version="));
+        assert!(own.contains("qonto_exporter_build_info{revision="));
         assert!(own.contains("qonto_up{organization=\"acme\"} 0"));
         assert!(own.contains("qonto_up{organization=\"globex\"} 0"));
         assert_eq!(own.matches("# TYPE qonto_up gauge").count(), 1);
         assert!(own.contains("qonto_exporter_api_requests_10m 0"));
         assert!(own.contains("qonto_exporter_organizations 0"));
-        assert!(own.contains(
-            "qonto_exporter_shard_info{shard_count=\"1\",shard_index=\"0\"} 1"
-        ));
+        assert!(own.contains("qonto_exporter_shard_info{shard_count=\"1\",shard_index=\"0\"} 1"));
         let promtool = std::process::Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())

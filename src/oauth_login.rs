@@ -52,9 +52,26 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Command-line arguments of `qonto-exporter oauth-login`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OAuthLoginArgs {
+    /// The exporter's --config.file: take the OAuth client, its secret, the token URL and the
+    /// refresh-token file from the entry of --organization instead of the flags below.
+    #[arg(long = "config.file", value_name = "PATH", requires = "organization", conflicts_with_all = ["client_id", "client_secret_file", "refresh_token_file"])]
+    pub config_file: Option<PathBuf>,
+
+    /// The organisation of --config.file whose refresh-token file to write.
+    #[arg(long = "organization", value_name = "NAME", requires = "config_file")]
+    pub organization: Option<String>,
+
     /// OAuth 2.0 client id registered with Qonto.
-    #[arg(long = "qonto.oauth.client-id", env = "QONTO_OAUTH_CLIENT_ID")]
-    pub client_id: String,
+    #[arg(
+        long = "qonto.oauth.client-id",
+        env = "QONTO_OAUTH_CLIENT_ID",
+        required_unless_present = "config_file"
+    )]
+    pub client_id: Option<String>,
+
+    /// The client secret, when --config.file named it (its file or variable).
+    #[arg(skip)]
+    pub client_secret: Option<Secret>,
 
     /// File holding the OAuth client secret. Alternatively put the secret itself in the
     /// environment variable QONTO_OAUTH_CLIENT_SECRET.
@@ -81,8 +98,12 @@ pub struct OAuthLoginArgs {
 
     /// Where to write the refresh token (mode 0600, replaced atomically). Point the exporter's
     /// --qonto.oauth.refresh-token-file at the same path.
-    #[arg(long = "qonto.oauth.refresh-token-file", value_name = "PATH")]
-    pub refresh_token_file: PathBuf,
+    #[arg(
+        long = "qonto.oauth.refresh-token-file",
+        value_name = "PATH",
+        required_unless_present = "config_file"
+    )]
+    pub refresh_token_file: Option<PathBuf>,
 
     /// Loopback address to listen on for the browser's redirect.
     #[arg(long = "redirect-listen", default_value = "127.0.0.1:10159")]
@@ -105,9 +126,35 @@ pub struct OAuthLoginArgs {
     pub timeout: Duration,
 }
 
+impl OAuthLoginArgs {
+    /// With --config.file, the OAuth settings of --organization's entry in place of the flags.
+    pub fn resolved(mut self) -> Result<OAuthLoginArgs, LoginError> {
+        let (Some(path), Some(name)) = (&self.config_file, &self.organization) else {
+            return Ok(self);
+        };
+        let c = crate::organizations::oauth_client(path, name, &self.token_url)
+            .map_err(|e| LoginError::Config(e.0))?;
+        self.client_id = Some(c.client_id);
+        self.client_secret = Some(c.client_secret);
+        self.refresh_token_file = Some(c.refresh_token_file);
+        self.token_url = c.token_url;
+        Ok(self)
+    }
+
+    fn client_id(&self) -> &str {
+        self.client_id.as_deref().unwrap_or_default()
+    }
+
+    fn refresh_token_file(&self) -> &Path {
+        self.refresh_token_file.as_deref().unwrap_or(Path::new(""))
+    }
+}
+
 /// Why the login did not produce a refresh-token file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
+    #[error("{0}")]
+    Config(String),
     #[error(
         "no OAuth client secret: set --qonto.oauth.client-secret-file or the environment variable {CLIENT_SECRET_ENV}"
     )]
@@ -156,16 +203,22 @@ pub enum LoginError {
 /// Runs the flow interactively: prints the consent URL on stdout and, on success, where the
 /// refresh token was written.
 pub async fn run(args: OAuthLoginArgs) -> Result<(), LoginError> {
+    let organization = args.organization.clone();
     let path = run_with(args, |url| {
         println!("{URL_LINE_PREFIX}{url}");
         println!("Waiting for the browser to come back...");
     })
     .await?;
     println!("Wrote the refresh token to {}", path.display());
-    println!(
-        "Start the exporter with --qonto.oauth.refresh-token-file={} (it rotates the token in place; never share the file between two processes).",
-        path.display()
-    );
+    match &organization {
+        Some(name) => println!(
+            "It is organisation {name}'s oauth.refresh_token_file in --config.file: start the exporter, or reload it (SIGHUP) if it runs (it rotates the token in place; never share the file between two processes)."
+        ),
+        None => println!(
+            "Start the exporter with --qonto.oauth.refresh-token-file={} (it rotates the token in place; never share the file between two processes).",
+            path.display()
+        ),
+    }
     Ok(())
 }
 
@@ -177,6 +230,7 @@ pub async fn run_with(
 ) -> Result<PathBuf, LoginError> {
     // Everything that can fail without the user is checked before the listener is bound and
     // the URL shown, so nobody goes through the consent screen for nothing.
+    let args = args.resolved()?;
     let prepared = Prepared::new(&args)?;
     let listener = TcpListener::bind(args.redirect_listen)
         .await
@@ -193,6 +247,7 @@ pub async fn run_on(
     args: OAuthLoginArgs,
     on_url: impl FnOnce(String),
 ) -> Result<PathBuf, LoginError> {
+    let args = args.resolved()?;
     Prepared::new(&args)?.serve(listener, &args, on_url).await
 }
 
@@ -206,11 +261,14 @@ struct Prepared {
 
 impl Prepared {
     fn new(args: &OAuthLoginArgs) -> Result<Prepared, LoginError> {
-        let client_secret = resolve_client_secret(
-            args.client_secret_file.as_deref(),
-            std::env::var(CLIENT_SECRET_ENV).ok(),
-        )?;
-        check_writable(&args.refresh_token_file).map_err(LoginError::RefreshTokenFile)?;
+        let client_secret = match &args.client_secret {
+            Some(s) => s.clone(),
+            None => resolve_client_secret(
+                args.client_secret_file.as_deref(),
+                std::env::var(CLIENT_SECRET_ENV).ok(),
+            )?,
+        };
+        check_writable(args.refresh_token_file()).map_err(LoginError::RefreshTokenFile)?;
         let redirect =
             reqwest::Url::parse(&args.redirect_uri).map_err(|e| LoginError::InvalidUrl {
                 what: "--redirect-uri",
@@ -231,7 +289,7 @@ impl Prepared {
             endpoint: TokenEndpoint::new(
                 http,
                 args.token_url.clone(),
-                args.client_id.clone(),
+                args.client_id().to_owned(),
                 client_secret,
             ),
             consent_url,
@@ -318,9 +376,9 @@ async fn finish(
                     .ok_or_else(|| LoginError::NoRefreshToken {
                         scope: args.scope.clone(),
                     })?;
-                write_secret_file_atomic(&args.refresh_token_file, &refresh)
+                write_secret_file_atomic(args.refresh_token_file(), &refresh)
                     .map_err(LoginError::RefreshTokenFile)?;
-                Ok(args.refresh_token_file.clone())
+                Ok(args.refresh_token_file().to_owned())
             }
             .await;
             (outcome, reply)
@@ -351,7 +409,7 @@ fn consent_url(args: &OAuthLoginArgs, state: &str) -> Result<String, LoginError>
     let url = reqwest::Url::parse_with_params(
         &args.auth_url,
         [
-            ("client_id", args.client_id.as_str()),
+            ("client_id", args.client_id()),
             ("redirect_uri", args.redirect_uri.as_str()),
             ("response_type", "code"),
             ("scope", args.scope.as_str()),
@@ -636,7 +694,7 @@ mod tests {
         tempfile::TempDir,
     ) {
         let (tx, rx) = oneshot::channel();
-        let token_file = setup.args.refresh_token_file.clone();
+        let token_file = setup.args.refresh_token_file().to_owned();
         let task = tokio::spawn(run_on(setup.listener, setup.args, move |url| {
             let _ = tx.send(url);
         }));
@@ -753,6 +811,56 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&token_file).unwrap(),
             "refresh-xyz\n"
+        );
+    }
+
+    /// `--config.file` and `--organization`: the client, its secret, the token URL and the
+    /// token file come from that organisation's entry.
+    #[tokio::test]
+    async fn the_config_file_names_client_secret_and_token_file() {
+        let auth = AuthServer::start(
+            serde_json::json!({"access_token": "a", "refresh_token": "refresh-cfg", "expires_in": 3600}),
+            "code=test-code",
+        )
+        .await;
+        let mut s = setup(&auth).await;
+        let dir = s._dir.path().to_owned();
+        let token_file = dir.join("globex.refresh-token");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "organizations:\n  - name: acme\n    access_token_env: NOT_READ_HERE\n  - name: globex\n    oauth:\n      client_id: cfg-client\n      client_secret_file: {}\n      refresh_token_file: {}\n      token_url: {}/oauth2/token\n",
+                dir.join("client-secret").display(),
+                token_file.display(),
+                auth.server.uri()
+            ),
+        )
+        .unwrap();
+        s.args.config_file = Some(config.clone());
+        s.args.organization = Some("globex".into());
+        s.args.client_id = None;
+        s.args.client_secret_file = None;
+        s.args.refresh_token_file = None;
+        s.args.token_url = "http://127.0.0.1:9/unused".into();
+        let wrong = OAuthLoginArgs {
+            organization: Some("nobody".into()),
+            ..s.args.clone()
+        };
+        let e = wrong.resolved().unwrap_err().to_string();
+        assert!(e.contains("nobody") && e.contains("config.yml"), "{e}");
+        let (url, _, _, task, _dir) = start(s).await;
+        let q: std::collections::HashMap<_, _> = reqwest::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        assert_eq!(q["client_id"], "cfg-client");
+        assert_eq!(http().get(&url).send().await.unwrap().status(), 200);
+        assert_eq!(task.await.unwrap().unwrap(), token_file);
+        assert_eq!(
+            std::fs::read_to_string(&token_file).unwrap(),
+            "refresh-cfg\n"
         );
     }
 
@@ -874,7 +982,7 @@ mod tests {
     async fn an_unwritable_token_path_fails_before_the_url_is_shown() {
         let auth = AuthServer::start(serde_json::json!({}), "code=test-code").await;
         let mut s = setup(&auth).await;
-        s.args.refresh_token_file = PathBuf::from("/nonexistent-dir/refresh-token");
+        s.args.refresh_token_file = Some(PathBuf::from("/nonexistent-dir/refresh-token"));
         let mut shown = false;
         let e = run_on(s.listener, s.args, |_| shown = true)
             .await

@@ -11,7 +11,7 @@
 //! restarts an organisation only when its fingerprint changed, so unchanged ones keep their
 //! poller, tokens and state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -428,9 +428,50 @@ impl Hasher {
     }
 }
 
-/// Organisations by name, for reloads.
-pub fn by_name(orgs: Vec<Organization>) -> BTreeMap<String, Organization> {
-    orgs.into_iter().map(|o| (o.name.clone(), o)).collect()
+/// The OAuth client of one organisation of a configuration, for `oauth-login`: its refresh
+/// token file need not exist yet (the login creates it).
+#[derive(Debug)]
+pub struct OAuthClient {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub refresh_token_file: PathBuf,
+    pub token_url: String,
+}
+
+/// The OAuth client of organisation `name` in the configuration at `path`.
+pub fn oauth_client(
+    path: &Path,
+    name: &str,
+    default_token_url: &str,
+) -> Result<OAuthClient, ConfigFileError> {
+    let at = |msg: String| ConfigFileError(format!("--config.file {}: {msg}", path.display()));
+    let text = read_capped(path).map_err(|e| at(e.to_string()))?;
+    let file: File = serde_norway::from_str(&text).map_err(|e| at(e.to_string()))?;
+    let value = file
+        .organizations
+        .into_iter()
+        .find(|v| v.get("name").and_then(|n| n.as_str()) == Some(name))
+        .ok_or_else(|| at(format!("no organisation is named {name:?}")))?;
+    let fail = |msg: String| at(format!("organization {name:?}: {msg}"));
+    let entry: Entry = serde_norway::from_value(value).map_err(|e| fail(e.to_string()))?;
+    let o = entry
+        .oauth
+        .ok_or_else(|| fail("oauth: not set; oauth-login is for OAuth organisations".into()))?;
+    let client_secret = secret(
+        o.client_secret_file.as_deref(),
+        o.client_secret_env.as_deref(),
+        "oauth.client_secret",
+    )
+    .map_err(fail)?
+    .ok_or_else(|| fail("oauth.client_secret_file or oauth.client_secret_env: required".into()))?;
+    let token_url = o.token_url.unwrap_or_else(|| default_token_url.to_owned());
+    check_url("oauth.token_url", &token_url).map_err(|e| fail(e.0))?;
+    Ok(OAuthClient {
+        client_id: o.client_id,
+        client_secret,
+        refresh_token_file: o.refresh_token_file,
+        token_url,
+    })
 }
 
 #[cfg(test)]

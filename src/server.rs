@@ -82,7 +82,7 @@ pub struct ScrapeCache {
 
 struct Built {
     at: Instant,
-    key: Vec<usize>,
+    key: Vec<u128>,
     plain: Bytes,
     gzip: std::sync::OnceLock<Option<Bytes>>,
 }
@@ -92,17 +92,20 @@ impl ScrapeCache {
     /// organisation has published since; else built now (once, whoever asks meanwhile waits).
     fn get(&self, app: &App) -> Arc<Built> {
         let orgs = app.fleet.orgs();
-        let mut key = Vec::with_capacity(1 + 2 * orgs.len());
-        key.push(app.fleet.generation() as usize);
+        // Values, not pointers: an address can be reused by the next poll's allocation.
+        let nanos = |t: Option<SystemTime>| {
+            t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos())
+        };
+        let mut key = Vec::with_capacity(1 + 3 * orgs.len());
+        key.push(u128::from(app.fleet.generation()));
         for o in orgs.iter() {
-            key.push(
-                o.shared
-                    .published
-                    .load()
-                    .as_ref()
-                    .map_or(0, |p| Arc::as_ptr(p) as usize),
-            );
-            key.push(Arc::as_ptr(&o.shared.status.load()) as usize);
+            let status = o.shared.status.load();
+            key.push(nanos(
+                o.shared.published.load().as_ref().map(|p| p.finished_at),
+            ));
+            key.push(u128::from(status.polls));
+            key.push(nanos(status.in_progress_since));
         }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = last.as_ref() {

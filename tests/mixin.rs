@@ -9,7 +9,11 @@
 //! - the default job selector is exact and is the job both bundled setups (and the README's
 //!   scrape config) produce;
 //! - the dashboard's "Last poll" tells an exporter whose polls have all failed from one whose first
-//!   poll is still running (`promtool`);
+//!   poll is still running (`promtool`), per organisation;
+//! - every per-organisation alert and recording rule keeps the `organization` label in its
+//!   aggregations and joins and names the organisation, while the process-wide alerts have none;
+//! - every dashboard query of a per-organisation metric matches the `organization` variable and
+//!   keeps the label, and the queries of process-wide metrics do not match it;
 //! - the runbook names only panels and rows that the dashboard has.
 
 mod common;
@@ -124,8 +128,8 @@ fn exprs(groups: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every selector `name{matchers}` of a metric read from the exporter (or `up`) in `expr`.
-fn exporter_selectors(expr: &str) -> Vec<String> {
+/// Every selector `name{matchers}` in `expr`, as (name, matchers without the braces).
+fn selectors(expr: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let mut rest = expr;
     while let Some(i) = rest.find('{') {
@@ -137,13 +141,115 @@ fn exporter_selectors(expr: &str) -> Vec<String> {
             .chars()
             .rev()
             .collect();
-        let end = rest[i..].find('}').map_or(rest.len(), |j| i + j + 1);
-        if name == "up" || (name.starts_with("qonto_") && !name.contains(':')) {
-            found.push(format!("{name}{}", &rest[i..end]));
-        }
+        let (matchers, end) = match rest[i..].find('}') {
+            Some(j) => (&rest[i + 1..i + j], i + j + 1),
+            None => (&rest[i + 1..], rest.len()),
+        };
+        found.push((name, matchers.to_owned()));
         rest = &rest[end..];
     }
     found
+}
+
+/// Every selector `name{matchers}` of a metric read from the exporter (or `up`) in `expr`.
+fn exporter_selectors(expr: &str) -> Vec<String> {
+    selectors(expr)
+        .into_iter()
+        .filter(|(name, _)| name == "up" || (name.starts_with("qonto_") && !name.contains(':')))
+        .map(|(name, matchers)| format!("{name}{{{matchers}}}"))
+        .collect()
+}
+
+/// The series without an `organization` label: Prometheus's per-target `up`, and what the
+/// exporter exports once per process (the request budget is per IP, shared by the process's
+/// organisations). scripts/check-deploy holds the same list (checked below).
+const PROCESS_WIDE_METRICS: [&str; 10] = [
+    "up",
+    "qonto_exporter_build_info",
+    "qonto_exporter_api_requests_10m",
+    "qonto_exporter_api_budget_10m_usage_ratio",
+    "qonto_exporter_organizations",
+    "qonto_exporter_config_last_reload_successful",
+    "qonto_exporter_config_last_reload_success_timestamp_seconds",
+    "qonto_exporter_config_reloads_total",
+    "qonto_exporter_config_reload_failures_total",
+    "qonto_exporter_shard_info",
+];
+
+/// Whether the series of metric `name` carry `organization`: every qonto_* metric and qonto:*
+/// recording rule but the process-wide ones.
+fn per_organization(name: &str) -> bool {
+    !PROCESS_WIDE_METRICS.contains(&name)
+        && !name.starts_with("process_")
+        && (name.starts_with("qonto_") || name.starts_with("qonto:"))
+}
+
+/// The alerts about a process rather than an organisation: no `organization` label.
+const PROCESS_WIDE_ALERTS: [&str; 4] = [
+    "QontoExporterDown",
+    "QontoApiRateLimited",
+    "QontoApiBudgetHigh",
+    "QontoConfigReloadFailed",
+];
+
+/// The label lists of every `keyword (labels)` clause in `expr` (keyword: by, without, on,
+/// ignoring), each with whether a `group_left`/`group_right` follows it.
+fn clauses(expr: &str, keyword: &str) -> Vec<(Vec<String>, bool)> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(i) = expr[from..].find(keyword).map(|i| from + i) {
+        from = i + keyword.len();
+        let alone = !expr[..i].chars().next_back().is_some_and(word)
+            && !expr[from..].chars().next().is_some_and(word);
+        let after = expr[from..].trim_start();
+        if !alone || !after.starts_with('(') {
+            continue;
+        }
+        let open = expr.len() - after.len();
+        let Some(close) = expr[open..].find(')').map(|j| open + j) else {
+            break;
+        };
+        let labels = expr[open + 1..close]
+            .split(',')
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let grouped = expr[close + 1..].trim_start().starts_with("group_");
+        found.push((labels, grouped));
+    }
+    found
+}
+
+#[test]
+fn clauses_finds_grouping_and_matching_labels() {
+    let expr = "sum by (job, organization) (x) > on (job) group_left () y or z unless on(a) w \
+                and expiration (q) and ignoring (b) v and max by(c)(u)";
+    assert_eq!(
+        clauses(expr, "by"),
+        vec![
+            (vec!["job".to_owned(), "organization".to_owned()], false),
+            (vec!["c".to_owned()], false)
+        ]
+    );
+    assert_eq!(
+        clauses(expr, "on"),
+        vec![
+            (vec!["job".to_owned()], true),
+            (vec!["a".to_owned()], false)
+        ]
+    );
+    assert_eq!(
+        clauses(expr, "ignoring"),
+        vec![(vec!["b".to_owned()], false)]
+    );
+    assert_eq!(
+        selectors(r#"a{x="1"} + b:c{} + d"#),
+        vec![
+            ("a".to_owned(), r#"x="1""#.to_owned()),
+            ("b:c".to_owned(), String::new())
+        ]
+    );
 }
 
 #[test]
@@ -307,26 +413,30 @@ evaluation_interval: 1m
 tests:
   - interval: 1m
     input_series:
-      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", currency="EUR", resource_type="Invoice", within="1d"}'
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", organization="acme", currency="EUR", resource_type="Invoice", within="1d"}'
         values: '2400x10'
-      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", currency="USD", resource_type="Invoice", within="1d"}'
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", organization="acme", currency="USD", resource_type="Invoice", within="1d"}'
         values: '600x10'
-      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", currency="JPY", resource_type="Invoice", within="1d"}'
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", organization="acme", currency="JPY", resource_type="Invoice", within="1d"}'
         values: '400x10'
-      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", currency="EUR", resource_type="Invoice", within="7d"}'
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", organization="acme", currency="EUR", resource_type="Invoice", within="7d"}'
         values: '99999x10'
-      - series: 'qonto_payment_links_expiring_amount{job="other", instance="b:1", currency="EUR", resource_type="Invoice", within="1d"}'
+      # Another organisation's 2400 EUR: together with acme's, above 2500; alone, not.
+      - series: 'qonto_payment_links_expiring_amount{job="payments-qonto", namespace="pay", instance="a:1", organization="globex", currency="EUR", resource_type="Invoice", within="1d"}'
+        values: '2400x10'
+      - series: 'qonto_payment_links_expiring_amount{job="other", instance="b:1", organization="acme", currency="EUR", resource_type="Invoice", within="1d"}'
         values: '99999x10'
     alert_rule_test:
       - eval_time: 8m
         alertname: QontoMoneyExpiringSoon
         exp_alerts:
-          - exp_labels: {severity: warning, job: payments-qonto, instance: "a:1", currency: USD}
+          - exp_labels: {severity: warning, job: payments-qonto, instance: "a:1", organization: acme, currency: USD}
             exp_annotations:
-              summary: A large amount of unpaid payment links expires within 1d.
+              summary: A large amount of unpaid payment links of organisation acme expires within 1d.
               description: >-
-                600.00 USD of open payment links (reported by a:1) expire within the next 1d,
-                above the USD threshold of 500.00 (_config.expiringAmountThresholds in the mixin).
+                600.00 USD of open payment links of organisation acme (reported by a:1) expire
+                within the next 1d, above the USD threshold of 500.00
+                (_config.expiringAmountThresholds in the mixin).
               runbook_url: https://runbooks.example/qonto.md#qontomoneyexpiringsoon
 "#;
     std::fs::write(out.path().join("deploy/prometheus/rules.test.yml"), tests).unwrap();
@@ -343,8 +453,8 @@ tests:
     );
     assert!(
         o.status.success(),
-        "EUR 2400 < 2500 must not fire, USD 600 > default 500 must, JPY 400 must not, other jobs \
-         and windows must not count:\n{}{}",
+        "EUR 2400 < 2500 must not fire (nor two organisations' 2400 added up), USD 600 > default \
+         500 must, JPY 400 must not, other jobs and windows must not count:\n{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
@@ -585,38 +695,48 @@ fn last_poll_says_failed_for_an_exporter_that_never_succeeded_and_not_yet_only_b
         .as_str()
         .unwrap()
         .replace("$job", "qonto-exporter")
-        .replace("$instance", ".+");
+        .replace("$instance", ".+")
+        .replace("$organization", ".+");
 
-    // Five exporters: healthy; first poll still running; every poll failed since the start
+    // Five organisations: healthy; first poll still running; every poll failed since the start
     // (each ends, after some seconds, as a failure); the last poll failed after earlier
     // successes; first poll still running while serving a poll restored from --storage.path
-    // (the timestamp is that poll's end).
-    let series = |instance: &str, up: &str, ts: &str, duration: &str| {
+    // (the timestamp is that poll's end). The first four are polled by one exporter, so that
+    // one's state never leaks into another's; the fifth by another.
+    let series = |organization: &str, up: &str, ts: &str, duration: &str| {
+        let instance = if organization == "restored" {
+            "other:1"
+        } else {
+            "exporter:1"
+        };
+        let labels = format!(
+            "job=\"qonto-exporter\", instance=\"{instance}\", organization=\"{organization}\""
+        );
         format!(
-            "      - series: 'qonto_up{{job=\"qonto-exporter\", instance=\"{instance}\"}}'\n        values: '{up}'\n\
-             \x20     - series: 'qonto_exporter_last_success_timestamp_seconds{{job=\"qonto-exporter\", instance=\"{instance}\"}}'\n        values: '{ts}'\n\
-             \x20     - series: 'qonto_exporter_last_poll_duration_seconds{{job=\"qonto-exporter\", instance=\"{instance}\"}}'\n        values: '{duration}'\n"
+            "      - series: 'qonto_up{{{labels}}}'\n        values: '{up}'\n\
+             \x20     - series: 'qonto_exporter_last_success_timestamp_seconds{{{labels}}}'\n        values: '{ts}'\n\
+             \x20     - series: 'qonto_exporter_last_poll_duration_seconds{{{labels}}}'\n        values: '{duration}'\n"
         )
     };
     let tests = format!(
         "rule_files: []\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n\
          {}{}{}{}{}\
          \x20   promql_expr_test:\n      - expr: {}\n        eval_time: 5m\n        exp_samples:\n\
-         \x20         - labels: '{{instance=\"healthy:1\"}}'\n            value: 1\n\
-         \x20         - labels: '{{instance=\"first-poll:1\"}}'\n            value: 2\n\
-         \x20         - labels: '{{instance=\"never-succeeded:1\"}}'\n            value: 0\n\
-         \x20         - labels: '{{instance=\"failing-now:1\"}}'\n            value: 0\n\
-         \x20         - labels: '{{instance=\"restored:1\"}}'\n            value: 2\n",
-        series("healthy:1", "1x5", "0+60x5", "0.8x5"),
-        series("first-poll:1", "0x5", "0x5", "0x5"),
-        series("never-succeeded:1", "0x5", "0x5", "0 3.5 2.1 30 4 2"),
+         \x20         - labels: '{{instance=\"exporter:1\", organization=\"healthy\"}}'\n            value: 1\n\
+         \x20         - labels: '{{instance=\"exporter:1\", organization=\"first-poll\"}}'\n            value: 2\n\
+         \x20         - labels: '{{instance=\"exporter:1\", organization=\"never-succeeded\"}}'\n            value: 0\n\
+         \x20         - labels: '{{instance=\"exporter:1\", organization=\"failing-now\"}}'\n            value: 0\n\
+         \x20         - labels: '{{instance=\"other:1\", organization=\"restored\"}}'\n            value: 2\n",
+        series("healthy", "1x5", "0+60x5", "0.8x5"),
+        series("first-poll", "0x5", "0x5", "0x5"),
+        series("never-succeeded", "0x5", "0x5", "0 3.5 2.1 30 4 2"),
         series(
-            "failing-now:1",
+            "failing-now",
             "1 1 0 0 0 0",
             "60 120 120 120 120 120",
             "0.8 0.9 30x4"
         ),
-        series("restored:1", "0x5", "1700000000x5", "0x5"),
+        series("restored", "0x5", "1700000000x5", "0x5"),
         serde_json::to_string(&expr).unwrap(),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -631,4 +751,239 @@ fn last_poll_says_failed_for_an_exporter_that_never_succeeded_and_not_yet_only_b
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// Every rule of the committed rules.yml.
+fn committed_rules() -> Vec<Value> {
+    let rules: Value =
+        serde_norway::from_str(&std::fs::read_to_string(repo().join(RENDERED[0])).unwrap())
+            .expect("rules.yml parses");
+    rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .collect()
+}
+
+#[test]
+fn check_deploy_knows_the_same_process_wide_metrics() {
+    let script = std::fs::read_to_string(repo().join("scripts/check-deploy")).unwrap();
+    let block = script
+        .split_once("PROCESS_WIDE = {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(b, _)| b)
+        .expect("scripts/check-deploy defines PROCESS_WIDE = {...}");
+    let listed: BTreeSet<&str> = block.split('"').skip(1).step_by(2).collect();
+    assert_eq!(listed, PROCESS_WIDE_METRICS.into_iter().collect());
+}
+
+#[test]
+fn per_organisation_rules_keep_the_organization_label_and_process_wide_ones_have_none() {
+    let rules = committed_rules();
+    let names: BTreeSet<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    for a in PROCESS_WIDE_ALERTS {
+        assert!(names.contains(a), "no alert {a}: {names:?}");
+    }
+    assert!(names.contains("QontoConfigReloadFailed"), "{names:?}");
+    let mut per_org = 0;
+    for r in &rules {
+        let expr = r["expr"].as_str().unwrap();
+        let name = r["alert"].as_str().or(r["record"].as_str()).unwrap();
+        let reads_per_org = selectors(expr).iter().any(|(n, _)| per_organization(n));
+        let without = clauses(expr, "without");
+        assert!(
+            without
+                .iter()
+                .all(|(labels, _)| !labels.iter().any(|l| l == "organization")),
+            "{name} aggregates organization away: {expr}"
+        );
+        if PROCESS_WIDE_ALERTS.contains(&name) {
+            assert!(
+                !expr.contains("organization"),
+                "process-wide alert {name} must not keep organization: {expr}"
+            );
+            let text = format!("{}", r["annotations"]);
+            assert!(!text.contains("$labels.organization"), "{name}: {text}");
+            continue;
+        }
+        if r["record"].is_string() && !reads_per_org {
+            // The per-currency constants (vector(…)) of the thresholds.
+            continue;
+        }
+        assert!(
+            reads_per_org,
+            "{name} reads no per-organisation metric: classify it in PROCESS_WIDE_ALERTS or fix \
+             the test: {expr}"
+        );
+        // Grouping and one-to-one matching keep organization; `on (…) group_left ()` joins a
+        // series without it (process_start_time_seconds, the per-currency thresholds) onto
+        // per-organisation ones, whose labels the result keeps.
+        for (labels, grouped) in clauses(expr, "by")
+            .into_iter()
+            .chain(clauses(expr, "on").into_iter().filter(|(_, g)| !g))
+        {
+            assert!(
+                labels.iter().any(|l| l == "organization"),
+                "{name}: a clause ({labels:?}, group {grouped}) drops organization: {expr}"
+            );
+        }
+        assert!(
+            clauses(expr, "ignoring").is_empty(),
+            "{name}: `ignoring` is not checked here: {expr}"
+        );
+        if let Some(annotations) = r["annotations"].as_object() {
+            for key in ["summary", "description"] {
+                let text = annotations[key].as_str().unwrap();
+                assert!(
+                    text.contains("{{ $labels.organization }}"),
+                    "{name}'s {key} does not name the organisation: {text}"
+                );
+            }
+            per_org += 1;
+        }
+    }
+    assert!(per_org >= 9, "only {per_org} per-organisation alerts");
+}
+
+/// Every panel target of the dashboard: (panel title, target).
+fn dashboard_targets(dash: &Value) -> Vec<(String, Value)> {
+    fn walk(ps: &Value, out: &mut Vec<(String, Value)>) {
+        for p in ps.as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or_default().to_owned();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                out.push((title.clone(), t.clone()));
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dash["panels"], &mut out);
+    out
+}
+
+#[test]
+fn every_per_organisation_dashboard_query_matches_the_organization_variable_and_keeps_it() {
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("grafana/qonto-payment-links.json")).unwrap(),
+    )
+    .unwrap();
+
+    // The variable: multi-select, All, from qonto_up (there from each poller's start), before
+    // currency (which it narrows).
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    let position = |name: &str| {
+        vars.iter()
+            .position(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no variable {name}"))
+    };
+    let org = &vars[position("organization")];
+    assert_eq!(org["type"], "query");
+    assert_eq!(org["multi"], true);
+    assert_eq!(org["includeAll"], true);
+    assert_eq!(org["allValue"], ".+");
+    assert_eq!(org["datasource"]["uid"], "${datasource}");
+    assert_eq!(
+        org["query"],
+        r#"label_values(qonto_up{job=~"$job", instance=~"$instance"}, organization)"#
+    );
+    assert!(position("instance") < position("organization"));
+    assert!(position("organization") < position("currency"));
+    let currency = vars[position("currency")]["query"].as_str().unwrap();
+    assert!(
+        currency.contains(r#"organization=~"$organization""#),
+        "{currency}"
+    );
+
+    let (mut per_org, mut process_wide) = (0, 0);
+    for (title, t) in dashboard_targets(&dash) {
+        let expr = t["expr"].as_str().unwrap();
+        let legend = t["legendFormat"].as_str().unwrap_or_default();
+        let found = selectors(expr);
+        assert!(!found.is_empty(), "panel {title:?}: no selector in {expr}");
+        let org_query = found.iter().any(|(n, _)| per_organization(n));
+        for (name, matchers) in &found {
+            if per_organization(name) {
+                assert!(
+                    matchers.contains(r#"organization=~"$organization""#),
+                    "panel {title:?}: {name}{{{matchers}}} lacks the organization matcher"
+                );
+                per_org += 1;
+            } else {
+                assert!(
+                    !matchers.contains("organization"),
+                    "panel {title:?}: process-wide {name} has no organization to match: {expr}"
+                );
+                process_wide += 1;
+            }
+        }
+        assert!(
+            !(org_query && found.iter().any(|(n, _)| !per_organization(n))),
+            "panel {title:?} mixes per-organisation and process-wide series: {expr}"
+        );
+        let by = clauses(expr, "by");
+        for (labels, _) in &by {
+            assert_eq!(
+                labels.iter().any(|l| l == "organization"),
+                org_query,
+                "panel {title:?}: `by ({labels:?})` (per organisation: {org_query}) in {expr}"
+            );
+        }
+        assert!(clauses(expr, "without").is_empty(), "{expr}");
+        // Amounts are in units of their currency: never added across currencies.
+        if found.iter().any(|(n, _)| n.contains("amount")) {
+            for (labels, _) in &by {
+                assert!(
+                    labels.iter().any(|l| l == "currency"),
+                    "panel {title:?} adds amounts of several currencies: {expr}"
+                );
+            }
+        }
+        // Legends name the organisation wherever several can show (tables have columns).
+        if t["format"] != "table" {
+            assert_eq!(
+                legend.contains("{{organization}}"),
+                org_query,
+                "panel {title:?}: legend {legend:?} for {expr}"
+            );
+        }
+    }
+    assert!(per_org >= 35, "{per_org} per-organisation selectors");
+    assert!(process_wide >= 9, "{process_wide} process-wide selectors");
+
+    // The overview across organisations: one row per organisation and currency, its last poll as
+    // in panel "Last poll", and amounts per currency.
+    let targets = dashboard_targets(&dash);
+    let of = |panel: &str| -> Vec<String> {
+        targets
+            .iter()
+            .filter(|(t, _)| t == panel)
+            .map(|(_, t)| t["expr"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let overview = of("Organisations");
+    assert_eq!(overview.len(), 6, "{overview:?}");
+    assert!(
+        overview[0]
+            .starts_with("sum by (organization, instance, currency) (qonto_payment_links_amount{")
+            && overview[0].contains(r#"status="open""#),
+        "{overview:?}"
+    );
+    assert!(overview.contains(&of("Last poll")[0]), "{overview:?}");
+    for needle in [
+        "qonto_exporter_last_success_timestamp_seconds",
+        "qonto_exporter_last_poll_requests",
+        "qonto_exporter_credentials_refused",
+    ] {
+        assert!(overview.iter().any(|e| e.contains(needle)), "{needle}");
+    }
+    let processes = of("Exporter processes");
+    for needle in [
+        "qonto_exporter_shard_info",
+        "qonto_exporter_organizations",
+        "qonto_exporter_config_last_reload_successful",
+        "qonto_exporter_config_last_reload_success_timestamp_seconds",
+    ] {
+        assert!(processes.iter().any(|e| e.contains(needle)), "{needle}");
+    }
 }

@@ -1,0 +1,329 @@
+//! Many organisations in one process (`--config.file`), reloads, and shards, against the real
+//! binary and the simulator over loopback.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Exporter, Sim, fast_args, http, parse_metrics_raw};
+use qonto_exporter::simulator::SimConfig;
+
+/// `qonto_up`'s value per organisation in a scrape.
+fn up_by_org(m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    m.iter()
+        .filter_map(|(k, v)| {
+            let org = k
+                .strip_prefix("qonto_up{organization=\"")?
+                .strip_suffix("\"}")?;
+            Some((org.to_owned(), *v))
+        })
+        .collect()
+}
+
+/// Every `organization` label value in a scrape.
+fn orgs_in(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.split("organization=\"").nth(1)?;
+            Some(rest.split('"').next()?.to_owned())
+        })
+        .collect()
+}
+
+/// A configuration of organisations polling `url` with access tokens from the variables
+/// `TOKEN_<NAME>` (the single-organisation simulator accepts any token).
+fn config(url: &str, names: &[&str]) -> String {
+    let mut y = String::from("organizations:\n");
+    for n in names {
+        y.push_str(&format!(
+            "  - name: {n}\n    api_url: {url}\n    access_token_env: TOKEN_{}\n",
+            n.to_uppercase().replace('-', "_")
+        ));
+    }
+    y
+}
+
+fn token_env(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                format!("TOKEN_{}", n.to_uppercase().replace('-', "_")),
+                format!("token-of-{n}"),
+            )
+        })
+        .collect()
+}
+
+fn start(args: &[String], env: &[(String, String)]) -> Exporter {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Exporter::start_owned(args, &env)
+}
+
+async fn wait_orgs(e: &Exporter, want: &[&str], within: Duration) -> String {
+    let want: BTreeSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    e.wait_ready(within).await;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = e.scrape().await;
+        let up = up_by_org(&parse_metrics_raw(&text));
+        let got: BTreeSet<String> = up.keys().cloned().collect();
+        if got == want && up.values().all(|v| *v == 1.0) && orgs_in(&text) == want {
+            return text;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "organisations {want:?} not all up within {within:?}: {up:?}\nlogs:\n{}",
+                e.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn reload_adds_removes_and_keeps() {
+    let sim = Sim::start(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orgs.yml");
+    std::fs::write(&file, config(&sim.url(), &["acme", "globex"])).unwrap();
+    let mut args = fast_args(&sim.url(), &[]);
+    args.extend([
+        "--config.file".into(),
+        file.display().to_string(),
+        "--web.enable-lifecycle".into(),
+    ]);
+    let e = start(&args, &token_env(&["acme", "globex", "initech"]));
+    wait_orgs(&e, &["acme", "globex"], Duration::from_secs(20)).await;
+    let m = parse_metrics_raw(&e.scrape().await);
+    assert_eq!(m["qonto_exporter_organizations"], 2.0);
+    assert_eq!(m["qonto_exporter_config_last_reload_successful"], 1.0);
+    let globex_polls = m["qonto_exporter_polls_total{organization=\"globex\"}"];
+
+    // globex unchanged, acme removed, initech added; by SIGHUP.
+    std::fs::write(&file, config(&sim.url(), &["globex", "initech"])).unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-HUP", &e.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    wait_orgs(&e, &["globex", "initech"], Duration::from_secs(20)).await;
+    let m = parse_metrics_raw(&e.scrape().await);
+    // Kept: its poller went on counting from where it was, never restarted from 0.
+    assert!(m["qonto_exporter_polls_total{organization=\"globex\"}"] >= globex_polls);
+    assert_eq!(m["qonto_exporter_config_reloads_total"], 1.0);
+    e.wait_log(
+        &["configuration reloaded", "initech", "acme"],
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // A bad file is refused: 500 naming the problem, the running set stays.
+    std::fs::write(
+        &file,
+        "organizations:\n  - name: globex\n    login: x\n    secret_key: inline-secret\n",
+    )
+    .unwrap();
+    let r = http().post(e.url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("secret_key") && body.contains("globex"),
+        "{body}"
+    );
+    assert!(!body.contains("inline-secret"), "{body}");
+    assert!(!e.logs().contains("inline-secret"));
+    let m = parse_metrics_raw(&wait_orgs(&e, &["globex", "initech"], Duration::from_secs(5)).await);
+    assert_eq!(m["qonto_exporter_config_last_reload_successful"], 0.0);
+    assert_eq!(m["qonto_exporter_config_reload_failures_total"], 1.0);
+
+    // A good file again, by POST: 200, and the gauge recovers.
+    std::fs::write(&file, config(&sim.url(), &["initech"])).unwrap();
+    let r = http().post(e.url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let m = parse_metrics_raw(&wait_orgs(&e, &["initech"], Duration::from_secs(20)).await);
+    assert_eq!(m["qonto_exporter_config_last_reload_successful"], 1.0);
+    assert_eq!(m["qonto_exporter_organizations"], 1.0);
+    // GET is not a reload.
+    let r = http().get(e.url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+#[tokio::test]
+async fn reload_is_refused_without_web_enable_lifecycle() {
+    let sim = Sim::start(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orgs.yml");
+    std::fs::write(&file, config(&sim.url(), &["acme"])).unwrap();
+    let mut args = fast_args(&sim.url(), &[]);
+    args.extend(["--config.file".into(), file.display().to_string()]);
+    let e = start(&args, &token_env(&["acme"]));
+    wait_orgs(&e, &["acme"], Duration::from_secs(20)).await;
+    let r = http().post(e.url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn two_shards_split_ten_organisations_disjointly_and_completely() {
+    let sim = Sim::start(SimConfig::default()).await;
+    let names: Vec<String> = (1..=10).map(|i| format!("org-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orgs.yml");
+    std::fs::write(&file, config(&sim.url(), &names)).unwrap();
+    let mut shards = Vec::new();
+    for (i, how) in [("0", "flag"), ("1", "pod name")] {
+        let mut args = fast_args(&sim.url(), &[]);
+        args.extend([
+            "--config.file".into(),
+            file.display().to_string(),
+            "--shard.count".into(),
+            "2".into(),
+        ]);
+        let mut env = token_env(&names);
+        match how {
+            // Shard 1 finds its index the way a StatefulSet pod does: from its name.
+            "pod name" => env.push(("POD_NAME".into(), format!("qonto-exporter-{i}"))),
+            _ => args.extend(["--shard.index".into(), i.into()]),
+        }
+        shards.push(start(&args, &env));
+    }
+    let mut seen: Vec<BTreeSet<String>> = Vec::new();
+    for (i, e) in shards.iter().enumerate() {
+        let want: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| qonto_exporter::shard::Shard::of(n, 2) == i as u32)
+            .collect();
+        let text = wait_orgs(e, &want, Duration::from_secs(30)).await;
+        let m = parse_metrics_raw(&text);
+        assert_eq!(m["qonto_exporter_organizations"], want.len() as f64);
+        assert_eq!(
+            m[&format!("qonto_exporter_shard_info{{shard_count=\"2\",shard_index=\"{i}\"}}")],
+            1.0
+        );
+        seen.push(orgs_in(&text));
+    }
+    assert!(seen[0].is_disjoint(&seen[1]), "{seen:?}");
+    let union: BTreeSet<String> = seen[0].union(&seen[1]).cloned().collect();
+    let all: BTreeSet<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(union, all);
+    assert!(!seen[0].is_empty() && !seen[1].is_empty());
+}
+
+#[test]
+fn bad_configurations_exit_2_naming_file_organisation_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orgs.yml");
+    let key = dir.path().join("key");
+    std::fs::write(&key, "k").unwrap();
+    let cases = [
+        (
+            format!(
+                "organizations:\n  - name: acme\n    login: l\n    secret_key_file: {}\n  - name: acme\n    login: m\n    secret_key_file: {}\n",
+                key.display(),
+                key.display()
+            ),
+            vec!["orgs.yml", "organization \"acme\"", "name"],
+        ),
+        (
+            "organizations:\n  - name: globex\n    oauth:\n      client_id: c\n      client_secret_env: QONTO_TEST_UNSET\n      refresh_token_file: /nonexistent/rt\n".to_owned(),
+            vec!["orgs.yml", "organization \"globex\"", "oauth.client_secret_env"],
+        ),
+        ("organizations: 3\n".to_owned(), vec!["orgs.yml"]),
+    ];
+    for (text, needles) in cases {
+        std::fs::write(&file, &text).unwrap();
+        let mut e = Exporter::start(&["--config.file", &file.display().to_string()], &[]);
+        let (code, logs) = e.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{logs}");
+        assert_eq!(logs.trim().lines().count(), 1, "{logs}");
+        for n in needles {
+            assert!(logs.contains(n), "{n:?} not in {logs}");
+        }
+    }
+    // The single-organisation credential flags cannot be mixed with a configuration file.
+    let mut e = Exporter::start(
+        &[
+            "--config.file",
+            &file.display().to_string(),
+            "--qonto.login",
+            "x",
+        ],
+        &[],
+    );
+    let (code, logs) = e.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{logs}");
+    assert!(
+        logs.contains("--config.file") && logs.contains("--qonto.login"),
+        "{logs}"
+    );
+    // Sharding without a configuration, and an index out of range.
+    for (args, needle) in [
+        (
+            vec!["--demo", "--shard.count", "2", "--shard.index", "0"],
+            "--shard.count",
+        ),
+        (
+            vec![
+                "--config.file",
+                "/x",
+                "--shard.count",
+                "2",
+                "--shard.index",
+                "2",
+            ],
+            "--shard.index",
+        ),
+        (
+            vec!["--config.file", "/x", "--shard.count", "4"],
+            "--shard.index",
+        ),
+        (
+            vec!["--demo", "--qonto.organization", "a b"],
+            "--qonto.organization",
+        ),
+    ] {
+        let mut e = Exporter::start(&args, &[("HOSTNAME", "not-a-statefulset-pod-x")]);
+        let (code, logs) = e.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{args:?}: {logs}");
+        assert!(logs.contains(needle), "{args:?}: {logs}");
+    }
+}
+
+/// The single-organisation flags name their organisation with `--qonto.organization`.
+#[tokio::test]
+async fn the_single_organisation_is_named_by_its_flag() {
+    let sim = Sim::start(SimConfig::default()).await;
+    let args = fast_args(&sim.url(), &[("--qonto.organization", "acme")]);
+    let e = start(&args, &[("QONTO_ACCESS_TOKEN".into(), "t".into())]);
+    let text = wait_orgs(&e, &["acme"], Duration::from_secs(20)).await;
+    let m = parse_metrics_raw(&text);
+    assert_eq!(m["qonto_exporter_organizations"], 1.0);
+    // Process-wide series carry no organisation.
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("qonto_exporter_build_info{"))
+    );
+    assert!(
+        !m.keys()
+            .any(|k| k.starts_with("qonto_exporter_build_info{") && k.contains("organization"))
+    );
+    assert!(m.contains_key("qonto_exporter_api_requests_10m"));
+    // Every other qonto_ series does.
+    for k in m.keys().filter(|k| k.starts_with("qonto_")) {
+        let process_wide = [
+            "qonto_exporter_build_info",
+            "qonto_exporter_shard_info",
+            "qonto_exporter_api_requests_10m",
+            "qonto_exporter_api_budget_10m_usage_ratio",
+            "qonto_exporter_organizations",
+            "qonto_exporter_config_",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p));
+        assert_eq!(k.contains("organization=\"acme\""), !process_wide, "{k}");
+    }
+}
