@@ -28,8 +28,10 @@
     // The target labels that change when the exporter's process is replaced, though it is the same
     // exporter: with the ServiceMonitor, every rollout gives the new pod a new `instance` (pod IP)
     // and `pod`. QontoInvalidLinks compares a process's counts with its predecessor's, so it
-    // aggregates them away (`max without (...)`). Add any label your service discovery sets per
-    // process; never one that tells two exporters apart (job, namespace, organization).
+    // aggregates them away (`max without (...)`), per organisation: a replica that takes an
+    // organisation over from another shard is such a replacement too. Add any label your service
+    // discovery sets per process; never one that tells two exporters or organisations apart (job,
+    // namespace, organization: the mixin refuses `organization` here).
     processLabels: ['instance', 'pod'],
 
     // The horizon of "money expiring soon": the `within` label the rules and the dashboard read
@@ -45,8 +47,9 @@
     // other entries are worth roughly 8,500 to 10,000 EUR each at early-2025 exchange rates
     // (10,000 JPY would be about 60 EUR): set amounts that matter to your business.
     // Rendered as the recording rules qonto:expiring_amount_threshold:default and
-    // qonto:expiring_amount_threshold:per_currency, and per job, instance and currency as
-    // qonto:expiring_amount_threshold (what the alert compares with, and the dashboard draws).
+    // qonto:expiring_amount_threshold:per_currency, and per job, instance, organization and
+    // currency as qonto:expiring_amount_threshold (what the alert compares with, and the dashboard
+    // draws). The same thresholds apply to every organisation; the alert fires per organisation.
     expiringAmountThresholds: {
       default: 10000,
       CZK: 250000,
@@ -59,7 +62,8 @@
       SEK: 100000,
     },
 
-    // QontoDataStale fires when the last complete poll ended longer ago than this, in seconds.
+    // QontoDataStale fires when the last complete poll of an organisation ended longer ago than
+    // this, in seconds (a whole number).
     // 900 s is 3 poll intervals at --poll.interval=5m (15 at the default 1m): keep it above 2 poll
     // intervals plus the usual poll duration.
     dataStaleAfterSeconds: 900,

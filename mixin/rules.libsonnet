@@ -1,5 +1,6 @@
 // Recording rules: the per-currency thresholds of QontoMoneyExpiringSoon, from
-// _config.expiringAmountThresholds.
+// _config.expiringAmountThresholds, recorded for every organisation (`organization`) and currency
+// the exporters report.
 {
   local c = $._config,
   local thresholds = c.expiringAmountThresholds,
@@ -32,15 +33,16 @@
           for k in currencies
         ] + [
           {
-            // The threshold in force for every job, instance and currency the exporters report:
-            // the currency's own entry, else the default.
+            // The threshold in force for every job, instance, organisation and currency the
+            // exporters report: the currency's own entry, else the default. An organisation a
+            // reload removes loses its thresholds with its series.
             record: 'qonto:expiring_amount_threshold',
             expr: (if currencies == [] then '' else |||
-                     group by (job, instance, currency) (%(amounts)s)
+                     group by (job, instance, organization, currency) (%(amounts)s)
                        * on (currency) group_left () qonto:expiring_amount_threshold:per_currency
                      or
                    ||| % { amounts: amounts }) + |||
-              group by (job, instance, currency) (%(amounts)s)
+              group by (job, instance, organization, currency) (%(amounts)s)
                 * on () group_left () qonto:expiring_amount_threshold:default
             ||| % { amounts: amounts },
           },
