@@ -5,13 +5,24 @@
 // selector, $__rate_interval in every range, a title, a description and a unit on every panel.
 // Stat, bar-gauge and table panels use instant queries: a series that stopped being scraped (dead
 // exporter, vanished target) shows as "No data", never as its last value.
+//
+// Organisations: every query of a per-organisation metric (all but the process-wide ones below)
+// matches organization=~"$organization" and keeps `organization` in its result (by clause,
+// legend), so figures are never added up across organisations (the money of different companies),
+// nor across currencies. The process-wide series have no `organization` and their queries no
+// matcher for it: up (per scrape target), process_*, qonto_exporter_build_info, the request budget
+// (qonto_exporter_api_requests_10m, qonto_exporter_api_budget_10m_usage_ratio: per IP, shared by
+// the organisations of a process), qonto_exporter_organizations, qonto_exporter_shard_info and the
+// configuration reload metrics. tests/mixin.rs and scripts/check-deploy check both rules.
 // docs/runbook.md names panels as `panel "Title"` and rows as `row "Title"`; tests/mixin.rs
 // checks that each such name is a title of this dashboard.
 {
   local c = $._config,
   local ds = { type: 'prometheus', uid: '${datasource}' },
+  // Matchers: process-wide series (m), per-organisation series (mo), and those with a currency (mc).
   local m = 'job=~"$job", instance=~"$instance"',
-  local mc = m + ', currency=~"$currency"',
+  local mo = m + ', organization=~"$organization"',
+  local mc = mo + ', currency=~"$currency"',
   local window = c.expiringWindow,
 
   // ------------------------------------------------------------------ targets
@@ -36,9 +47,11 @@
   local steps(list) = { mode: 'absolute', steps: list },
   local green = steps([{ color: 'green', value: null }]),
   // Amounts are in units of each series' currency: a unit per currency Grafana knows, by legend.
+  // Every amount legend ends with the currency, which the regex anchors on (an organisation named
+  // "eur-holdings" or "ACME EUR" must not turn its USD amounts into euros).
   local currencyOverrides = [
     {
-      matcher: { id: 'byRegexp', options: '.*\\b%s\\b.*' % code },
+      matcher: { id: 'byRegexp', options: '^(.* )?%s$' % code },
       properties: [{ id: 'unit', value: 'currency' + code }],
     }
     for code in ['EUR', 'USD', 'GBP', 'CHF', 'PLN', 'SEK', 'DKK', 'NOK', 'CZK', 'JPY']
@@ -119,15 +132,23 @@
         showUnfilled: true,
       },
     },
-  local table(title, description, unit, targets, transformations, options={}) =
+  local table(title, description, unit, targets, transformations, options={}, overrides=[]) =
     base('table', title, description, unit, targets) + {
       fieldConfig: {
         defaults: { unit: unit, thresholds: green, color: { mode: 'palette-classic' } },
-        overrides: [],
+        overrides: overrides,
       },
       options: { showHeader: true } + options,
       transformations: transformations,
     },
+  // A table column's settings, by its name after the organize transformation's renaming.
+  local column(name, properties) = { matcher: { id: 'byName', options: name }, properties: properties },
+  // A column whose values map to coloured words.
+  local mappedColumn(name, mappings, thresholds) = column(name, [
+    { id: 'mappings', value: mappings },
+    { id: 'thresholds', value: thresholds },
+    { id: 'custom.cellOptions', value: { type: 'color-text' } },
+  ]),
   local row(title) = { type: 'row', title: title, collapsed: false, panels: [] },
 
   // Lays rows of [panel, width, height] out on Grafana's 24-column grid, numbering panels from 1.
@@ -176,13 +197,29 @@
     regex: '',
   },
 
+  // The "Last poll" state per organisation: 0 failed, 1 ok, 2 not yet. 2 only while no poll of
+  // this organisation has ended, well or badly: qonto_exporter_last_poll_duration_seconds is 0 from
+  // the poller's start until its first poll ends and is set at the end of every poll, failed ones
+  // included (src/poller.rs). Not the timestamp of the last success (0 for an organisation whose
+  // polls all fail, and the saved poll's end when one was restored from --storage.path), nor
+  // poll_failures_total > 0 (a counter outside rate() breaks the dashboard lint).
+  local lastPoll = 'max by (organization, instance) (qonto_up{%(mo)s} + 2 * (qonto_exporter_last_poll_duration_seconds{%(mo)s} == bool 0))' % { mo: mo },
+  local lastPollMappings = valueMap([['0', 'failed', 'red'], ['1', 'ok', 'green'], ['2', 'not yet', 'blue']]),
+  local lastPollThresholds = steps([{ color: 'red', value: null }, { color: 'green', value: 1 }, { color: 'blue', value: 2 }]),
+  local refusedMappings = valueMap([['0', 'no', 'green'], ['1', 'REFUSED', 'red']]),
+  local redAtOne = steps([{ color: 'green', value: null }, { color: 'red', value: 1 }]),
+  local dataAgeThresholds = steps([{ color: 'green', value: null }, { color: 'orange', value: c.dataStaleAfterSeconds / 3 }, { color: 'red', value: c.dataStaleAfterSeconds }]),
+  // Per-organisation legends: the organisation, and the exporter process that polls it (two
+  // exporters may each have an organisation named "default").
+  local orgLegend = '{{organization}} {{instance}}',
+
   local rows = [
     {
       title: 'Exporter health',
       panels: [
         [stat(
           'Scrape target up',
-          "Prometheus's own scrape health of each exporter target (up): DOWN means Prometheus cannot scrape it, so every other panel shows nothing new for it (stat panels: no data).",
+          "Prometheus's own scrape health of each exporter target (up), one per process whatever the number of organisations it polls: DOWN means Prometheus cannot scrape it, so every other panel shows nothing new for it (stat panels: no data).",
           'none',
           [instant('up{%s}' % m, '{{instance}}')],
           thresholds=steps([{ color: 'red', value: null }, { color: 'green', value: 1 }]),
@@ -191,49 +228,43 @@
         ), 4, 5],
         [stat(
           'Last poll',
-          "Outcome of each exporter's last poll of the Qonto API (qonto_up): failed means the last poll failed (the previous complete snapshot, if any, is still served; an exporter whose polls have all failed since it started shows failed too); not yet means no poll has completed or failed since the exporter started (the first one is still running).",
+          "Outcome of the last poll of the Qonto API, per organisation (qonto_up): failed means its last poll failed (its previous complete snapshot, if any, is still served; an organisation whose polls have all failed since the exporter started polling it shows failed too); not yet means no poll of it has completed or failed since the exporter started polling it (the first one is still running).",
           'none',
-          // 2 ("not yet") only while no poll of this process has ended, well or badly:
-          // qonto_exporter_last_poll_duration_seconds is 0 from the start until the first poll
-          // ends and is set at the end of every poll, failed ones included (src/poller.rs). Not
-          // the timestamp of the last success (0 for an exporter whose polls all fail, and the
-          // saved poll's end when one was restored from --storage.path), nor
-          // poll_failures_total > 0 (a counter outside rate() breaks the dashboard lint).
-          [instant('max by (instance) (qonto_up{%(m)s} + 2 * (qonto_exporter_last_poll_duration_seconds{%(m)s} == bool 0))' % { m: m }, '{{instance}}')],
-          thresholds=steps([{ color: 'red', value: null }, { color: 'green', value: 1 }, { color: 'blue', value: 2 }]),
-          mappings=valueMap([['0', 'failed', 'red'], ['1', 'ok', 'green'], ['2', 'not yet', 'blue']]),
+          [instant(lastPoll, orgLegend)],
+          thresholds=lastPollThresholds,
+          mappings=lastPollMappings,
           noValue='no data',
         ), 4, 5],
         [stat(
           'Data age',
-          'Time since the last complete poll ended, per exporter. Red beyond the QontoDataStale threshold. No data while no poll has completed since the exporter started, or while Prometheus cannot scrape it.',
+          'Time since the last complete poll of each organisation ended. Red beyond the QontoDataStale threshold. No data while no poll of it has completed since the exporter started polling it, or while Prometheus cannot scrape the exporter.',
           's',
-          [instant('max by (instance) (time() - (qonto_exporter_last_success_timestamp_seconds{%s} > 0))' % m, '{{instance}}')],
+          [instant('max by (organization, instance) (time() - (qonto_exporter_last_success_timestamp_seconds{%s} > 0))' % mo, orgLegend)],
           decimals=0,
-          thresholds=steps([{ color: 'green', value: null }, { color: 'orange', value: c.dataStaleAfterSeconds / 3 }, { color: 'red', value: c.dataStaleAfterSeconds }]),
+          thresholds=dataAgeThresholds,
           noValue='no data',
         ), 4, 5],
         [stat(
           'Refresh token saved',
-          'Whether each exporter could write its rotated OAuth refresh token to --qonto.oauth.refresh-token-file. NOT SAVED: the only valid token is in memory; do not restart the exporter (runbook: QontoRefreshTokenNotSaved). Always saved with API-key or static-token auth.',
+          "Whether the exporter could write each organisation's rotated OAuth refresh token to its file (refresh_token_file of the organisation in --config.file, or --qonto.oauth.refresh-token-file). NOT SAVED: the only valid token is in memory; do not restart the exporter (runbook: QontoRefreshTokenNotSaved). Always saved with API-key or static-token auth.",
           'none',
-          [instant('max by (instance) (qonto_exporter_oauth_refresh_token_unsaved{%s})' % m, '{{instance}}')],
-          thresholds=steps([{ color: 'green', value: null }, { color: 'red', value: 1 }]),
+          [instant('max by (organization, instance) (qonto_exporter_oauth_refresh_token_unsaved{%s})' % mo, orgLegend)],
+          thresholds=redAtOne,
           mappings=valueMap([['0', 'saved', 'green'], ['1', 'NOT SAVED', 'red']]),
           noValue='no data',
         ), 4, 5],
         [stat(
           'Credentials refused',
-          'Whether Qonto (or its OAuth server) refuses the configured credentials (qonto_exporter_credentials_refused).',
+          "Whether Qonto (or its OAuth server) refuses the credentials configured for each organisation (qonto_exporter_credentials_refused).",
           'none',
-          [instant('max by (instance) (qonto_exporter_credentials_refused{%s})' % m, '{{instance}}')],
-          thresholds=steps([{ color: 'green', value: null }, { color: 'red', value: 1 }]),
-          mappings=valueMap([['0', 'no', 'green'], ['1', 'REFUSED', 'red']]),
+          [instant('max by (organization, instance) (qonto_exporter_credentials_refused{%s})' % mo, orgLegend)],
+          thresholds=redAtOne,
+          mappings=refusedMappings,
           noValue='no data',
         ), 4, 5],
         [stat(
           'API budget used',
-          "Requests sent in the last 10 minutes over the exporter's share of Qonto's per-IP 10,000 requests per 10 minutes (--qonto.budget-share, default 0.5), measured. At most 1: the budget holds polls back rather than going over.",
+          "Requests each exporter process sent in the last 10 minutes, all its organisations together, over its share of Qonto's per-IP 10,000 requests per 10 minutes (--qonto.budget-share, default 0.5), measured. At most 1: the budget holds polls back rather than going over.",
           'percentunit',
           [instant('max by (instance) (qonto_exporter_api_budget_10m_usage_ratio{%s})' % m, '{{instance}}')],
           thresholds=steps([{ color: 'green', value: null }, { color: 'orange', value: 0.5 }, { color: 'red', value: 0.9 }]),
@@ -242,55 +273,148 @@
       ],
     },
     {
+      title: 'Organisations',
+      panels: [
+        [table(
+          'Organisations',
+          "One row per organisation and currency of its open links (an organisation without any link has one row without currency): the outcome of its last poll (failed, ok, not yet), whether Qonto refuses its credentials, the age of its data, the requests its last poll sent, and its open links and their gross amount in that currency. Amounts are never added across currencies nor organisations.",
+          'none',
+          [
+            // The queries with a currency come first: the merge then copies each organisation's
+            // other columns into every currency row of it.
+            instant('sum by (organization, instance, currency) (qonto_payment_links_amount{%s, status="open"})' % mc, '', 'A', 'table'),
+            instant('sum by (organization, instance, currency) (qonto_payment_links{%s, status="open"})' % mc, '', 'B', 'table'),
+            instant(lastPoll, '', 'C', 'table'),
+            instant('max by (organization, instance) (qonto_exporter_credentials_refused{%s})' % mo, '', 'D', 'table'),
+            instant('max by (organization, instance) (time() - (qonto_exporter_last_success_timestamp_seconds{%s} > 0))' % mo, '', 'E', 'table'),
+            instant('max by (organization, instance) (qonto_exporter_last_poll_requests{%s})' % mo, '', 'F', 'table'),
+          ],
+          [
+            { id: 'merge', options: {} },
+            {
+              id: 'organize',
+              options: {
+                excludeByName: { Time: true },
+                indexByName: {
+                  organization: 0,
+                  instance: 1,
+                  'Value #C': 2,
+                  'Value #D': 3,
+                  'Value #E': 4,
+                  'Value #F': 5,
+                  currency: 6,
+                  'Value #B': 7,
+                  'Value #A': 8,
+                },
+                renameByName: {
+                  'Value #A': 'open amount',
+                  'Value #B': 'open links',
+                  'Value #C': 'last poll',
+                  'Value #D': 'credentials refused',
+                  'Value #E': 'data age',
+                  'Value #F': 'requests of the last poll',
+                },
+              },
+            },
+          ],
+          { sortBy: [{ displayName: 'organization', desc: false }] },
+          [
+            mappedColumn('last poll', lastPollMappings, lastPollThresholds),
+            mappedColumn('credentials refused', refusedMappings, redAtOne),
+            column('data age', [
+              { id: 'unit', value: 's' },
+              { id: 'decimals', value: 0 },
+              { id: 'thresholds', value: dataAgeThresholds },
+              { id: 'custom.cellOptions', value: { type: 'color-text' } },
+            ]),
+            column('requests of the last poll', [{ id: 'unit', value: 'short' }, { id: 'decimals', value: 0 }]),
+            column('open links', [{ id: 'unit', value: 'short' }, { id: 'decimals', value: 0 }]),
+            column('open amount', [{ id: 'decimals', value: 2 }]),
+          ],
+        ), 24, 9],
+        [table(
+          'Exporter processes',
+          'One row per exporter process: its shard (--shard.index of --shard.count; 0 of 1 without sharding), how many organisations it polls after sharding, whether its last configuration reload (SIGHUP, POST /-/reload) succeeded, and when a configuration was last loaded (at start, or by a reload). FAILED: it runs with the last file it accepted (runbook: QontoConfigReloadFailed).',
+          'none',
+          [
+            instant('max by (instance, shard_index, shard_count) (qonto_exporter_shard_info{%s})' % m, '', 'A', 'table'),
+            instant('max by (instance) (qonto_exporter_organizations{%s})' % m, '', 'B', 'table'),
+            instant('max by (instance) (qonto_exporter_config_last_reload_successful{%s})' % m, '', 'C', 'table'),
+            instant('max by (instance) (qonto_exporter_config_last_reload_success_timestamp_seconds{%s}) * 1000' % m, '', 'D', 'table'),
+          ],
+          [
+            { id: 'merge', options: {} },
+            {
+              id: 'organize',
+              options: {
+                excludeByName: { Time: true, 'Value #A': true },
+                indexByName: { instance: 0, shard_index: 1, shard_count: 2, 'Value #B': 3, 'Value #C': 4, 'Value #D': 5 },
+                renameByName: {
+                  shard_index: 'shard',
+                  shard_count: 'of shards',
+                  'Value #B': 'organisations',
+                  'Value #C': 'last reload',
+                  'Value #D': 'configuration loaded',
+                },
+              },
+            },
+          ],
+          { sortBy: [{ displayName: 'shard', desc: false }] },
+          [
+            column('organisations', [{ id: 'unit', value: 'short' }, { id: 'decimals', value: 0 }]),
+            mappedColumn('last reload', valueMap([['0', 'FAILED', 'red'], ['1', 'ok', 'green']]), steps([{ color: 'red', value: null }, { color: 'green', value: 1 }])),
+            column('configuration loaded', [{ id: 'unit', value: 'dateTimeFromNow' }]),
+          ],
+        ), 24, 5],
+      ],
+    },
+    {
       title: 'Overview',
       panels: [
         [stat(
           'Open links',
-          "Payment links currently in status open (awaiting payment), from the exporter's last complete poll of the Qonto API.",
+          "Payment links currently in status open (awaiting payment), per organisation, from the exporter's last complete poll of it.",
           'short',
-          [instant('sum(qonto_payment_links{%s, status="open"})' % mc, 'Open links')],
+          [instant('sum by (organization) (qonto_payment_links{%s, status="open"})' % mc, '{{organization}}')],
           decimals=0,
-          textMode='value',
         ), 4, 5],
         [stat(
           'Open amount',
-          "Gross amount (VAT included) of open payment links, per currency. Amounts are in units of each link's currency.",
+          "Gross amount (VAT included) of open payment links, per organisation and currency. Amounts are in units of each link's currency.",
           'none',
-          [instant('sum by (currency) (qonto_payment_links_amount{%s, status="open"})' % mc, '{{currency}}')],
+          [instant('sum by (organization, currency) (qonto_payment_links_amount{%s, status="open"})' % mc, '{{organization}} {{currency}}')],
           decimals=2,
           overrides=currencyOverrides,
         ), 5, 5],
         [stat(
           'Paid amount',
-          'Gross amount of payment links in status paid that Qonto still lists, per currency. A level, not a rate: it drops when Qonto stops listing old links.',
+          'Gross amount of payment links in status paid that Qonto still lists, per organisation and currency. A level, not a rate: it drops when Qonto stops listing old links.',
           'none',
-          [instant('sum by (currency) (qonto_payment_links_amount{%s, status="paid"})' % mc, '{{currency}}')],
+          [instant('sum by (organization, currency) (qonto_payment_links_amount{%s, status="paid"})' % mc, '{{organization}} {{currency}}')],
           decimals=2,
           overrides=currencyOverrides,
         ), 5, 5],
         [stat(
           'Links expiring within %s' % window,
-          'Open links whose expiration falls in the next %s (the within="%s" window, _config.expiringWindow in the mixin). No data when %s is not one of the exporter\'s --expiry.windows (alert QontoExpiryWindowNotExported).' % [window, window, window],
+          'Open links whose expiration falls in the next %s, per organisation (the within="%s" window, _config.expiringWindow in the mixin). No data when %s is not one of the exporter\'s --expiry.windows (alert QontoExpiryWindowNotExported).' % [window, window, window],
           'short',
-          [instant('sum(qonto_payment_links_expiring{%s, within="%s"})' % [mc, window], 'Expiring within %s' % window)],
+          [instant('sum by (organization) (qonto_payment_links_expiring{%s, within="%s"})' % [mc, window], '{{organization}}')],
           decimals=0,
-          textMode='value',
         ), 3, 5],
         [stat(
           'Money expiring within %s' % window,
-          'Gross amount of open links expiring in the next %s, per currency: money that will not be collected unless the links are paid in time. QontoMoneyExpiringSoon compares it with each currency\'s threshold.' % window,
+          'Gross amount of open links expiring in the next %s, per organisation and currency: money that will not be collected unless the links are paid in time. QontoMoneyExpiringSoon compares it with each currency\'s threshold.' % window,
           'none',
-          [instant('sum by (currency) (qonto_payment_links_expiring_amount{%s, within="%s"})' % [mc, window], '{{currency}}')],
+          [instant('sum by (organization, currency) (qonto_payment_links_expiring_amount{%s, within="%s"})' % [mc, window], '{{organization}} {{currency}}')],
           decimals=2,
           overrides=currencyOverrides,
         ), 4, 5],
         [stat(
           'Open past expiry',
-          'Links still open although their expiration date has passed (Qonto has not moved them to expired yet).',
+          'Links still open although their expiration date has passed (Qonto has not moved them to expired yet), per organisation.',
           'short',
-          [instant('sum(qonto_payment_links_open_past_expiration{%s})' % mc, 'Open past expiry')],
+          [instant('sum by (organization) (qonto_payment_links_open_past_expiration{%s})' % mc, '{{organization}}')],
           decimals=0,
-          textMode='value',
         ), 3, 5],
       ],
     },
@@ -299,16 +423,16 @@
       panels: [
         [timeseries(
           'Links by status',
-          'Number of payment links per status (open, processing, paid, expired, canceled, and any status Qonto adds), over time.',
+          'Number of payment links per organisation and status (open, processing, paid, expired, canceled, and any status Qonto adds), over time.',
           'short',
-          [range('sum by (status) (qonto_payment_links{%s})' % mc, '{{status}}')],
+          [range('sum by (organization, status) (qonto_payment_links{%s})' % mc, '{{organization}} {{status}}')],
           decimals=0,
         ), 12, 8],
         [timeseries(
           'Amount by status',
-          'Gross amount of payment links per status and currency, over time.',
+          'Gross amount of payment links per organisation, status and currency, over time.',
           'none',
-          [range('sum by (status, currency) (qonto_payment_links_amount{%s})' % mc, '{{status}} {{currency}}')],
+          [range('sum by (organization, status, currency) (qonto_payment_links_amount{%s})' % mc, '{{organization}} {{status}} {{currency}}')],
           decimals=2,
           overrides=currencyOverrides,
         ), 12, 8],
@@ -319,26 +443,26 @@
       panels: [
         [bargauge(
           'Links expiring, by window',
-          'Open links whose expiration falls in (now, now + window], for each window of --expiry.windows. Windows are cumulative: 24h includes 1h.',
+          'Open links whose expiration falls in (now, now + window], per organisation, for each window of --expiry.windows. Windows are cumulative: 24h includes 1h.',
           'short',
-          [instant('sum by (within) (qonto_payment_links_expiring{%s})' % mc, '{{within}}')],
+          [instant('sum by (organization, within) (qonto_payment_links_expiring{%s})' % mc, '{{organization}} {{within}}')],
           decimals=0,
         ), 6, 8],
         [bargauge(
           'Money expiring, by window',
-          'Gross amount of open links expiring within each window, per currency.',
+          'Gross amount of open links expiring within each window, per organisation and currency.',
           'none',
-          [instant('sum by (within, currency) (qonto_payment_links_expiring_amount{%s})' % mc, '{{within}} {{currency}}')],
+          [instant('sum by (organization, within, currency) (qonto_payment_links_expiring_amount{%s})' % mc, '{{organization}} {{within}} {{currency}}')],
           decimals=2,
           overrides=currencyOverrides,
         ), 6, 8],
         [timeseries(
           'Money expiring within %s vs alert threshold' % window,
-          'Gross amount of open links expiring within %s, per currency, and the threshold above which QontoMoneyExpiringSoon fires for that currency (recording rule qonto:expiring_amount_threshold; no threshold line where the rules are not loaded).' % window,
+          'Gross amount of open links expiring within %s, per organisation and currency, and the threshold above which QontoMoneyExpiringSoon fires for that organisation and currency (recording rule qonto:expiring_amount_threshold; no threshold line where the rules are not loaded).' % window,
           'none',
           [
-            range('sum by (currency) (qonto_payment_links_expiring_amount{%s, within="%s"})' % [mc, window], '{{currency}}'),
-            range('max by (currency) (qonto:expiring_amount_threshold{%s})' % mc, 'threshold {{currency}}', 'B'),
+            range('sum by (organization, currency) (qonto_payment_links_expiring_amount{%s, within="%s"})' % [mc, window], '{{organization}} {{currency}}'),
+            range('max by (organization, currency) (qonto:expiring_amount_threshold{%s})' % mc, 'threshold {{organization}} {{currency}}', 'B'),
           ],
           decimals=2,
           overrides=currencyOverrides + [{
@@ -348,15 +472,15 @@
         ), 8, 8],
         [stat(
           'Next expiration',
-          'When the earliest open payment link expires, per currency.',
+          'When the earliest open payment link expires, per organisation and currency.',
           'dateTimeFromNow',
-          [instant('min by (currency) (qonto_payment_links_next_expiration_timestamp_seconds{%s}) * 1000' % mc, '{{currency}}')],
+          [instant('min by (organization, currency) (qonto_payment_links_next_expiration_timestamp_seconds{%s}) * 1000' % mc, '{{organization}} {{currency}}')],
         ) + { options+: { colorMode: 'none' } }, 4, 8],
         [timeseries(
           'Money expiring over time, by window',
-          'Gross amount of open links expiring within each window, per currency, over time.',
+          'Gross amount of open links expiring within each window, per organisation and currency, over time.',
           'none',
-          [range('sum by (within, currency) (qonto_payment_links_expiring_amount{%s})' % mc, '{{within}} {{currency}}')],
+          [range('sum by (organization, within, currency) (qonto_payment_links_expiring_amount{%s})' % mc, '{{organization}} {{within}} {{currency}}')],
           decimals=2,
           overrides=currencyOverrides,
         ), 24, 8],
@@ -367,26 +491,26 @@
       panels: [
         [timeseries(
           'Open links by resource type',
-          'Open payment links per resource type (Basket, Invoice, ...), over time.',
+          'Open payment links per organisation and resource type (Basket, Invoice, ...), over time.',
           'short',
-          [range('sum by (resource_type) (qonto_payment_links{%s, status="open"})' % mc, '{{resource_type}}')],
+          [range('sum by (organization, resource_type) (qonto_payment_links{%s, status="open"})' % mc, '{{organization}} {{resource_type}}')],
           decimals=0,
         ), 8, 8],
         [timeseries(
           'Open amount by resource type',
-          'Gross amount of open payment links per resource type and currency, over time.',
+          'Gross amount of open payment links per organisation, resource type and currency, over time.',
           'none',
-          [range('sum by (resource_type, currency) (qonto_payment_links_amount{%s, status="open"})' % mc, '{{resource_type}} {{currency}}')],
+          [range('sum by (organization, resource_type, currency) (qonto_payment_links_amount{%s, status="open"})' % mc, '{{organization}} {{resource_type}} {{currency}}')],
           decimals=2,
           overrides=currencyOverrides,
         ), 8, 8],
         [table(
           'Links by resource type and status',
-          'Current number of payment links per resource type and status.',
+          'Current number of payment links per organisation, resource type and status.',
           'short',
-          [instant('sum by (resource_type, status) (qonto_payment_links{%s})' % mc, '', format='table')],
+          [instant('sum by (organization, resource_type, status) (qonto_payment_links{%s})' % mc, '', format='table')],
           [{ id: 'organize', options: { excludeByName: { Time: true }, renameByName: { Value: 'links' } } }],
-          { sortBy: [{ displayName: 'resource_type', desc: false }] },
+          { sortBy: [{ displayName: 'organization', desc: false }] },
         ), 8, 8],
       ],
     },
@@ -395,90 +519,90 @@
       panels: [
         [timeseries(
           'Data age over time',
-          'Time since the last complete poll ended, per exporter. No line while no poll has completed since the exporter started.',
+          'Time since the last complete poll of each organisation ended. No line while no poll of it has completed since the exporter started polling it.',
           's',
-          [range('time() - (qonto_exporter_last_success_timestamp_seconds{%s} > 0)' % m, '{{instance}}')],
+          [range('time() - (qonto_exporter_last_success_timestamp_seconds{%s} > 0)' % mo, orgLegend)],
           min=0,
         ), 8, 8],
         [timeseries(
           'Poll duration',
-          'How long the last poll took, and the 95th percentile of single API requests.',
+          'How long the last poll of each organisation took, and the 95th percentile of its single API requests.',
           's',
           [
-            range('qonto_exporter_last_poll_duration_seconds{%s}' % m, 'poll {{instance}}'),
-            range('histogram_quantile(0.95, sum by (le, instance) (rate(qonto_exporter_api_request_duration_seconds_bucket{%s}[$__rate_interval])))' % m, 'p95 request {{instance}}', 'B'),
+            range('qonto_exporter_last_poll_duration_seconds{%s}' % mo, 'poll ' + orgLegend),
+            range('histogram_quantile(0.95, sum by (le, organization, instance) (rate(qonto_exporter_api_request_duration_seconds_bucket{%s}[$__rate_interval])))' % mo, 'p95 request ' + orgLegend, 'B'),
           ],
           min=0,
         ), 8, 8],
         [timeseries(
           'Polls',
-          'Polls started and polls failed, per hour (a rate: 60 /h is one poll a minute), and HTTP 429 answers whose Retry-After asked for a longer wait than --qonto.max-retry-after (each failed its poll at once instead of waiting).',
+          'Polls started and polls failed, per organisation and hour (a rate: 60 /h is one poll a minute), and HTTP 429 answers whose Retry-After asked for a longer wait than --qonto.max-retry-after (each failed its poll at once instead of waiting).',
           perHour,
           [
-            range('sum by (instance) (rate(qonto_exporter_polls_total{%s}[$__rate_interval])) * 3600' % m, 'polls {{instance}}'),
-            range('sum by (instance) (rate(qonto_exporter_poll_failures_total{%s}[$__rate_interval])) * 3600' % m, 'failures {{instance}}', 'B'),
-            range('sum by (instance) (rate(qonto_exporter_retry_after_over_ceiling_total{%s}[$__rate_interval])) * 3600' % m, 'Retry-After over ceiling {{instance}}', 'C'),
+            range('sum by (organization, instance) (rate(qonto_exporter_polls_total{%s}[$__rate_interval])) * 3600' % mo, 'polls ' + orgLegend),
+            range('sum by (organization, instance) (rate(qonto_exporter_poll_failures_total{%s}[$__rate_interval])) * 3600' % mo, 'failures ' + orgLegend, 'B'),
+            range('sum by (organization, instance) (rate(qonto_exporter_retry_after_over_ceiling_total{%s}[$__rate_interval])) * 3600' % mo, 'Retry-After over ceiling ' + orgLegend, 'C'),
           ],
           min=0,
         ), 8, 8],
         [timeseries(
           'API requests by code',
-          'Requests sent to the Qonto API per second, by HTTP status code (error: no response).',
+          "Requests sent to the Qonto API per second, per organisation, by HTTP status code (error: no response). Qonto's rate limits (429) are per IP: they count the requests of all the organisations of the exporter, and of other integrations on the same IP.",
           'reqps',
-          [range('sum by (code) (rate(qonto_exporter_api_requests_total{%s}[$__rate_interval]))' % m, '{{code}}')],
+          [range('sum by (organization, code) (rate(qonto_exporter_api_requests_total{%s}[$__rate_interval]))' % mo, '{{organization}} {{code}}')],
           min=0,
         ), 8, 8],
         [timeseries(
           'API budget usage',
-          "Requests sent in the last 10 minutes over the exporter's share of Qonto's per-IP 10,000 requests per 10 minutes (--qonto.budget-share), measured; at most 1. Above 0.7 for 30 minutes fires QontoApiBudgetHigh.",
+          "Requests each exporter process sent in the last 10 minutes, all its organisations together, over its share of Qonto's per-IP 10,000 requests per 10 minutes (--qonto.budget-share), measured; at most 1. Above 0.7 for 30 minutes fires QontoApiBudgetHigh.",
           'percentunit',
           [range('qonto_exporter_api_budget_10m_usage_ratio{%s}' % m, '{{instance}}')],
           min=0,
         ), 8, 8],
         [timeseries(
           'Invalid links found',
-          'Payment links newly found with unusable data, per hour, by reason. Each link counts once per reason and exporter process (a restart counts the still-unusable ones again). All but invalid_expiration_date are left out of the figures.',
+          'Payment links newly found with unusable data, per hour, by organisation and reason. Each link counts once per reason and exporter process (a restart counts the still-unusable ones again). All but invalid_expiration_date are left out of the figures.',
           perHour,
-          [range('sum by (reason) (rate(qonto_exporter_invalid_links_total{%s}[$__rate_interval])) * 3600' % m, '{{reason}}')],
+          [range('sum by (organization, reason) (rate(qonto_exporter_invalid_links_total{%s}[$__rate_interval])) * 3600' % mo, '{{organization}} {{reason}}')],
           min=0,
         ), 8, 8],
         [timeseries(
           'Links left out',
-          'Payment links the API counts that the last complete poll left out of the figures because their data was unusable (qonto_exporter_excluded_links); the panel "Invalid links found" says why. Open links without a usable expiration date are not among them: they count in their status.',
+          'Payment links the API counts that the last complete poll of each organisation left out of the figures because their data was unusable (qonto_exporter_excluded_links); the panel "Invalid links found" says why. Open links without a usable expiration date are not among them: they count in their status.',
           'short',
-          [range('max by (instance) (qonto_exporter_excluded_links{%s})' % m, '{{instance}}')],
+          [range('max by (organization, instance) (qonto_exporter_excluded_links{%s})' % mo, orgLegend)],
           decimals=0,
           min=0,
         ), 8, 8],
         [timeseries(
           'Full walks',
-          'Polls that walked every payment link instead of only the links that can still change, per hour (the first poll, the periodic resync, and polls whose counts did not add up).',
+          'Polls that walked every payment link of an organisation instead of only the links that can still change, per organisation and hour (the first poll, the periodic resync, and polls whose counts did not add up).',
           perHour,
-          [range('sum by (instance) (rate(qonto_exporter_full_walks_total{%s}[$__rate_interval])) * 3600' % m, '{{instance}}')],
+          [range('sum by (organization, instance) (rate(qonto_exporter_full_walks_total{%s}[$__rate_interval])) * 3600' % mo, orgLegend)],
           min=0,
         ), 8, 8],
         [timeseries(
           'Pagination drift',
-          'Walks of the listing that saw it change while paging, per hour.',
+          'Walks of the listing that saw it change while paging, per organisation and hour.',
           perHour,
-          [range('sum by (instance) (rate(qonto_exporter_pagination_drift_total{%s}[$__rate_interval])) * 3600' % m, '{{instance}}')],
+          [range('sum by (organization, instance) (rate(qonto_exporter_pagination_drift_total{%s}[$__rate_interval])) * 3600' % mo, orgLegend)],
           min=0,
         ), 8, 8],
         [timeseries(
           'Resync corrections',
-          'Times the links of a terminal status (paid, expired, canceled) were found changed although incremental polls take them as final, per hour, by status; the status was then walked in full. And full resyncs that checked the carried figures. Corrections above 0: Qonto changed links the exporter assumed final.',
+          'Times the links of a terminal status (paid, expired, canceled) were found changed although incremental polls take them as final, per organisation and hour, by status; the status was then walked in full. And full resyncs that checked the carried figures. Corrections above 0: Qonto changed links the exporter assumed final.',
           perHour,
           [
-            range('sum by (status) (rate(qonto_exporter_resync_corrections_total{%s}[$__rate_interval])) * 3600' % m, 'corrections {{status}}'),
-            range('sum by (instance) (rate(qonto_exporter_resync_checks_total{%s}[$__rate_interval])) * 3600' % m, 'checks {{instance}}', 'B'),
+            range('sum by (organization, status) (rate(qonto_exporter_resync_corrections_total{%s}[$__rate_interval])) * 3600' % mo, 'corrections {{organization}} {{status}}'),
+            range('sum by (organization, instance) (rate(qonto_exporter_resync_checks_total{%s}[$__rate_interval])) * 3600' % mo, 'checks ' + orgLegend, 'B'),
           ],
           min=0,
         ), 8, 8],
         [timeseries(
           'Normalized values',
-          "Status, currency and resource type values the API sent in another letter case, folded into the spec's spelling (e.g. OPEN to open), per hour, by field. Counted once per link read: a link read by several polls counts at each.",
+          "Status, currency and resource type values the API sent in another letter case, folded into the spec's spelling (e.g. OPEN to open), per organisation and hour, by field. Counted once per link read: a link read by several polls counts at each.",
           perHour,
-          [range('sum by (field) (rate(qonto_exporter_normalized_values_total{%s}[$__rate_interval])) * 3600' % m, '{{field}}')],
+          [range('sum by (organization, field) (rate(qonto_exporter_normalized_values_total{%s}[$__rate_interval])) * 3600' % mo, '{{organization}} {{field}}')],
           min=0,
         ), 8, 8],
       ],
@@ -488,25 +612,25 @@
       panels: [
         [timeseries(
           'OAuth refreshes',
-          'OAuth access-token refreshes, failed refreshes and rotated refresh tokens that could not be written to their file, per hour.',
+          'OAuth access-token refreshes, failed refreshes and rotated refresh tokens that could not be written to their file, per organisation and hour.',
           perHour,
           [
-            range('sum by (instance) (rate(qonto_exporter_oauth_refreshes_total{%s}[$__rate_interval])) * 3600' % m, 'refreshes {{instance}}'),
-            range('sum by (instance) (rate(qonto_exporter_oauth_refresh_failures_total{%s}[$__rate_interval])) * 3600' % m, 'refresh failures {{instance}}', 'B'),
-            range('sum by (instance) (rate(qonto_exporter_oauth_refresh_token_write_failures_total{%s}[$__rate_interval])) * 3600' % m, 'token write failures {{instance}}', 'C'),
+            range('sum by (organization, instance) (rate(qonto_exporter_oauth_refreshes_total{%s}[$__rate_interval])) * 3600' % mo, 'refreshes ' + orgLegend),
+            range('sum by (organization, instance) (rate(qonto_exporter_oauth_refresh_failures_total{%s}[$__rate_interval])) * 3600' % mo, 'refresh failures ' + orgLegend, 'B'),
+            range('sum by (organization, instance) (rate(qonto_exporter_oauth_refresh_token_write_failures_total{%s}[$__rate_interval])) * 3600' % mo, 'token write failures ' + orgLegend, 'C'),
           ],
           min=0,
         ), 8, 8],
         [timeseries(
           'Process CPU',
-          'CPU time the exporter process uses per second (1 = 100% of one core).',
+          'CPU time each exporter process uses per second, all its organisations together (1 = 100% of one core).',
           'percentunit',
           [range('rate(process_cpu_seconds_total{%s}[$__rate_interval])' % m, '{{instance}}')],
           min=0,
         ), 8, 8],
         [timeseries(
           'Process memory',
-          'Resident memory of the exporter process.',
+          'Resident memory of each exporter process, all its organisations together.',
           'bytes',
           [range('process_resident_memory_bytes{%s}' % m, '{{instance}}')],
           min=0,
@@ -527,7 +651,7 @@
       __inputs: [],
       title: c.dashboardTitle,
       uid: c.dashboardUid,
-      description: "Qonto payment links seen by qonto-exporter: open, paid and expiring money, and the exporter's own health. Figures come from the exporter's last complete background poll of the Qonto API.",
+      description: "Qonto payment links seen by qonto-exporter, per organisation: open, paid and expiring money, and the exporter's own health. Figures come from the exporter's last complete background poll of each organisation in the Qonto API, and are never added up across organisations nor currencies.",
       tags: ['qonto', 'payments', 'qonto-exporter'],
       timezone: 'browser',
       editable: true,
@@ -569,7 +693,10 @@
           // From Prometheus's `up`, so a target that never answered a scrape is listed too.
           variable('job', 'label_values(up{%s}, job)' % c.qontoSelector),
           variable('instance', 'label_values(up{%s, job=~"$job"}, instance)' % c.qontoSelector),
-          variable('currency', 'label_values(qonto_payment_links{%s}, currency)' % m),
+          // From qonto_up, which every organisation of a running exporter has from its poller's
+          // start, before any payment link is known.
+          variable('organization', 'label_values(qonto_up{%s}, organization)' % m),
+          variable('currency', 'label_values(qonto_payment_links{%s}, currency)' % mo),
         ],
       },
       panels: layout(rows),
