@@ -186,16 +186,20 @@ impl Fleet {
             }
         }
         // The view changes before anything stops, so the series of a removed organisation
-        // leave the next scrape rather than the one after its poller has ended.
-        for org in wanted.into_values() {
+        // leave the next scrape rather than the one after its poller has ended. A changed
+        // organisation starts again only once its old poller has stopped and its OAuth session
+        // has written its last token: two sessions must never rotate one refresh token.
+        if !leaving.is_empty() {
+            self.publish_view();
+            stop_all(leaving).await;
+        }
+        for mut org in wanted.into_values() {
             applied.started.push(org.name.clone());
+            refresh_from_file(&mut org).await;
             let running = self.start(org);
             self.running.insert(running.view.name.clone(), running);
         }
         self.publish_view();
-        for r in leaving {
-            stop(r).await;
-        }
         // A stopped organisation that starts again (changed) got its new run above.
         applied.stopped.retain(|n| !applied.started.contains(n));
         applied
@@ -418,13 +422,9 @@ impl Fleet {
                 }
             }
         }
-        let mut kept = true;
         let all: Vec<Running> = std::mem::take(&mut self.running).into_values().collect();
         self.publish_view();
-        for r in all {
-            kept &= stop(r).await;
-        }
-        Ok(kept)
+        Ok(stop_all(all).await)
     }
 
     async fn reload(&mut self, load: Loader) -> Result<(), String> {
@@ -475,6 +475,43 @@ async fn stop(r: Running) -> bool {
     match &r.oauth {
         Some(session) => session.shutdown().await.is_ok(),
         None => true,
+    }
+}
+
+/// Stops pollers together (each within [`STOP_TIMEOUT`]); false if a rotated refresh token
+/// stayed unsaved.
+async fn stop_all(all: Vec<Running>) -> bool {
+    futures_util::future::join_all(all.into_iter().map(stop))
+        .await
+        .into_iter()
+        .all(|kept| kept)
+}
+
+/// How long re-reading a refresh-token file may take before the one read with the
+/// configuration is used.
+const REREAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Re-reads an OAuth organisation's refresh token just before it starts: between the load of
+/// the configuration and now, the poller it replaces may have rotated the token and written
+/// the new one, and the one read earlier is then spent. Keeps the earlier one if the file
+/// cannot be read now.
+async fn refresh_from_file(org: &mut Organization) {
+    let CredentialSource::OAuth {
+        refresh_token_file,
+        refresh_token,
+        ..
+    } = &mut org.source
+    else {
+        return;
+    };
+    let path = refresh_token_file.clone();
+    let read = tokio::time::timeout(
+        REREAD_TIMEOUT,
+        tokio::task::spawn_blocking(move || crate::secret::read_secret_file(&path)),
+    )
+    .await;
+    if let Ok(Ok(Ok(now))) = read {
+        *refresh_token = now;
     }
 }
 
