@@ -908,7 +908,7 @@ fn demo_config() {
     assert_eq!(d.evolve_every, Some(Duration::from_secs(5)));
     assert_eq!(d.access_tokens.len(), 1);
     assert_eq!(d.access_tokens[0].len(), 32);
-    assert!(!d.accepts_any_bearer());
+    assert!(d.first_organization().has_credentials());
 }
 
 #[test]
@@ -1325,7 +1325,7 @@ fn terminal_moves_per_step_are_fixed_by_the_seed() {
         let sim = Simulator::with_start_time(cfg.clone(), start);
         let before = sim.links_json();
         // Steps at fixed times (`Simulator::mutate` reads the clock).
-        let mut store = sim.shared.store.write().unwrap();
+        let mut store = sim.shared.orgs[0].store.write().unwrap();
         for i in 0..30 {
             store.apply(&Mutation::Step, 1_750_000_000 + 5 * i);
         }
@@ -1641,6 +1641,7 @@ async fn request_log_over_http() {
         reqs[0],
         json!({
             "t_ns": reqs[0]["t_ns"],
+            "organization": "default",
             "method": "GET",
             "path": "/v2/payment_links",
             "status_filter": "open,paid",
