@@ -574,4 +574,117 @@ mod tests {
         assert!(parse(&["--invalid-link-kinds", "amount-number"]).is_err());
         assert!(parse(&["--other-case-share", "2"]).is_err());
     }
+
+    #[test]
+    fn organizations_flag() {
+        // One organisation (the default): unchanged, credentials from the flags alone.
+        let cfg = parse(&["--seed", "7"]).unwrap().to_config();
+        assert_eq!((cfg.name.as_str(), cfg.seed), ("org-1", 7));
+        assert_eq!(cfg.api_key, None);
+        assert!(cfg.more_organizations.is_empty());
+
+        let cfg = parse(&[
+            "--organizations",
+            "3",
+            "--links",
+            "10",
+            "--seed",
+            "7",
+            "--access-token",
+            "tok",
+            "--staging-token",
+            "st",
+            "--evolve-every",
+            "off",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(cfg.name, "org-1");
+        assert_eq!(cfg.api_key, Some(("org-1".into(), "secret-1".into())));
+        assert_eq!(
+            cfg.access_tokens,
+            ["tok"],
+            "org-1 keeps the credential flags"
+        );
+        let more: Vec<_> = cfg
+            .more_organizations
+            .iter()
+            .map(|o| {
+                (
+                    o.name.as_str(),
+                    o.links,
+                    o.seed,
+                    o.api_key.clone().unwrap(),
+                    o.staging_token.as_deref(),
+                    o.access_tokens.len(),
+                    o.evolve_every,
+                )
+            })
+            .collect();
+        assert_eq!(
+            more,
+            [
+                (
+                    "org-2",
+                    10,
+                    8,
+                    ("org-2".into(), "secret-2".into()),
+                    Some("st"),
+                    0,
+                    None
+                ),
+                (
+                    "org-3",
+                    10,
+                    9,
+                    ("org-3".into(), "secret-3".into()),
+                    Some("st"),
+                    0,
+                    None
+                ),
+            ]
+        );
+        let sim = Simulator::try_new(cfg).expect("a valid configuration");
+        assert_eq!(sim.organizations().len(), 3);
+        assert_eq!(sim.organization("org-3").map(|o| o.len()), Some(10));
+
+        // --api-key replaces org-1's key; one that is another organisation's is refused.
+        let cfg = parse(&["--organizations", "2", "--api-key", "acme:s"])
+            .unwrap()
+            .to_config();
+        assert_eq!(cfg.api_key, Some(("acme".into(), "s".into())));
+        let cfg = parse(&["--organizations", "2", "--api-key", "org-2:s"])
+            .unwrap()
+            .to_config();
+        let e = Simulator::try_new(cfg).err().expect("an ambiguous key");
+        assert!(e.to_string().contains("API key login"), "{e}");
+        // Seeds wrap instead of overflowing.
+        let cfg = parse(&["--organizations", "2", "--seed", &u64::MAX.to_string()])
+            .unwrap()
+            .to_config();
+        assert_eq!(cfg.more_organizations[0].seed, 0);
+
+        assert_eq!(
+            parse(&["--organizations", "1000"]).unwrap().organizations,
+            1000
+        );
+        for bad in ["0", "1001", "99999999999", "-1", "three", "", "1e3"] {
+            // `--flag=value`, so that `-1` is not read as a flag of its own.
+            let flag = format!("--organizations={bad}");
+            let e = parse(&[&flag]).err().expect(bad).to_string();
+            assert!(
+                e.contains("--organizations") && e.contains("from 1 to 1000"),
+                "{bad}: {e}"
+            );
+        }
+        // Built in code beyond the parser's range: clamped.
+        let mut args = parse(&["--links", "1"]).unwrap();
+        args.organizations = usize::MAX;
+        assert_eq!(
+            args.to_config().more_organizations.len(),
+            MAX_ORGANIZATIONS - 1
+        );
+        args.organizations = 0;
+        assert!(args.to_config().more_organizations.is_empty());
+    }
 }
