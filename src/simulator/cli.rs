@@ -53,8 +53,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "5s", value_parser = parse_evolve_every)]
     pub evolve_every: EvolveEvery,
 
-    /// Accepted Bearer token(s), comma-separated. Without any credential flag, any non-empty
-    /// Bearer token is accepted.
+    /// Accepted Bearer token(s), comma-separated. Without any credential flag and with one
+    /// organisation, any non-empty Bearer token is accepted.
     #[arg(
         long,
         env = "SIM_ACCESS_TOKEN",
