@@ -671,7 +671,7 @@ mod tests {
         for bad in ["0", "1001", "99999999999", "-1", "three", "", "1e3"] {
             // `--flag=value`, so that `-1` is not read as a flag of its own.
             let flag = format!("--organizations={bad}");
-            let e = parse(&[&flag]).err().expect(bad).to_string();
+            let e = parse(&[&flag]).expect_err(bad).to_string();
             assert!(
                 e.contains("--organizations") && e.contains("from 1 to 1000"),
                 "{bad}: {e}"
