@@ -1,6 +1,8 @@
 //! HTTP handling: routing, the rate limits, the list endpoint (faults → staging token →
 //! authentication → parameters → page), the OAuth endpoints and the `/_sim/` control endpoints.
-//! Every API request (all but `/_sim/`) is counted in the stats and logged in the request log.
+//! Every API request (all but `/_sim/`) reaches the organisation its credentials select
+//! (`routing`; the first one when they select none), is counted in that organisation's stats and
+//! is logged in the listener's request log.
 //!
 //! Every response carries `X-Tyk-Trace-Id`; error bodies carry the same value as `trace_id`, as
 //! Qonto's do. Request input is never trusted: anything malformed is a 4xx, never a panic.
