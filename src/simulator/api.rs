@@ -1,6 +1,8 @@
 //! HTTP handling: routing, the rate limits, the list endpoint (faults → staging token →
 //! authentication → parameters → page), the OAuth endpoints and the `/_sim/` control endpoints.
-//! Every API request (all but `/_sim/`) is counted in the stats and logged in the request log.
+//! Every API request (all but `/_sim/`) reaches the organisation its credentials select
+//! (`routing`; the first one when they select none), is counted in that organisation's stats and
+//! is logged in the listener's request log.
 //!
 //! Every response carries `X-Tyk-Trace-Id`; error bodies carry the same value as `trace_id`, as
 //! Qonto's do. Request input is never trusted: anything malformed is a 4xx, never a panic.
@@ -11,17 +13,19 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use rand::Rng;
 
 use super::data::Mutation;
 use super::faults::{DataFault, Fault, GatewayFault};
-use super::oauth::{AccessCheck, OAuthReply};
-use super::query::{decode_pairs, parse_list_query};
+use super::oauth::{self, OAuthReply};
+use super::organization::Org;
+use super::query::{decode_pairs, get, parse_list_query};
 use super::rate_limit::{Admission, RateWindow};
 use super::render::{LinkJson, Meta, Page, PageWithoutMeta, error_body};
 use super::request_log::{RequestRecord, bounded_path};
+use super::routing::Verdict;
 use super::{Shared, control};
 
 pub(crate) type Body = Full<Bytes>;
@@ -118,8 +122,9 @@ pub(crate) async fn handle(
     })
 }
 
-/// An API request: the rate limits first (Qonto's gateway refuses before routing), then the
-/// endpoint; counted in the stats and logged with its arrival time.
+/// An API request: the rate limits first (Qonto's gateway refuses before routing, and counts
+/// every organisation's requests from the IP together), then the endpoint; counted in the stats
+/// of the organisation it reached and logged with its arrival time and that organisation.
 async fn limited_api(
     shared: &Shared,
     req: Request<Incoming>,
@@ -135,35 +140,31 @@ async fn limited_api(
     };
     let method = req.method().as_str().to_owned();
     let path = bounded_path(req.uri().path());
-    let result = match admission {
+    let (selected, result) = match admission {
         Admission::Admitted => api(shared, req, trace_id).await,
         Admission::Refused { window, wait } => {
+            let selected = shared.identify(req.headers()).org;
             {
-                let mut stats = lock(&shared.stats);
+                let mut stats = lock(&shared.org(selected).stats);
                 stats.rate_limited_total += 1;
                 if is_list {
                     stats.list_requests_total += 1;
                 }
             }
-            if !shared.cfg.latency.is_zero() {
-                tokio::time::sleep(shared.cfg.latency).await;
+            if !shared.latency.is_zero() {
+                tokio::time::sleep(shared.latency).await;
             }
-            let retry_after = shared
-                .cfg
-                .rate_limits
-                .as_ref()
-                .is_some_and(|l| l.retry_after);
-            Ok(too_many_requests(
-                window,
-                retry_after.then_some(wait),
-                trace_id,
-            ))
+            let retry_after = shared.rate_limits.as_ref().is_some_and(|l| l.retry_after);
+            let resp = too_many_requests(window, retry_after.then_some(wait), trace_id);
+            (selected, Ok(resp))
         }
     };
     let code = result.as_ref().ok().map(|resp| resp.status().as_u16());
-    lock(&shared.stats).record(&code.map_or_else(|| "reset".to_owned(), |c| c.to_string()));
+    lock(&shared.org(selected).stats)
+        .record(&code.map_or_else(|| "reset".to_owned(), |c| c.to_string()));
     lock(&shared.requests).push(RequestRecord {
         t_ns: u64::try_from(arrival.as_nanos()).unwrap_or(u64::MAX),
+        organization: selected.map(|i| shared.org(Some(i)).name().to_owned()),
         method,
         path,
         status_filter,
@@ -201,47 +202,59 @@ fn too_many_requests(
     resp
 }
 
+/// The answer of an admitted API request, with the organisation it selected (`None`: none, and
+/// the first organisation answered).
 async fn api(
     shared: &Shared,
     req: Request<Incoming>,
     trace_id: &str,
-) -> Result<Response<Body>, ResetConnection> {
-    if !shared.cfg.latency.is_zero() {
-        tokio::time::sleep(shared.cfg.latency).await;
+) -> (Option<usize>, Result<Response<Body>, ResetConnection>) {
+    if !shared.latency.is_zero() {
+        tokio::time::sleep(shared.latency).await;
     }
     let path = req.uri().path();
     let method = req.method();
-    Ok(match (method, path) {
-        (&Method::GET, "/v2/payment_links") => return list(shared, req, trace_id).await,
-        (_, "/v2/payment_links") => error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed",
-            None,
-            trace_id,
-        ),
-        (&Method::POST, "/oauth2/token") if shared.oauth.is_some() => token(shared, req).await,
-        (&Method::GET, "/oauth2/auth") if shared.oauth.is_some() => {
-            authorize_endpoint(shared, &req, trace_id)
+    let error = |status, code, detail| Ok(error_response(status, code, detail, None, trace_id));
+    match (method, path) {
+        (&Method::GET, "/v2/payment_links") => {
+            let id = shared.identify(req.headers());
+            (
+                id.org,
+                list(shared.org(id.org), id.verdict, req, trace_id).await,
+            )
         }
-        _ => error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "not found",
-            None,
-            trace_id,
+        (_, "/v2/payment_links") => (
+            shared.identify(req.headers()).org,
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            ),
         ),
-    })
+        (&Method::POST, "/oauth2/token") if shared.router.has_oauth() => {
+            let (selected, resp) = token(shared, req).await;
+            (selected, Ok(resp))
+        }
+        (&Method::GET, "/oauth2/auth") if shared.router.has_oauth() => {
+            let (selected, resp) = authorize_endpoint(shared, &req);
+            (selected, Ok(resp))
+        }
+        _ => (
+            shared.identify(req.headers()).org,
+            error(StatusCode::NOT_FOUND, "not_found", "not found"),
+        ),
+    }
 }
 
-/// `GET /v2/payment_links`.
+/// `GET /v2/payment_links` for `org`, whose credentials got `verdict`.
 async fn list(
-    shared: &Shared,
+    org: &Org,
+    verdict: Verdict,
     req: Request<Incoming>,
     trace_id: &str,
 ) -> Result<Response<Body>, ResetConnection> {
-    lock(&shared.stats).list_requests_total += 1;
-    let gateway = lock(&shared.faults).next_gateway(&shared.cfg.faults);
+    lock(&org.stats).list_requests_total += 1;
+    let gateway = lock(&org.faults).next_gateway(&org.cfg.faults);
     match gateway {
         Some(GatewayFault::Status { code, retry_after }) => {
             return Ok(status_fault(code, retry_after.as_deref(), trace_id));
@@ -251,7 +264,7 @@ async fn list(
         Some(GatewayFault::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
-    if let Some(expected) = &shared.cfg.staging_token {
+    if let Some(expected) = &org.cfg.staging_token {
         let sent = req
             .headers()
             .get("x-qonto-staging-token")
@@ -260,8 +273,8 @@ async fn list(
             return Ok(html_response());
         }
     }
-    if let Err(resp) = authenticate(shared, req.headers(), trace_id) {
-        return Ok(*resp);
+    if let Some(refusal) = refusal(verdict, trace_id) {
+        return Ok(refusal);
     }
     let q = match parse_list_query(req.uri().query()) {
         Ok(q) => q,
@@ -275,18 +288,18 @@ async fn list(
             ));
         }
     };
-    lock(&shared.stats).record_filter(q.status_label());
+    lock(&org.stats).record_filter(q.status_label());
 
     let offset = usize::try_from((q.page - 1).saturating_mul(q.per_page)).unwrap_or(usize::MAX);
     let (mut links, first, mut meta) = {
-        let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
+        let store = org.store.read().unwrap_or_else(PoisonError::into_inner);
         let (positions, total) = store.select(q.statuses, q.order, offset, q.per_page as usize);
         let links: Vec<LinkJson> = positions.iter().map(|&p| store.render(p)).collect();
         // Kept to spoil the first link with a data fault.
         let first = positions.first().map(|&p| store.link(p).clone());
         (links, first, Meta::new(q.page, q.per_page, total as u64))
     };
-    let fault = lock(&shared.faults).next_data(&shared.cfg.faults);
+    let fault = lock(&org.faults).next_data(&org.cfg.faults);
     let body = match fault {
         Some(DataFault::Malformed) => serde_json::to_vec(&PageWithoutMeta {
             payment_links: links,
@@ -316,9 +329,9 @@ async fn list(
         body.truncate(body.len() / 2);
     }
     if q.page == 1 {
-        let drift = lock(&shared.faults).take_drift();
+        let drift = lock(&org.faults).take_drift();
         if drift > 0 {
-            shared.mutate(Mutation::Create(drift));
+            org.mutate(Mutation::Create(drift));
         }
     }
     Ok(json_response(StatusCode::OK, body))
@@ -349,112 +362,66 @@ fn status_fault(code: u16, retry_after: Option<&str>, trace_id: &str) -> Respons
     resp
 }
 
-/// Checks `Authorization`: `Bearer <token>` (static, or OAuth-issued and unexpired) or
-/// `<login>:<secret>`. With no credential configured at all, any non-empty Bearer token passes.
-fn authenticate(
-    shared: &Shared,
-    headers: &HeaderMap,
-    trace_id: &str,
-) -> Result<(), Box<Response<Body>>> {
+/// The answer to credentials that do not pass (see [`Verdict`]), `None` when they do.
+fn refusal(verdict: Verdict, trace_id: &str) -> Option<Response<Body>> {
     let unauthorized = |code: &str, detail: &str| {
-        Box::new(error_response(
-            StatusCode::UNAUTHORIZED,
-            code,
-            detail,
-            None,
-            trace_id,
-        ))
+        error_response(StatusCode::UNAUTHORIZED, code, detail, None, trace_id)
     };
-    let invalid = || unauthorized("authorization_token_invalid", "authorization token invalid");
-    let value = match headers.get(AUTHORIZATION).map(HeaderValue::to_str) {
-        None => {
-            return Err(unauthorized(
-                "authorization_header_missing",
-                "authorization header missing",
-            ));
-        }
-        Some(Err(_)) => return Err(invalid()),
-        Some(Ok(v)) => v.trim(),
-    };
-    if value.is_empty() {
-        return Err(unauthorized(
+    match verdict {
+        Verdict::Pass => None,
+        Verdict::Missing => Some(unauthorized(
             "authorization_header_missing",
             "authorization header missing",
-        ));
-    }
-    let cfg = &shared.cfg;
-    let bearer = value
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    if let Some(token) = bearer {
-        if token.is_empty() {
-            return Err(invalid());
-        }
-        if cfg.accepts_any_bearer() || cfg.access_tokens.iter().any(|t| t == token) {
-            return Ok(());
-        }
-        if let Some(oauth) = &shared.oauth {
-            if let AccessCheck::Valid(scope) = lock(oauth).check_access(token, Instant::now()) {
-                if scope.split(' ').any(|s| s == "payment_link.read") {
-                    return Ok(());
-                }
-                return Err(Box::new(status_fault(403, None, trace_id)));
-            }
-        }
-        return Err(invalid());
-    }
-    match &cfg.api_key {
-        Some((login, secret))
-            if value.split_once(':') == Some((login.as_str(), secret.as_str())) =>
-        {
-            Ok(())
-        }
-        _ => Err(invalid()),
+        )),
+        Verdict::Invalid => Some(unauthorized(
+            "authorization_token_invalid",
+            "authorization token invalid",
+        )),
+        Verdict::MissingScope => Some(status_fault(403, None, trace_id)),
     }
 }
 
-/// `POST /oauth2/token`.
-async fn token(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
-    lock(&shared.stats).token_requests_total += 1;
-    let Some(oauth) = &shared.oauth else {
-        return json_response(StatusCode::NOT_FOUND, Vec::new());
-    };
+/// `POST /oauth2/token`, answered by the organisation whose OAuth client the form names.
+async fn token(shared: &Shared, req: Request<Incoming>) -> (Option<usize>, Response<Body>) {
     let form = match read_body(req.into_body()).await {
         Ok(b) => std::str::from_utf8(&b)
             .map_err(|_| "the body is not UTF-8".to_owned())
             .and_then(|s| decode_pairs(s).map_err(|e| e.detail)),
         Err(e) => Err(e),
     };
-    let reply = match form {
-        Ok(form) => lock(oauth).token(&form, Instant::now()),
-        Err(e) => OAuthReply::Json(
+    let selected = form
+        .as_ref()
+        .ok()
+        .and_then(|f| shared.router.client(get(f, "client_id")));
+    let org = shared.org(selected);
+    lock(&org.stats).token_requests_total += 1;
+    let reply = match (form, selected.and(org.oauth.as_ref())) {
+        (Ok(form), Some(oauth)) => lock(oauth).token(&form, Instant::now()),
+        (Ok(_), None) => oauth::invalid_client(),
+        (Err(e), _) => OAuthReply::Json(
             StatusCode::BAD_REQUEST,
             serde_json::json!({"error": "invalid_request", "error_description": e}),
         ),
     };
-    oauth_response(reply)
+    (selected, oauth_response(reply))
 }
 
-/// `GET /oauth2/auth`.
-fn authorize_endpoint(shared: &Shared, req: &Request<Incoming>, trace_id: &str) -> Response<Body> {
-    let Some(oauth) = &shared.oauth else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "not found",
-            None,
-            trace_id,
-        );
-    };
-    let reply = match decode_pairs(req.uri().query().unwrap_or("")) {
-        Ok(q) => lock(oauth).authorize(&q, Instant::now()),
-        Err(e) => OAuthReply::Json(
+/// `GET /oauth2/auth`, answered by the organisation whose OAuth client the query names.
+fn authorize_endpoint(shared: &Shared, req: &Request<Incoming>) -> (Option<usize>, Response<Body>) {
+    let query = decode_pairs(req.uri().query().unwrap_or(""));
+    let selected = query
+        .as_ref()
+        .ok()
+        .and_then(|q| shared.router.client(get(q, "client_id")));
+    let reply = match (query, selected.and(shared.org(selected).oauth.as_ref())) {
+        (Ok(q), Some(oauth)) => lock(oauth).authorize(&q, Instant::now()),
+        (Ok(_), None) => oauth::unknown_client(),
+        (Err(e), _) => OAuthReply::Json(
             StatusCode::BAD_REQUEST,
             serde_json::json!({"error": "invalid_request", "error_description": e.detail}),
         ),
     };
-    oauth_response(reply)
+    (selected, oauth_response(reply))
 }
 
 fn oauth_response(reply: OAuthReply) -> Response<Body> {

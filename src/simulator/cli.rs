@@ -2,15 +2,23 @@
 //! benchmarks and docker-compose. Prints exactly one line, `listening on http://IP:PORT`, to
 //! stdout once bound (so a test can start it with `--listen 127.0.0.1:0` and read the port), then
 //! serves until SIGINT or SIGTERM.
+//!
+//! `--organizations N` serves N organisations on the one listener, `org-1` to `org-N`, each reached
+//! with its own fake API key `org-K:secret-K`, so an exporter watching several organisations can be
+//! tested against one address; the rate-limit windows count all of them together, as Qonto's
+//! per-IP limits do.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    DateForm, FaultRates, InvalidKind, RateLimits, RateWindow, SimConfig, SimOAuth, Simulator,
-    SpecVariants,
+    DateForm, FaultRates, InvalidKind, RateLimits, RateWindow, SimConfig, SimConfigError, SimOAuth,
+    SimOrganization, Simulator, SpecVariants,
 };
+
+/// Most organisations `--organizations` accepts: each holds `--links` links in memory.
+pub const MAX_ORGANIZATIONS: usize = 1000;
 
 /// Flags of the `simulate` subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -19,13 +27,23 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "127.0.0.1:10158")]
     pub listen: SocketAddr,
 
-    /// Number of payment links generated at start.
+    /// Number of payment links generated at start (in each organisation).
     #[arg(long, default_value_t = 3000)]
     pub links: usize,
 
-    /// Seed of the generator: the same seed gives the same organisation.
+    /// Seed of the generator: the same seed gives the same organisation. Organisation K of
+    /// --organizations gets seed + K - 1 (wrapping).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+
+    /// Number of organisations served on the one listener (1 to 1000), named org-1 to org-N.
+    /// With N ≥ 2, organisation K is reached with the fake API key `Authorization:
+    /// org-K:secret-K`; org-1 also takes the credential flags below (--api-key, if given,
+    /// replaces its key) and every organisation requires --staging-token, if given. The rate
+    /// limits count the requests of all organisations together, as Qonto's per-IP limits do.
+    /// With 1 (the default), one organisation reached with the credential flags alone.
+    #[arg(long, default_value = "1", value_name = "N", value_parser = parse_organizations)]
+    pub organizations: usize,
 
     /// Latency added to every API response (e.g. `50ms`).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
@@ -35,8 +53,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "5s", value_parser = parse_evolve_every)]
     pub evolve_every: EvolveEvery,
 
-    /// Accepted Bearer token(s), comma-separated. Without any credential flag, any non-empty
-    /// Bearer token is accepted.
+    /// Accepted Bearer token(s), comma-separated. Without any credential flag and with one
+    /// organisation, any non-empty Bearer token is accepted.
     #[arg(
         long,
         env = "SIM_ACCESS_TOKEN",
@@ -217,6 +235,15 @@ fn parse_rate_window(s: &str) -> Result<RateWindowFlag, String> {
         .map_err(|e| format!("{e}, or `off`"))
 }
 
+fn parse_organizations(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_ORGANIZATIONS as u64).contains(&n) => Ok(n as usize),
+        _ => Err(format!(
+            "expected a number of organisations from 1 to {MAX_ORGANIZATIONS}"
+        )),
+    }
+}
+
 fn parse_api_key(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
         Some((login, secret)) if !login.is_empty() && !secret.is_empty() => {
@@ -247,6 +274,8 @@ pub enum SimError {
     Stdout(std::io::Error),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("invalid simulator configuration: {0}")]
+    Config(#[from] SimConfigError),
 }
 
 impl SimulateArgs {
@@ -264,9 +293,51 @@ impl SimulateArgs {
             }),
             _ => None,
         };
+        let faults = FaultRates {
+            too_many_requests: self.fault_rate_429,
+            retry_after: self.fault_retry_after.clone(),
+            internal_error: self.fault_rate_500,
+            unavailable: self.fault_rate_503,
+            reset: self.fault_rate_reset,
+            html: self.fault_rate_html,
+            slow: self.fault_rate_slow,
+            slow_delay: self.fault_slow_delay,
+            truncate: self.fault_rate_truncate,
+            malformed: self.fault_rate_malformed,
+            invalid_link: self.fault_rate_invalid_link,
+        };
+        let variants = SpecVariants {
+            date_forms: self.variants.date_forms.clone(),
+            other_case_share: self.variants.other_case_share,
+            minor_unit_currency_share: self.variants.minor_unit_currency_share,
+            invalid_link_share: self.variants.invalid_link_share,
+            invalid_link_kinds: self.variants.invalid_link_kinds.clone(),
+            terminal_moves_per_step: self.variants.terminal_moves_per_step,
+        };
+        let staging_token = self.staging_token.clone().filter(|t| !t.is_empty());
+        // Checked by the flag's parser; clamped again for configurations built in code.
+        let organizations = self.organizations.clamp(1, MAX_ORGANIZATIONS);
+        let several = organizations > 1;
+        // Organisation K (1-based): its name, seed and, among several, its own API key.
+        let name = |k: usize| format!("org-{k}");
+        let seed = |k: usize| self.seed.wrapping_add(k as u64 - 1);
+        let generated_key = |k: usize| several.then(|| (name(k), format!("secret-{k}")));
+        let more_organizations = (2..=organizations)
+            .map(|k| SimOrganization {
+                links: self.links,
+                seed: seed(k),
+                evolve_every: self.evolve_every.0,
+                api_key: generated_key(k),
+                staging_token: staging_token.clone(),
+                faults: faults.clone(),
+                variants: variants.clone(),
+                ..SimOrganization::new(name(k))
+            })
+            .collect();
         SimConfig {
+            name: name(1),
             links: self.links,
-            seed: self.seed,
+            seed: seed(1),
             evolve_every: self.evolve_every.0,
             latency: self.latency,
             access_tokens: self
@@ -275,32 +346,14 @@ impl SimulateArgs {
                 .filter(|t| !t.is_empty())
                 .cloned()
                 .collect(),
-            api_key: self.api_key.clone(),
-            staging_token: self.staging_token.clone().filter(|t| !t.is_empty()),
+            api_key: self.api_key.clone().or_else(|| generated_key(1)),
+            staging_token,
             oauth,
             rate_limits: self.rate_limits(),
             request_log_capacity: self.request_log_capacity,
-            faults: FaultRates {
-                too_many_requests: self.fault_rate_429,
-                retry_after: self.fault_retry_after.clone(),
-                internal_error: self.fault_rate_500,
-                unavailable: self.fault_rate_503,
-                reset: self.fault_rate_reset,
-                html: self.fault_rate_html,
-                slow: self.fault_rate_slow,
-                slow_delay: self.fault_slow_delay,
-                truncate: self.fault_rate_truncate,
-                malformed: self.fault_rate_malformed,
-                invalid_link: self.fault_rate_invalid_link,
-            },
-            variants: SpecVariants {
-                date_forms: self.variants.date_forms.clone(),
-                other_case_share: self.variants.other_case_share,
-                minor_unit_currency_share: self.variants.minor_unit_currency_share,
-                invalid_link_share: self.variants.invalid_link_share,
-                invalid_link_kinds: self.variants.invalid_link_kinds.clone(),
-                terminal_moves_per_step: self.variants.terminal_moves_per_step,
-            },
+            faults,
+            variants,
+            more_organizations,
         }
     }
 
@@ -321,9 +374,21 @@ impl SimulateArgs {
 /// SIGINT/SIGTERM, then shuts down gracefully.
 pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
     let cfg = args.to_config();
-    if cfg.accepts_any_bearer() {
+    let organizations = 1 + cfg.more_organizations.len();
+    if organizations == 1 && !cfg.first_organization().has_credentials() {
         tracing::info!(
             "simulator: no credential configured, any non-empty Bearer token is accepted"
+        );
+    }
+    if organizations > 1 {
+        tracing::info!(
+            organizations,
+            "simulator: organisations org-1 to org-{organizations}, organisation K reached with the header `Authorization: org-K:secret-K`{}; control endpoints take ?organization=org-K",
+            if args.api_key.is_some() {
+                " (org-1: the --api-key given)"
+            } else {
+                ""
+            }
         );
     }
     let links = cfg.links;
@@ -337,7 +402,7 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
                 .join(" and ")
         },
     );
-    let sim = Simulator::new(cfg);
+    let sim = Simulator::try_new(cfg)?;
     let running = sim
         .start(args.listen)
         .await
@@ -508,5 +573,118 @@ mod tests {
         assert!(parse(&["--date-forms", "rfc2822"]).is_err());
         assert!(parse(&["--invalid-link-kinds", "amount-number"]).is_err());
         assert!(parse(&["--other-case-share", "2"]).is_err());
+    }
+
+    #[test]
+    fn organizations_flag() {
+        // One organisation (the default): unchanged, credentials from the flags alone.
+        let cfg = parse(&["--seed", "7"]).unwrap().to_config();
+        assert_eq!((cfg.name.as_str(), cfg.seed), ("org-1", 7));
+        assert_eq!(cfg.api_key, None);
+        assert!(cfg.more_organizations.is_empty());
+
+        let cfg = parse(&[
+            "--organizations",
+            "3",
+            "--links",
+            "10",
+            "--seed",
+            "7",
+            "--access-token",
+            "tok",
+            "--staging-token",
+            "st",
+            "--evolve-every",
+            "off",
+        ])
+        .unwrap()
+        .to_config();
+        assert_eq!(cfg.name, "org-1");
+        assert_eq!(cfg.api_key, Some(("org-1".into(), "secret-1".into())));
+        assert_eq!(
+            cfg.access_tokens,
+            ["tok"],
+            "org-1 keeps the credential flags"
+        );
+        let more: Vec<_> = cfg
+            .more_organizations
+            .iter()
+            .map(|o| {
+                (
+                    o.name.as_str(),
+                    o.links,
+                    o.seed,
+                    o.api_key.clone().unwrap(),
+                    o.staging_token.as_deref(),
+                    o.access_tokens.len(),
+                    o.evolve_every,
+                )
+            })
+            .collect();
+        assert_eq!(
+            more,
+            [
+                (
+                    "org-2",
+                    10,
+                    8,
+                    ("org-2".into(), "secret-2".into()),
+                    Some("st"),
+                    0,
+                    None
+                ),
+                (
+                    "org-3",
+                    10,
+                    9,
+                    ("org-3".into(), "secret-3".into()),
+                    Some("st"),
+                    0,
+                    None
+                ),
+            ]
+        );
+        let sim = Simulator::try_new(cfg).expect("a valid configuration");
+        assert_eq!(sim.organizations().len(), 3);
+        assert_eq!(sim.organization("org-3").map(|o| o.len()), Some(10));
+
+        // --api-key replaces org-1's key; one that is another organisation's is refused.
+        let cfg = parse(&["--organizations", "2", "--api-key", "acme:s"])
+            .unwrap()
+            .to_config();
+        assert_eq!(cfg.api_key, Some(("acme".into(), "s".into())));
+        let cfg = parse(&["--organizations", "2", "--api-key", "org-2:s"])
+            .unwrap()
+            .to_config();
+        let e = Simulator::try_new(cfg).err().expect("an ambiguous key");
+        assert!(e.to_string().contains("API key login"), "{e}");
+        // Seeds wrap instead of overflowing.
+        let cfg = parse(&["--organizations", "2", "--seed", &u64::MAX.to_string()])
+            .unwrap()
+            .to_config();
+        assert_eq!(cfg.more_organizations[0].seed, 0);
+
+        assert_eq!(
+            parse(&["--organizations", "1000"]).unwrap().organizations,
+            1000
+        );
+        for bad in ["0", "1001", "99999999999", "-1", "three", "", "1e3"] {
+            // `--flag=value`, so that `-1` is not read as a flag of its own.
+            let flag = format!("--organizations={bad}");
+            let e = parse(&[&flag]).expect_err(bad).to_string();
+            assert!(
+                e.contains("--organizations") && e.contains("from 1 to 1000"),
+                "{bad}: {e}"
+            );
+        }
+        // Built in code beyond the parser's range: clamped.
+        let mut args = parse(&["--links", "1"]).unwrap();
+        args.organizations = usize::MAX;
+        assert_eq!(
+            args.to_config().more_organizations.len(),
+            MAX_ORGANIZATIONS - 1
+        );
+        args.organizations = 0;
+        assert!(args.to_config().more_organizations.is_empty());
     }
 }

@@ -1,6 +1,11 @@
 //! The `/_sim/` control endpoints, for black-box tests of the real binary. No authentication:
 //! the simulator is a test fixture and should only listen on loopback or a test network.
 //!
+//! Every endpoint takes an optional `?organization=NAME`: faults, mutations, links and stats then
+//! act on that organisation, and the request log keeps that organisation's entries (it cannot be
+//! reset for one organisation alone: the log is shared, like the rate limits). Without it they
+//! act on the first organisation, and the request log is the whole log. An unknown name is a 404.
+//!
 //! - `POST /_sim/faults` — a [`Fault`](super::Fault) or an array of them → 204
 //! - `DELETE /_sim/faults` → 204
 //! - `POST /_sim/mutate` — a mutation (see [`MutationJson`]) → 200 `{"affected":N,"links":TOTAL}`
@@ -13,6 +18,7 @@
 //!   "dropped":D}`: the most requests counting against the rate limits (429s included) in any
 //!   rolling window of that length ([`RequestLog::peak`](super::RequestLog::peak)); when `dropped`
 //!   is not 0 the log missed its oldest requests
+//! - `GET /_sim/organizations` → 200 `[{"name":"org-1","links":N},…]`, in configuration order
 
 use std::time::Duration;
 
@@ -25,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::Shared;
 use super::api::{Body, error_response, json_response, lock, parse_faults, read_body};
 use super::data::{Mutation, Status};
-use super::query::decode_pairs;
+use super::query::{decode_pairs, get};
 
 /// JSON form of a [`Mutation`], internally tagged by `kind`:
 /// `{"kind":"step"}`, `{"kind":"create","count":5}`, `{"kind":"pay","count":10}`,
@@ -113,6 +119,55 @@ fn no_content() -> Response<Body> {
     resp
 }
 
+/// A control endpoint, by method and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    InjectFaults,
+    ClearFaults,
+    Mutate,
+    Links,
+    Stats,
+    ResetStats,
+    Requests,
+    ResetRequests,
+    Peak,
+    Organizations,
+}
+
+impl Endpoint {
+    /// The endpoint, or the error answer: 405 for a known path, 404 otherwise.
+    fn route(method: &Method, path: &str) -> Result<Endpoint, (StatusCode, &'static str)> {
+        Ok(match (method, path) {
+            (&Method::POST, "/_sim/faults") => Endpoint::InjectFaults,
+            (&Method::DELETE, "/_sim/faults") => Endpoint::ClearFaults,
+            (&Method::POST, "/_sim/mutate") => Endpoint::Mutate,
+            (&Method::GET, "/_sim/links") => Endpoint::Links,
+            (&Method::GET, "/_sim/stats") => Endpoint::Stats,
+            (&Method::POST, "/_sim/stats/reset") => Endpoint::ResetStats,
+            (&Method::GET, "/_sim/requests") => Endpoint::Requests,
+            (&Method::POST, "/_sim/requests/reset") => Endpoint::ResetRequests,
+            (&Method::GET, "/_sim/requests/peak") => Endpoint::Peak,
+            (&Method::GET, "/_sim/organizations") => Endpoint::Organizations,
+            (
+                _,
+                "/_sim/faults"
+                | "/_sim/mutate"
+                | "/_sim/links"
+                | "/_sim/stats"
+                | "/_sim/stats/reset"
+                | "/_sim/requests"
+                | "/_sim/requests/reset"
+                | "/_sim/requests/peak"
+                | "/_sim/organizations",
+            ) => return Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+            _ => return Err((StatusCode::NOT_FOUND, "no such control endpoint")),
+        })
+    }
+}
+
+/// Longest organisation name echoed in an error message (the query is the client's).
+const MAX_ECHOED_NAME: usize = 100;
+
 pub(crate) async fn handle(
     shared: &Shared,
     req: Request<Incoming>,
@@ -127,10 +182,50 @@ pub(crate) async fn handle(
             trace_id,
         )
     };
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    match (method, path.as_str()) {
-        (Method::POST, "/_sim/faults") => {
+    let endpoint = match Endpoint::route(req.method(), req.uri().path()) {
+        Ok(e) => e,
+        Err((status, detail)) => {
+            let code = if status == StatusCode::NOT_FOUND {
+                "not_found"
+            } else {
+                "method_not_allowed"
+            };
+            return error_response(status, code, detail, None, trace_id);
+        }
+    };
+    let query = match decode_pairs(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => return bad(&e.detail),
+    };
+    // `?organization=NAME` picks the organisation; without it, the first.
+    let named = get(&query, "organization");
+    let selected = match named.map(|name| (name, shared.find(name))) {
+        None => None,
+        Some((_, Some(i))) => Some(i),
+        Some((name, None)) => {
+            let shown: String = name.chars().take(MAX_ECHOED_NAME).collect();
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!(
+                    "no organisation named {shown:?} in this simulator (GET /_sim/organizations lists them)"
+                ),
+                Some("organization"),
+                trace_id,
+            );
+        }
+    };
+    let org = shared.org(selected);
+    // The request log is shared: `organization` keeps that organisation's entries.
+    let log = || {
+        let log = lock(&shared.requests).snapshot();
+        match selected {
+            Some(_) => log.of_organization(org.name()),
+            None => log,
+        }
+    };
+    match endpoint {
+        Endpoint::InjectFaults => {
             let body = match read_body(req.into_body()).await {
                 Ok(b) => b,
                 Err(e) => return bad(&e),
@@ -138,18 +233,18 @@ pub(crate) async fn handle(
             match parse_faults(&body) {
                 Ok(faults) => {
                     for f in faults {
-                        shared.inject(f);
+                        org.inject(f);
                     }
                     no_content()
                 }
                 Err(e) => bad(&format!("not a fault: {e}")),
             }
         }
-        (Method::DELETE, "/_sim/faults") => {
-            shared.clear_faults();
+        Endpoint::ClearFaults => {
+            org.clear_faults();
             no_content()
         }
-        (Method::POST, "/_sim/mutate") => {
+        Endpoint::Mutate => {
             let body = match read_body(req.into_body()).await {
                 Ok(b) => b,
                 Err(e) => return bad(&e),
@@ -159,94 +254,67 @@ pub(crate) async fn handle(
                 .and_then(Mutation::try_from);
             match m {
                 Ok(m) => {
-                    let affected = shared.mutate(m);
-                    let links = shared.len();
-                    json_response(
-                        StatusCode::OK,
-                        serde_json::to_vec(
-                            &serde_json::json!({"affected": affected, "links": links}),
-                        )
-                        .unwrap_or_default(),
-                    )
+                    let affected = org.mutate(m);
+                    json_value(serde_json::json!({"affected": affected, "links": org.len()}))
                 }
                 Err(e) => bad(&e),
             }
         }
-        (Method::GET, "/_sim/links") => json_response(StatusCode::OK, shared.links_json_bytes()),
-        (Method::GET, "/_sim/stats") => {
-            let stats = lock(&shared.stats).clone();
-            json_response(
-                StatusCode::OK,
-                serde_json::to_vec(&stats).unwrap_or_default(),
-            )
-        }
-        (Method::POST, "/_sim/stats/reset") => {
-            *lock(&shared.stats) = Default::default();
+        Endpoint::Links => json_response(StatusCode::OK, org.links_json_bytes()),
+        Endpoint::Stats => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&org.stats()).unwrap_or_default(),
+        ),
+        Endpoint::ResetStats => {
+            org.reset_stats();
             no_content()
         }
-        (Method::GET, "/_sim/requests") => {
-            let log = lock(&shared.requests).snapshot();
-            json_response(StatusCode::OK, serde_json::to_vec(&log).unwrap_or_default())
+        Endpoint::Requests => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&log()).unwrap_or_default(),
+        ),
+        Endpoint::ResetRequests if selected.is_some() => {
+            bad("the request log is shared by all organisations: reset it without ?organization")
         }
-        (Method::POST, "/_sim/requests/reset") => {
+        Endpoint::ResetRequests => {
             lock(&shared.requests).clear();
             no_content()
         }
-        (Method::GET, "/_sim/requests/peak") => {
-            let window = decode_pairs(req.uri().query().unwrap_or(""))
-                .map_err(|e| e.detail)
-                .and_then(|q| {
-                    let (_, w) = q
-                        .iter()
-                        .rev()
-                        .find(|(k, _)| k == "window")
-                        .ok_or("the window parameter is missing (e.g. ?window=10s)")?;
-                    match parse_duration(w)? {
-                        d if d.is_zero() => Err("the window must be positive".to_owned()),
-                        d => Ok(d),
-                    }
+        Endpoint::Peak => {
+            let window = get(&query, "window")
+                .ok_or_else(|| "the window parameter is missing (e.g. ?window=10s)".to_owned())
+                .and_then(parse_duration)
+                .and_then(|d| match d {
+                    d if d.is_zero() => Err("the window must be positive".to_owned()),
+                    d => Ok(d),
                 });
             match window {
                 Ok(window) => {
-                    let log = lock(&shared.requests).snapshot();
+                    let log = log();
                     let peak = log.peak(window);
-                    json_response(
-                        StatusCode::OK,
-                        serde_json::to_vec(&serde_json::json!({
-                            "window": humantime::format_duration(window).to_string(),
-                            "requests": peak.requests,
-                            "start_ns": peak.start_ns,
-                            "dropped": log.dropped,
-                        }))
-                        .unwrap_or_default(),
-                    )
+                    json_value(serde_json::json!({
+                        "window": humantime::format_duration(window).to_string(),
+                        "requests": peak.requests,
+                        "start_ns": peak.start_ns,
+                        "dropped": log.dropped,
+                    }))
                 }
                 Err(e) => bad(&e),
             }
         }
-        (
-            _,
-            "/_sim/faults"
-            | "/_sim/mutate"
-            | "/_sim/links"
-            | "/_sim/stats"
-            | "/_sim/stats/reset"
-            | "/_sim/requests"
-            | "/_sim/requests/reset"
-            | "/_sim/requests/peak",
-        ) => error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed",
-            None,
-            trace_id,
-        ),
-        _ => error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such control endpoint",
-            None,
-            trace_id,
-        ),
+        Endpoint::Organizations => {
+            let all: Vec<serde_json::Value> = shared
+                .orgs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| selected.is_none_or(|s| s == *i))
+                .map(|(_, o)| serde_json::json!({"name": o.name(), "links": o.len()}))
+                .collect();
+            json_value(serde_json::Value::Array(all))
+        }
     }
+}
+
+fn json_value(v: serde_json::Value) -> Response<Body> {
+    json_response(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
 }

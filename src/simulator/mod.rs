@@ -3,6 +3,10 @@
 //! (Bearer tokens, OAuth 2.0 with rotating refresh tokens, `login:secret` API keys, the sandbox's
 //! staging token) and every failure the exporter must survive, on demand.
 //!
+//! One listener serves one organisation or several ([`SimConfig::more_organizations`]), each
+//! reached with its own credentials, while the rate limits and the request log stay per IP
+//! address as at Qonto (module `organization`).
+//!
 //! It serves three uses: `qonto-exporter --demo` runs it in-process on loopback; `qonto-exporter
 //! simulate` runs it alone for black-box tests, benchmarks and docker-compose ([`run_simulate`]); tests
 //! inject faults through [`Simulator::inject`] or `POST /_sim/faults`. It follows the spec
@@ -13,6 +17,8 @@
 //! `variants` decides how each link is spelled when spec-valid variations are switched on
 //! ([`SpecVariants`]); `render` holds the JSON shapes; `query` validates parameters; `api`
 //! handles HTTP requests;
+//! `organization` one organisation's state and handle; `routing` which organisation a request's
+//! credentials select;
 //! `oauth` is the authorization server; `faults` the fault queue; `rate_limit` Qonto's per-IP
 //! windows; `request_log` the timestamped log of API requests; `control` the `/_sim/`
 //! endpoints; `server` the listener; `stats` the counters; `cli` the `simulate` subcommand.
@@ -23,10 +29,12 @@ mod control;
 mod data;
 mod faults;
 mod oauth;
+mod organization;
 mod query;
 mod rate_limit;
 mod render;
 mod request_log;
+mod routing;
 mod server;
 mod stats;
 #[cfg(test)]
@@ -34,8 +42,8 @@ mod tests;
 mod variants;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -47,22 +55,24 @@ pub use cli::{EvolveEvery, RateWindowFlag, SimError, SimulateArgs, VariantArgs, 
 pub use control::MutationJson;
 pub use data::{Mutation, Status};
 pub use faults::{Fault, FaultRates, InvalidKind};
+pub use organization::{OrganizationHandle, SimConfigError, SimOrganization};
 pub use rate_limit::{RateLimits, RateWindow};
 pub use request_log::{RequestLog, RequestRecord, WindowPeak, max_in_window};
 pub use stats::SimStats;
 pub use variants::{DateForm, SpecVariants};
 
 use api::lock;
-use data::Store;
-use faults::FaultQueue;
-use oauth::OAuthState;
+use organization::Org;
 use rate_limit::{Admission, Limiter};
-use render::LinkJson;
 use request_log::RequestRing;
+use routing::{Identified, Router};
 
-/// Everything that shapes a simulated organisation and its API.
+/// Everything that shapes a simulator: its listener (latency, rate limits, request log), its first
+/// organisation (the other fields, as [`SimOrganization`]'s) and any further organisations.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// Name of the first organisation; `default` (the exporter's `--qonto.organization` default).
+    pub name: String,
     /// Number of links generated at start.
     pub links: usize,
     /// Seed of the generator: the same seed and start time give the same links.
@@ -72,8 +82,9 @@ pub struct SimConfig {
     pub evolve_every: Option<Duration>,
     /// Added to every API response (not to control endpoints).
     pub latency: Duration,
-    /// Static Bearer tokens accepted, besides OAuth-issued ones. When no credential is configured
-    /// at all (no token, no API key, no OAuth), any non-empty Bearer token is accepted.
+    /// Static Bearer tokens accepted, besides OAuth-issued ones. When the simulator has one
+    /// organisation and no credential is configured at all (no token, no API key, no OAuth), any
+    /// non-empty Bearer token is accepted.
     pub access_tokens: Vec<String>,
     /// `(login, secret)` accepted as `Authorization: login:secret`.
     pub api_key: Option<(String, String)>,
@@ -94,8 +105,13 @@ pub struct SimConfig {
     /// gives Qonto's numbers.
     pub rate_limits: Option<RateLimits>,
     /// Most entries kept in the request log ([`Simulator::request_log`], `GET /_sim/requests`);
-    /// the oldest make way. 0 keeps none.
+    /// the oldest make way. 0 keeps none. One log for all organisations.
     pub request_log_capacity: usize,
+    /// Further organisations served on the same listener, after the first (which the fields
+    /// above describe); empty by default. With several organisations, each needs a unique name
+    /// and a credential of its own ([`Simulator::try_new`] says which is missing); the rate
+    /// limits count their requests together.
+    pub more_organizations: Vec<SimOrganization>,
 }
 
 /// Default [`SimConfig::request_log_capacity`]: a poll of 1M links (10,000 pages) and its
@@ -107,6 +123,7 @@ impl Default for SimConfig {
     /// no rate limit, a request log of [`DEFAULT_REQUEST_LOG_CAPACITY`] entries.
     fn default() -> SimConfig {
         SimConfig {
+            name: "default".to_owned(),
             links: 100,
             seed: 1,
             evolve_every: None,
@@ -119,6 +136,7 @@ impl Default for SimConfig {
             variants: SpecVariants::default(),
             rate_limits: None,
             request_log_capacity: DEFAULT_REQUEST_LOG_CAPACITY,
+            more_organizations: Vec::new(),
         }
     }
 }
@@ -138,9 +156,20 @@ impl SimConfig {
         }
     }
 
-    /// True when no credential is configured, so any non-empty Bearer token is accepted.
-    fn accepts_any_bearer(&self) -> bool {
-        self.access_tokens.is_empty() && self.api_key.is_none() && self.oauth.is_none()
+    /// The first organisation, as the fields describe it.
+    fn first_organization(&self) -> SimOrganization {
+        SimOrganization {
+            name: self.name.clone(),
+            links: self.links,
+            seed: self.seed,
+            evolve_every: self.evolve_every,
+            access_tokens: self.access_tokens.clone(),
+            api_key: self.api_key.clone(),
+            staging_token: self.staging_token.clone(),
+            oauth: self.oauth.clone(),
+            faults: self.faults.clone(),
+            variants: self.variants.clone(),
+        }
     }
 }
 
@@ -175,39 +204,24 @@ impl SimOAuth {
     }
 }
 
-/// State shared by the handlers, the evolution task and the [`Simulator`] handles.
+/// State of the listener, shared by the handlers, the evolution tasks and the handles: the
+/// organisations, and what Qonto keeps per IP address across all of them (the rate-limit windows,
+/// and the request log that records how requests fell in them).
 pub(crate) struct Shared {
-    cfg: SimConfig,
-    store: RwLock<Store>,
-    faults: Mutex<FaultQueue>,
-    oauth: Option<Mutex<OAuthState>>,
-    stats: Mutex<SimStats>,
+    /// Never empty; the first answers requests whose credentials select none.
+    orgs: Vec<Org>,
+    router: Router,
+    /// Added to every API response.
+    latency: Duration,
+    rate_limits: Option<RateLimits>,
     /// The monotonic origin of request times (rate limits and the request log).
     started: Instant,
     /// The rate-limit windows, when enforced.
     limiter: Option<Mutex<Limiter>>,
     requests: Mutex<RequestRing>,
-    /// Set once a background evolution task runs, so starting twice does not evolve twice as fast.
-    evolving: AtomicBool,
 }
 
 impl Shared {
-    fn inject(&self, fault: Fault) {
-        lock(&self.faults).push(fault);
-    }
-
-    fn clear_faults(&self) {
-        lock(&self.faults).clear();
-    }
-
-    fn mutate(&self, m: Mutation) -> usize {
-        let now = api::unix_now();
-        self.store
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .apply(&m, now)
-    }
-
     /// The arrival of an API request: its time since start and, for a request that counts
     /// against the rate limits, the limiter's verdict. The clock is read under the limiter's lock,
     /// so each window sees times in order.
@@ -222,124 +236,178 @@ impl Shared {
         }
     }
 
-    fn len(&self) -> usize {
-        self.store
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+    /// The organisation at `index`, or the first one for a request that selects none.
+    fn org(&self, index: Option<usize>) -> &Org {
+        index
+            .and_then(|i| self.orgs.get(i))
+            .unwrap_or(&self.orgs[0])
     }
 
-    fn rendered_links(&self) -> Vec<LinkJson> {
-        let store = self
-            .store
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        store.render_all()
+    /// The index of the organisation named `name`.
+    fn find(&self, name: &str) -> Option<usize> {
+        self.orgs.iter().position(|o| o.name() == name)
     }
 
-    fn links_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.rendered_links()).unwrap_or_default()
+    /// Which organisation a request's `Authorization` selects, and its verdict.
+    fn identify(&self, headers: &hyper::HeaderMap) -> Identified {
+        self.router.identify(&self.orgs, headers)
     }
 }
 
-/// A simulated organisation and its API. Cheap to clone; all clones share the same data.
+/// A simulated Qonto API serving one organisation or several on one listener. Cheap to clone;
+/// all clones share the same data. Its own methods act on the first organisation (the only one
+/// unless [`SimConfig::more_organizations`] adds others); [`organization`](Self::organization)
+/// gives a handle on any of them. The request log and the rate limits cover all of them.
 #[derive(Clone)]
 pub struct Simulator {
     shared: Arc<Shared>,
 }
 
 impl Simulator {
-    /// Generates the organisation as of now.
+    /// Generates the organisations as of now.
+    ///
+    /// # Panics
+    /// When [`SimConfig::more_organizations`] makes the configuration invalid (see
+    /// [`try_new`](Self::try_new), which returns the error instead); a configuration of one
+    /// organisation is always valid.
     pub fn new(cfg: SimConfig) -> Simulator {
         Simulator::with_start_time(cfg, SystemTime::now())
     }
 
-    /// Generates the organisation as of `start`, so a seed and a start time give the same data.
+    /// Generates the organisations as of `start`, so seeds and a start time give the same data.
+    ///
+    /// # Panics
+    /// As [`new`](Self::new).
     pub fn with_start_time(cfg: SimConfig, start: SystemTime) -> Simulator {
+        Simulator::try_with_start_time(cfg, start)
+            .unwrap_or_else(|e| panic!("invalid simulator configuration: {e}"))
+    }
+
+    /// Generates the organisations as of now; refuses a configuration where a request could not
+    /// tell which organisation it is for.
+    pub fn try_new(cfg: SimConfig) -> Result<Simulator, SimConfigError> {
+        Simulator::try_with_start_time(cfg, SystemTime::now())
+    }
+
+    /// [`try_new`](Self::try_new) as of `start`.
+    pub fn try_with_start_time(
+        mut cfg: SimConfig,
+        start: SystemTime,
+    ) -> Result<Simulator, SimConfigError> {
         let now = start
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let store = Store::generate(cfg.links, cfg.seed, now, cfg.variants.clone());
-        let oauth = cfg.oauth.clone().map(|o| Mutex::new(OAuthState::new(o)));
+        let more = std::mem::take(&mut cfg.more_organizations);
+        let configs: Vec<SimOrganization> = std::iter::once(cfg.first_organization())
+            .chain(more)
+            .collect();
+        let router = Router::new(&configs)?;
         let limiter = cfg
             .rate_limits
             .as_ref()
             .filter(|l| !l.windows.is_empty())
             .map(|l| Mutex::new(Limiter::new(l)));
-        let requests = Mutex::new(RequestRing::new(cfg.request_log_capacity));
-        Simulator {
+        Ok(Simulator {
             shared: Arc::new(Shared {
-                cfg,
-                store: RwLock::new(store),
-                faults: Mutex::new(FaultQueue::default()),
-                oauth,
-                stats: Mutex::new(SimStats::default()),
+                orgs: configs.into_iter().map(|o| Org::new(o, now)).collect(),
+                router,
+                latency: cfg.latency,
+                rate_limits: cfg.rate_limits,
                 started: Instant::now(),
                 limiter,
-                requests,
-                evolving: AtomicBool::new(false),
+                requests: Mutex::new(RequestRing::new(cfg.request_log_capacity)),
             }),
-        }
+        })
     }
 
     /// Binds `addr` (port 0 picks a free port) and serves in a spawned task until the returned
-    /// handle is shut down or dropped. Also starts the background evolution, if configured.
+    /// handle is shut down or dropped. Also starts the background evolution of each organisation
+    /// that has one.
     pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningSimulator> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
-        if let Some(every) = self.shared.cfg.evolve_every {
-            if !self.shared.evolving.swap(true, Ordering::SeqCst) {
-                tokio::spawn(evolve(Arc::clone(&self.shared), every, stopped.clone()));
+        for (index, org) in self.shared.orgs.iter().enumerate() {
+            if let Some(every) = org.cfg.evolve_every {
+                if !org.evolving.swap(true, Ordering::SeqCst) {
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(evolve(shared, index, every, stopped.clone()));
+                }
             }
         }
         let task = tokio::spawn(server::serve(listener, Arc::clone(&self.shared), stopped));
         Ok(RunningSimulator { addr, stop, task })
     }
 
-    /// Queues a scripted fault for the next matching list requests.
+    /// The organisation named `name`.
+    pub fn organization(&self, name: &str) -> Option<OrganizationHandle> {
+        self.shared.find(name).map(|index| OrganizationHandle {
+            shared: Arc::clone(&self.shared),
+            index,
+        })
+    }
+
+    /// Every organisation, the first first (the order of the configuration).
+    pub fn organizations(&self) -> Vec<OrganizationHandle> {
+        (0..self.shared.orgs.len())
+            .map(|index| OrganizationHandle {
+                shared: Arc::clone(&self.shared),
+                index,
+            })
+            .collect()
+    }
+
+    fn first(&self) -> &Org {
+        &self.shared.orgs[0]
+    }
+
+    /// Queues a scripted fault for the first organisation's next matching list requests.
     pub fn inject(&self, fault: Fault) {
-        self.shared.inject(fault);
+        self.first().inject(fault);
     }
 
-    /// Forgets every scripted fault not yet applied (random rates stay).
+    /// Forgets the first organisation's scripted faults not yet applied (random rates stay).
     pub fn clear_faults(&self) {
-        self.shared.clear_faults();
+        self.first().clear_faults();
     }
 
-    /// Applies a mutation now; returns how many links were created or changed.
+    /// Applies a mutation to the first organisation now; returns how many links were created or
+    /// changed.
     pub fn mutate(&self, m: Mutation) -> usize {
-        self.shared.mutate(m)
+        self.first().mutate(m)
     }
 
-    /// Every current link, newest first, exactly as the API renders them (a JSON array).
+    /// Every current link of the first organisation, newest first, exactly as the API renders
+    /// them (a JSON array).
     pub fn links_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.shared.rendered_links()).unwrap_or_default()
+        self.first().links_json()
     }
 
-    /// Number of links.
+    /// Number of links of the first organisation.
     pub fn len(&self) -> usize {
-        self.shared.len()
+        self.first().len()
     }
 
-    /// True when the organisation has no link.
+    /// True when the first organisation has no link.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Request counters since start or the last [`reset_stats`](Self::reset_stats).
+    /// The first organisation's request counters since start or the last
+    /// [`reset_stats`](Self::reset_stats); with one organisation, every API request.
     pub fn stats(&self) -> SimStats {
-        lock(&self.shared.stats).clone()
+        self.first().stats()
     }
 
-    /// Zeroes the request counters.
+    /// Zeroes the first organisation's request counters.
     pub fn reset_stats(&self) {
-        *lock(&self.shared.stats) = SimStats::default();
+        self.first().reset_stats();
     }
 
-    /// The API requests answered so far (or since [`clear_request_log`](Self::clear_request_log)),
-    /// oldest first, with their arrival times: what `GET /_sim/requests` serves. Use
-    /// [`RequestLog::peak`] or [`max_in_window`] to find the busiest rolling window.
+    /// The API requests answered so far (or since [`clear_request_log`](Self::clear_request_log))
+    /// for every organisation, oldest first, with their arrival times: what `GET /_sim/requests`
+    /// serves. Use [`RequestLog::peak`] or [`max_in_window`] to find the busiest rolling window,
+    /// [`RequestLog::of_organization`] to keep one organisation's.
     pub fn request_log(&self) -> RequestLog {
         lock(&self.shared.requests).snapshot()
     }
@@ -350,8 +418,13 @@ impl Simulator {
     }
 }
 
-/// Background evolution: one [`Mutation::Step`] per tick until shutdown.
-async fn evolve(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiver<bool>) {
+/// Background evolution of one organisation: one [`Mutation::Step`] per tick until shutdown.
+async fn evolve(
+    shared: Arc<Shared>,
+    index: usize,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     // `every` comes from a flag: capped, so that `now + every` cannot overflow an Instant.
     let every = every.clamp(Duration::from_millis(1), Duration::from_secs(365 * 86_400));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -361,12 +434,12 @@ async fn evolve(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiver<
             _ = tick.tick() => {
                 // Stepping a million links takes milliseconds; keep it off the async workers.
                 let s = Arc::clone(&shared);
-                let _ = tokio::task::spawn_blocking(move || s.mutate(Mutation::Step)).await;
+                let _ = tokio::task::spawn_blocking(move || s.orgs[index].mutate(Mutation::Step)).await;
             }
             _ = stop.changed() => break,
         }
     }
-    shared.evolving.store(false, Ordering::SeqCst);
+    shared.orgs[index].evolving.store(false, Ordering::SeqCst);
 }
 
 /// A simulator serving on [`addr`](Self::addr). Dropping it stops the server too.

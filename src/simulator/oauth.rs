@@ -13,7 +13,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{Value, json};
 
 use super::SimOAuth;
-use super::query::encode;
+use super::query::{encode, get};
 
 const REFRESH_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 const CODE_TTL: Duration = Duration::from_secs(600);
@@ -74,13 +74,6 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> OAuthReply
     )
 }
 
-fn get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    form.iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 impl OAuthState {
     pub(crate) fn new(cfg: SimOAuth) -> OAuthState {
         let mut refresh = HashMap::new();
@@ -114,10 +107,7 @@ impl OAuthState {
         let client_ok = get(form, "client_id") == Some(self.cfg.client_id.as_str())
             && get(form, "client_secret") == Some(self.cfg.client_secret.as_str());
         if !client_ok {
-            return OAuthReply::Json(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "invalid_client", "error_description": "Client authentication failed (e.g., unknown client, no client authentication included, or unsupported authentication method)."}),
-            );
+            return invalid_client();
         }
         match get(form, "grant_type") {
             Some("refresh_token") => self.refresh_grant(form, now),
@@ -217,11 +207,7 @@ impl OAuthState {
     /// `GET /oauth2/auth`: consents at once and redirects with a code.
     pub(crate) fn authorize(&mut self, query: &[(String, String)], now: Instant) -> OAuthReply {
         if get(query, "client_id") != Some(self.cfg.client_id.as_str()) {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_client",
-                "The client_id is unknown.",
-            );
+            return unknown_client();
         }
         let Some(redirect_uri) = get(query, "redirect_uri").filter(|u| !u.is_empty()) else {
             return oauth_error(
@@ -256,6 +242,23 @@ impl OAuthState {
             encode(state)
         ))
     }
+}
+
+/// The token endpoint's answer to an unknown client or a wrong secret.
+pub(crate) fn invalid_client() -> OAuthReply {
+    OAuthReply::Json(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "invalid_client", "error_description": "Client authentication failed (e.g., unknown client, no client authentication included, or unsupported authentication method)."}),
+    )
+}
+
+/// The authorization endpoint's answer to an unknown `client_id`.
+pub(crate) fn unknown_client() -> OAuthReply {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_client",
+        "The client_id is unknown.",
+    )
 }
 
 fn invalid_grant(description: &str) -> OAuthReply {

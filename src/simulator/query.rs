@@ -53,6 +53,14 @@ impl ListQuery {
     }
 }
 
+/// The last value of `key` in a decoded form or query.
+pub(crate) fn get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Decodes `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` a byte).
 /// Fails on a bad escape or on bytes that are not UTF-8.
 pub(crate) fn decode_pairs(raw: &str) -> Result<Vec<(String, String)>, BadParam> {

@@ -2,7 +2,10 @@
 //! monotonic clock, so tests and benchmarks can check from outside the exporter how its requests
 //! fell in time (the most requests in any rolling window, [`max_in_window`]). Bounded: the oldest
 //! entries make way for new ones, and the number dropped is kept, so a reader knows whether the log
-//! is complete. Control requests (`/_sim/*`) are not logged.
+//! is complete. Control requests (`/_sim/*`) are not logged. One log serves every organisation of
+//! the simulator, as the rate limits it shows are per IP address; each entry names the
+//! organisation its credentials selected, so a test can still count one organisation's requests
+//! ([`RequestLog::of_organization`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -18,6 +21,10 @@ pub struct RequestRecord {
     /// Arrival, in nanoseconds since the simulator was created (monotonic clock). Rate-limit
     /// decisions are taken at this same instant.
     pub t_ns: u64,
+    /// The organisation the request's credentials selected (its name); `None` when they selected
+    /// none (missing or refused credentials; the first organisation answered).
+    #[serde(default)]
+    pub organization: Option<String>,
     pub method: String,
     /// The path without the query string (at most 256 bytes).
     pub path: String,
@@ -52,6 +59,21 @@ impl RequestLog {
     /// into the window.
     pub fn peak(&self, window: Duration) -> WindowPeak {
         max_in_window(self.requests.iter().filter(|r| r.rate_limited_path), window)
+    }
+
+    /// The requests that selected the organisation named `name`; `capacity` and `dropped` stay
+    /// the whole log's.
+    pub fn of_organization(&self, name: &str) -> RequestLog {
+        RequestLog {
+            capacity: self.capacity,
+            dropped: self.dropped,
+            requests: self
+                .requests
+                .iter()
+                .filter(|r| r.organization.as_deref() == Some(name))
+                .cloned()
+                .collect(),
+        }
     }
 }
 
@@ -163,6 +185,7 @@ mod tests {
         ms.iter()
             .map(|&m| RequestRecord {
                 t_ns: m * 1_000_000,
+                organization: None,
                 method: "GET".into(),
                 path: "/v2/payment_links".into(),
                 status_filter: None,

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::*;
@@ -75,20 +76,35 @@ async fn send(req: reqwest::RequestBuilder) -> Reply {
 }
 
 async fn list(c: &reqwest::Client, base: &str, query: &str) -> Reply {
+    list_as(c, base, query, &format!("Bearer {TOKEN}")).await
+}
+
+/// A list request with `authorization` as the `Authorization` header.
+async fn list_as(c: &reqwest::Client, base: &str, query: &str, authorization: &str) -> Reply {
     send(
         c.get(format!("{base}/v2/payment_links?{query}"))
-            .bearer_auth(TOKEN),
+            .header("authorization", authorization),
     )
     .await
 }
 
 /// Walks every page following `next_page`; returns the ids and the number of pages.
 async fn walk(c: &reqwest::Client, base: &str, query: &str) -> (Vec<String>, u64) {
+    walk_as(c, base, query, &format!("Bearer {TOKEN}")).await
+}
+
+/// [`walk`] with `authorization` as the `Authorization` header.
+async fn walk_as(
+    c: &reqwest::Client,
+    base: &str,
+    query: &str,
+    authorization: &str,
+) -> (Vec<String>, u64) {
     let mut ids = Vec::new();
     let mut page = 1;
     let mut pages = 0;
     loop {
-        let r = list(c, base, &format!("{query}&page={page}")).await;
+        let r = list_as(c, base, &format!("{query}&page={page}"), authorization).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let v = r.json();
         pages += 1;
@@ -908,7 +924,7 @@ fn demo_config() {
     assert_eq!(d.evolve_every, Some(Duration::from_secs(5)));
     assert_eq!(d.access_tokens.len(), 1);
     assert_eq!(d.access_tokens[0].len(), 32);
-    assert!(!d.accepts_any_bearer());
+    assert!(d.first_organization().has_credentials());
 }
 
 #[test]
@@ -1325,7 +1341,7 @@ fn terminal_moves_per_step_are_fixed_by_the_seed() {
         let sim = Simulator::with_start_time(cfg.clone(), start);
         let before = sim.links_json();
         // Steps at fixed times (`Simulator::mutate` reads the clock).
-        let mut store = sim.shared.store.write().unwrap();
+        let mut store = sim.shared.orgs[0].store.write().unwrap();
         for i in 0..30 {
             store.apply(&Mutation::Step, 1_750_000_000 + 5 * i);
         }
@@ -1641,6 +1657,7 @@ async fn request_log_over_http() {
         reqs[0],
         json!({
             "t_ns": reqs[0]["t_ns"],
+            "organization": "default",
             "method": "GET",
             "path": "/v2/payment_links",
             "status_filter": "open,paid",
@@ -1705,4 +1722,462 @@ async fn request_log_over_http() {
     );
     sim.clear_request_log();
     s.shutdown().await;
+}
+
+// ---- Issue 11 §7: several organisations on one listener ----------------------------------------
+
+const ALPHA_TOKEN: &str = "alpha-token";
+
+/// Three organisations, each reached another way: `alpha` (first) with a static token, `beta`
+/// with an API key behind a staging token, `gamma` with an OAuth client only.
+fn three_organisations(rate_limits: Option<RateLimits>) -> SimConfig {
+    SimConfig {
+        name: "alpha".into(),
+        links: 30,
+        seed: 1,
+        access_tokens: vec![ALPHA_TOKEN.into()],
+        rate_limits,
+        more_organizations: vec![
+            SimOrganization {
+                links: 45,
+                seed: 2,
+                api_key: Some(("beta".into(), "beta-secret".into())),
+                staging_token: Some("beta-staging".into()),
+                ..SimOrganization::new("beta")
+            },
+            SimOrganization {
+                links: 12,
+                seed: 3,
+                oauth: Some(SimOAuth::new("gamma-client", "gamma-secret", "gamma-rt")),
+                ..SimOrganization::new("gamma")
+            },
+        ],
+        ..SimConfig::default()
+    }
+}
+
+fn sorted_ids(links: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = links
+        .as_array()
+        .expect("an array of links")
+        .iter()
+        .map(|l| l["id"].as_str().expect("a string id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A fresh access token of `gamma`, from its refresh token.
+async fn gamma_access_token(c: &reqwest::Client, base: &str) -> String {
+    let r = token(
+        c,
+        base,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "gamma-rt"),
+            ("client_id", "gamma-client"),
+            ("client_secret", "gamma-secret"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn each_organisation_sees_only_its_own_links() {
+    let (sim, s) = start(three_organisations(None)).await;
+    let c = client();
+    let base = s.base_url();
+    let names: Vec<String> = sim
+        .organizations()
+        .iter()
+        .map(|o| o.name().to_owned())
+        .collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"]);
+    let (alpha, beta, gamma) = (
+        sim.organization("alpha").unwrap(),
+        sim.organization("beta").unwrap(),
+        sim.organization("gamma").unwrap(),
+    );
+    assert!(sim.organization("delta").is_none());
+    assert_eq!((alpha.len(), beta.len(), gamma.len()), (30, 45, 12));
+    assert_eq!(
+        sim.links_json(),
+        alpha.links_json(),
+        "the simulator's own = the first"
+    );
+
+    let bearer_gamma = format!("Bearer {}", gamma_access_token(&c, &base).await);
+    let walked = |auth: String, staging: bool| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let mut ids = Vec::new();
+            let mut page = 1;
+            loop {
+                let mut req = c
+                    .get(format!("{base}/v2/payment_links?per_page=10&page={page}"))
+                    .header("authorization", &auth);
+                if staging {
+                    req = req.header("X-Qonto-Staging-Token", "beta-staging");
+                }
+                let v = send(req).await;
+                assert_eq!(v.status, 200, "{auth}: {}", v.body);
+                let v = v.json();
+                ids.extend(sorted_ids(&v["payment_links"]));
+                match v["meta"]["next_page"].as_u64() {
+                    Some(n) => page = n,
+                    None => break,
+                }
+            }
+            ids.sort();
+            ids
+        }
+    };
+    let seen_alpha = walked(format!("Bearer {ALPHA_TOKEN}"), false).await;
+    let seen_beta = walked("beta:beta-secret".into(), true).await;
+    let seen_gamma = walked(bearer_gamma.clone(), false).await;
+    assert_eq!(seen_alpha, sorted_ids(&alpha.links_json()));
+    assert_eq!(seen_beta, sorted_ids(&beta.links_json()));
+    assert_eq!(seen_gamma, sorted_ids(&gamma.links_json()));
+    let all: HashSet<&String> = seen_alpha
+        .iter()
+        .chain(&seen_beta)
+        .chain(&seen_gamma)
+        .collect();
+    assert_eq!(all.len(), 30 + 45 + 12, "no link is shared");
+
+    // Each organisation's own staging token: beta's key without it gets the sandbox's HTML page;
+    // the others need none.
+    let r = list_as(&c, &base, "", "beta:beta-secret").await;
+    assert_eq!(
+        (r.status, r.content_type.starts_with("text/html")),
+        (200, true)
+    );
+
+    // Wrong credentials: the single-organisation simulator's 401s, for every kind.
+    for auth in [
+        "Bearer nope",
+        "Bearer beta-secret",
+        "beta:wrong",
+        "alpha:beta-secret",
+        "gamma-client:gamma-secret",
+        "Bearer gamma-rt",
+    ] {
+        let r = list_as(&c, &base, "", auth).await;
+        assert_eq!(r.status, 401, "{auth}");
+        assert_eq!(
+            r.json()["errors"][0]["code"],
+            "authorization_token_invalid",
+            "{auth}"
+        );
+    }
+    let r = send(c.get(format!("{base}/v2/payment_links"))).await;
+    assert_eq!(
+        r.json()["errors"][0]["code"],
+        "authorization_header_missing"
+    );
+    for form in [
+        [("client_id", "nobody"), ("client_secret", "gamma-secret")],
+        [("client_id", "gamma-client"), ("client_secret", "wrong")],
+    ] {
+        let mut form = form.to_vec();
+        form.extend([
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "gamma-rt"),
+        ]);
+        let r = token(&c, &base, &form).await;
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (401, json!("invalid_client"))
+        );
+    }
+    let r = send(c.get(format!(
+        "{base}/oauth2/auth?client_id=nobody&redirect_uri=http://x/cb&response_type=code"
+    )))
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid_client"))
+    );
+
+    // The log names the organisation each request reached; refused ones name none, and count
+    // in the first organisation's stats, as with one organisation.
+    let log = sim.request_log();
+    let count = |name: Option<&str>| {
+        log.requests
+            .iter()
+            .filter(|r| r.organization.as_deref() == name)
+            .count()
+    };
+    let pages = |n: usize| n.div_ceil(10);
+    assert_eq!(count(Some("alpha")), pages(30));
+    assert_eq!(count(Some("beta")), pages(45) + 1, "+1: the HTML answer");
+    // gamma: its token request, its pages.
+    assert_eq!(
+        count(Some("gamma")),
+        1 + pages(12) + 1,
+        "+1: wrong secret, right client"
+    );
+    assert_eq!(count(None), 6 + 1 + 1 + 1);
+    assert_eq!(
+        log.of_organization("gamma").requests.len(),
+        count(Some("gamma"))
+    );
+    assert_eq!(beta.stats().list_requests_total, pages(45) as u64 + 1);
+    assert_eq!(gamma.stats().token_requests_total, 2);
+    assert_eq!(
+        alpha.stats().requests_total,
+        (pages(30) + 6 + 1 + 1 + 1) as u64,
+        "alpha: its own and the refused"
+    );
+    assert_eq!(sim.stats(), alpha.stats());
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_mutations_and_control_act_on_one_organisation() {
+    let (sim, s) = start(three_organisations(None)).await;
+    let c = client();
+    let base = s.base_url();
+    let (alpha, beta) = (
+        sim.organization("alpha").unwrap(),
+        sim.organization("beta").unwrap(),
+    );
+    let as_alpha = format!("Bearer {ALPHA_TOKEN}");
+    let beta_list = || {
+        send(
+            c.get(format!("{base}/v2/payment_links"))
+                .header("authorization", "beta:beta-secret")
+                .header("X-Qonto-Staging-Token", "beta-staging"),
+        )
+    };
+
+    // An API fault in one organisation changes nothing for the others.
+    beta.inject(Fault::Status {
+        code: 503,
+        retry_after: None,
+        times: 1,
+    });
+    assert_eq!(list_as(&c, &base, "", &as_alpha).await.status, 200);
+    assert_eq!(beta_list().await.status, 503);
+    assert_eq!(beta_list().await.status, 200);
+    let post = |path: &str, body: Value| {
+        send(
+            c.post(format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+    };
+    let r = post(
+        "/_sim/faults?organization=alpha",
+        json!({"kind":"status","code":500}),
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(beta_list().await.status, 200);
+    assert_eq!(list_as(&c, &base, "", &as_alpha).await.status, 500);
+    // Without ?organization: the first, as with one organisation.
+    assert_eq!(
+        post("/_sim/faults", json!({"kind":"html"})).await.status,
+        204
+    );
+    assert_eq!(beta_list().await.status, 200);
+    let r = list_as(&c, &base, "", &as_alpha).await;
+    assert!(r.content_type.starts_with("text/html"));
+
+    // Mutations.
+    let r = post(
+        "/_sim/mutate?organization=beta",
+        json!({"kind":"create","count":5}),
+    )
+    .await;
+    assert_eq!(r.json(), json!({"affected": 5, "links": 50}));
+    assert_eq!((alpha.len(), beta.len()), (30, 50));
+    let r = post("/_sim/mutate", json!({"kind":"create","count":2})).await;
+    assert_eq!(r.json(), json!({"affected": 2, "links": 32}));
+    assert_eq!(beta.mutate(Mutation::Create(1)), 1);
+    assert_eq!((alpha.len(), beta.len()), (32, 51));
+    let links = send(c.get(format!("{base}/_sim/links?organization=beta")))
+        .await
+        .json();
+    assert_eq!(links, beta.links_json());
+    let links = send(c.get(format!("{base}/_sim/links"))).await.json();
+    assert_eq!(links, alpha.links_json());
+
+    // Stats and the request log, per organisation.
+    let stats = send(c.get(format!("{base}/_sim/stats?organization=beta")))
+        .await
+        .json();
+    assert_eq!(stats, serde_json::to_value(beta.stats()).unwrap());
+    assert_eq!(beta.stats().list_requests_total, 4);
+    let r = send(c.post(format!("{base}/_sim/stats/reset?organization=beta"))).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(beta.stats(), SimStats::default());
+    assert_ne!(alpha.stats(), SimStats::default());
+    let log = send(c.get(format!("{base}/_sim/requests?organization=beta")))
+        .await
+        .json();
+    let entries = log["requests"].as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    assert!(entries.iter().all(|e| e["organization"] == "beta"), "{log}");
+    let peak = send(c.get(format!(
+        "{base}/_sim/requests/peak?window=1h&organization=alpha"
+    )))
+    .await
+    .json();
+    assert_eq!(peak["requests"], 3);
+    let orgs = send(c.get(format!("{base}/_sim/organizations")))
+        .await
+        .json();
+    assert_eq!(
+        orgs,
+        json!([
+            {"name": "alpha", "links": 32},
+            {"name": "beta", "links": 51},
+            {"name": "gamma", "links": 12},
+        ])
+    );
+
+    // Unknown names: a 404 that says so, for every endpoint; a reset of one organisation's
+    // share of the shared log: a 400.
+    for (method, path) in [
+        (Method::GET, "/_sim/links"),
+        (Method::POST, "/_sim/mutate"),
+        (Method::DELETE, "/_sim/faults"),
+        (Method::GET, "/_sim/requests"),
+    ] {
+        let r = send(c.request(method.clone(), format!("{base}{path}?organization=delta"))).await;
+        assert_eq!(r.status, 404, "{method} {path}");
+        let detail = r.json()["errors"][0]["detail"].as_str().unwrap().to_owned();
+        assert!(
+            detail.contains("no organisation named \"delta\""),
+            "{detail}"
+        );
+    }
+    let long = "x".repeat(10_000);
+    let r = send(c.get(format!("{base}/_sim/links?organization={long}"))).await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.len() < 1_000, "the name is not echoed whole");
+    let r = send(c.post(format!("{base}/_sim/requests/reset?organization=beta"))).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(sim.request_log().requests.len(), 7, "nothing was reset");
+    assert_eq!(
+        send(c.get(format!("{base}/_sim/nothing?organization=delta")))
+            .await
+            .status,
+        404
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_counts_every_organisation_together() {
+    let (sim, s) = start(three_organisations(Some(RateLimits {
+        windows: vec!["4/1h".parse().unwrap()],
+        retry_after: false,
+    })))
+    .await;
+    let c = client();
+    let base = s.base_url();
+    let (alpha, beta) = (
+        sim.organization("alpha").unwrap(),
+        sim.organization("beta").unwrap(),
+    );
+    let as_alpha = format!("Bearer {ALPHA_TOKEN}");
+    let beta_list = || {
+        send(
+            c.get(format!("{base}/v2/payment_links"))
+                .header("authorization", "beta:beta-secret")
+                .header("X-Qonto-Staging-Token", "beta-staging"),
+        )
+    };
+    // Two each: the window of 4 is full, for both.
+    for _ in 0..2 {
+        assert_eq!(list_as(&c, &base, "", &as_alpha).await.status, 200);
+        assert_eq!(beta_list().await.status, 200);
+    }
+    assert_eq!(list_as(&c, &base, "", &as_alpha).await.status, 429);
+    assert_eq!(beta_list().await.status, 429);
+    // The OAuth endpoint is another host at Qonto: not limited, and gamma then hits the limit too.
+    let bearer_gamma = format!("Bearer {}", gamma_access_token(&c, &base).await);
+    assert_eq!(list_as(&c, &base, "", &bearer_gamma).await.status, 429);
+    for org in [&alpha, &beta, &sim.organization("gamma").unwrap()] {
+        assert_eq!(org.stats().rate_limited_total, 1, "{}", org.name());
+    }
+    let log = sim.request_log();
+    assert_eq!(log.peak(Duration::from_secs(3600)).requests, 7);
+    assert_eq!(log.of_organization("beta").requests.len(), 3);
+    s.shutdown().await;
+}
+
+#[test]
+fn ambiguous_organisations_are_refused() {
+    let key = |login: &str| Some((login.to_owned(), "secret".to_owned()));
+    let org = |name: &str, login: &str| SimOrganization {
+        links: 1,
+        api_key: key(login),
+        ..SimOrganization::new(name)
+    };
+    let with = |more: Vec<SimOrganization>| SimConfig {
+        links: 1,
+        api_key: key("first"),
+        more_organizations: more,
+        ..SimConfig::default()
+    };
+    let err = |cfg: SimConfig| Simulator::try_new(cfg).err().map(|e| e.to_string());
+
+    assert_eq!(err(with(vec![org("b", "b"), org("c", "c")])), None);
+    // One organisation without a credential accepts any Bearer token, as before; among several,
+    // none may go without.
+    assert_eq!(err(SimConfig::default()), None);
+    let e = err(with(vec![SimOrganization::new("bare")])).unwrap();
+    assert!(e.contains("\"bare\" has no credential"), "{e}");
+    let e = err(SimConfig {
+        api_key: None,
+        ..with(vec![org("b", "b")])
+    })
+    .unwrap();
+    assert!(e.contains("\"default\" has no credential"), "{e}");
+    // Names: unique and not empty.
+    let e = err(with(vec![org("b", "b"), org("b", "c")])).unwrap();
+    assert!(e.contains("two organisations are named \"b\""), "{e}");
+    assert!(
+        err(with(vec![org("", "b")]))
+            .unwrap()
+            .contains("empty name")
+    );
+    // A credential that would select two organisations.
+    let e = err(with(vec![org("b", "first")])).unwrap();
+    assert_eq!(
+        e,
+        "organisations \"default\" and \"b\" share the same API key login: a request presenting it could be for either"
+    );
+    let token = |name: &str| SimOrganization {
+        access_tokens: vec!["same".into()],
+        ..SimOrganization::new(name)
+    };
+    assert!(
+        err(with(vec![token("b"), token("c")]))
+            .unwrap()
+            .contains("access token")
+    );
+    let client = |name: &str| SimOrganization {
+        oauth: Some(SimOAuth::new("client", name, "")),
+        ..SimOrganization::new(name)
+    };
+    assert!(
+        err(with(vec![client("b"), client("c")]))
+            .unwrap()
+            .contains("OAuth client id")
+    );
+    // One organisation listing its token twice is not ambiguous.
+    assert_eq!(
+        err(SimConfig {
+            access_tokens: vec!["t".into(), "t".into()],
+            ..SimConfig::default()
+        }),
+        None
+    );
 }
