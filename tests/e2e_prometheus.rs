@@ -5,9 +5,12 @@
 //! Three exporters are scraped as three targets (told apart by `instance`) of the one job
 //! `qonto-exporter`, the job name both bundled setups produce and the rules' default selector
 //! `job="qonto-exporter"` selects:
-//! - the demo: `--demo`; every query of the Grafana dashboard must return data for it;
-//! - the auth scenario: polls an in-process simulator that starts answering 401, so
-//!   `QontoCredentialsRefused` must fire and reach the webhook;
+//! - the dashboard's: two organisations (`--config.file`) of an evolving in-process simulator;
+//!   every query of the Grafana dashboard must return data, and every per-organisation query
+//!   data for each of the two organisations;
+//! - the auth scenario: two organisations of one simulator, one of which starts being answered
+//!   401, so `QontoCredentialsRefused` must fire for it (with its `organization` label) and
+//!   reach the webhook, and must not fire for the other;
 //! - the expiry scenario: polls a frozen simulator in which most open links are then made to
 //!   expire within the hour, so `QontoMoneyExpiringSoon` must fire and reach the webhook.
 //!
@@ -23,7 +26,7 @@ use common::servers::{
     Alertmanager, Prometheus, Webhook, promql_metric_names, require_tool, sample_names,
 };
 use common::{Exporter, Sim, repo};
-use qonto_exporter::simulator::{Mutation, SimConfig};
+use qonto_exporter::simulator::{Mutation, SimConfig, SimOrganization};
 use serde_json::Value;
 
 /// The scrape job of all three exporters: the mixin's default `qontoSelector`.
@@ -43,13 +46,15 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     let dir = tempfile::tempdir().unwrap();
 
     // ------------------------------------------------------------------ exporters
-    let demo = Exporter::start(&["--demo", "--poll.interval", "1s"], &[]);
-    let auth_sim = Sim::start(SimConfig {
-        links: 50,
-        ..SimConfig::default()
-    })
+    let demo_sim = Sim::start(two_organisations(
+        500,
+        Some(Duration::from_secs(1)),
+        DASHBOARD_ORGS,
+    ))
     .await;
-    let auth = scenario_exporter(&auth_sim);
+    let demo = organisations_exporter(&demo_sim, DASHBOARD_ORGS, dir.path());
+    let auth_sim = Sim::start(two_organisations(50, None, AUTH_ORGS)).await;
+    let auth = organisations_exporter(&auth_sim, AUTH_ORGS, dir.path());
     let expiry_sim = Sim::start(SimConfig {
         links: 80,
         ..SimConfig::default()
@@ -122,7 +127,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     // ------------------------------------------------------------------ scenarios start now
     // The alerts are not firing before the faults (the scenario causes them) ...
     let ready = format!(
-        "qonto_exporter_credentials_refused{{job=\"{JOB}\",instance=\"{auth_instance}\"}} == 0 \
+        "count(qonto_exporter_credentials_refused{{job=\"{JOB}\",instance=\"{auth_instance}\"}} == 0) == 2 \
          and on() count(qonto_payment_links_expiring_amount{{job=\"{JOB}\",instance=\"{expiry_instance}\",within=\"24h\"}}) > 0 \
          and on() count(qonto:expiring_amount_threshold{{job=\"{JOB}\",instance=\"{expiry_instance}\"}}) > 0"
     );
@@ -172,7 +177,11 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     // ... then the faults.
     let client = reqwest::Client::new();
     let r = client
-        .post(format!("{}/_sim/faults", auth_sim.url()))
+        .post(format!(
+            "{}/_sim/faults?organization={}",
+            auth_sim.url(),
+            AUTH_ORGS[1]
+        ))
         .header("content-type", "application/json")
         .body(r#"{"kind":"status","code":401,"times":1000000}"#)
         .send()
@@ -224,7 +233,28 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
                 .await
                 .map(|d| d["result"].as_array().cloned().unwrap_or_default())
             };
+            let orgs_of = |series: &[Value]| -> BTreeSet<String> {
+                series
+                    .iter()
+                    .filter_map(|s| s["metric"]["organization"].as_str().map(str::to_owned))
+                    .collect()
+            };
+            let per_org = t.expr.contains("$organization");
             match res {
+                Ok(series)
+                    if per_org
+                        && !DASHBOARD_ORGS
+                            .iter()
+                            .all(|o| orgs_of(&series).contains(*o)) =>
+                {
+                    pending.insert(
+                        t.name.clone(),
+                        format!(
+                            "{expr}: not every organisation has data: {:?}",
+                            orgs_of(&series)
+                        ),
+                    );
+                }
                 Ok(series) if has_data(&series) => {}
                 Ok(series) => {
                     pending.insert(t.name.clone(), format!("{expr}: no data: {series:?}"));
@@ -250,12 +280,13 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
                 .flat_map(|d| d.as_array().cloned().unwrap_or_default())
                 .filter_map(|s| s[&label].as_str().map(str::to_owned))
                 .collect();
-            let want = match label.as_str() {
-                "job" => Some(JOB.to_owned()),
-                "instance" => Some(demo_instance.clone()),
-                _ => None,
+            let want: Vec<String> = match label.as_str() {
+                "job" => vec![JOB.to_owned()],
+                "instance" => vec![demo_instance.clone()],
+                "organization" => DASHBOARD_ORGS.iter().map(|o| (*o).to_owned()).collect(),
+                _ => Vec::new(),
             };
-            let ok = !values.is_empty() && want.as_ref().is_none_or(|w| values.contains(w));
+            let ok = !values.is_empty() && want.iter().all(|w| values.contains(w));
             if !ok {
                 pending.insert(name.clone(), format!("{query}: values {values:?}, {res:?}"));
             }
@@ -333,6 +364,15 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
                 .cloned()
         };
         refused = refused.or_else(|| find("QontoCredentialsRefused", &auth_instance));
+        // The healthy organisation of the same process never gets the alert.
+        let wrongly = alerts.iter().find(|a| {
+            a["labels"]["alertname"] == "QontoCredentialsRefused"
+                && a["labels"]["organization"] != AUTH_ORGS[1]
+        });
+        assert!(
+            wrongly.is_none(),
+            "QontoCredentialsRefused for an organisation whose credentials work: {wrongly:#?}"
+        );
         expiring = expiring.or_else(|| find(SHORTENED_ALERT, &expiry_instance));
         if refused.is_some() && expiring.is_some() {
             break;
@@ -357,6 +397,10 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     }
     let refused = refused.unwrap();
     assert_eq!(refused["labels"]["severity"], "critical", "{refused:#}");
+    assert_eq!(
+        refused["labels"]["organization"], AUTH_ORGS[1],
+        "the alert names the organisation refused: {refused:#}"
+    );
     assert_eq!(
         refused["labels"]["instance"],
         auth_instance.as_str(),
@@ -383,6 +427,10 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     let expiring = expiring.unwrap();
     assert_eq!(expiring["labels"]["severity"], "warning", "{expiring:#}");
     assert_eq!(
+        expiring["labels"]["organization"], "default",
+        "the single-organisation flags' organisation: {expiring:#}"
+    );
+    assert_eq!(
         expiring["labels"]["instance"],
         expiry_instance.as_str(),
         "{expiring:#}"
@@ -407,6 +455,57 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         "the end-to-end test took {:?}, over its {WHOLE_TEST:?} bound",
         started.elapsed()
     );
+}
+
+/// The organisations of the dashboard's exporter, and of the auth scenario's (the second is
+/// the one refused).
+const DASHBOARD_ORGS: [&str; 2] = ["acme", "globex"];
+const AUTH_ORGS: [&str; 2] = ["healthy-org", "refused-org"];
+
+/// Two organisations on one simulator, each reached with the Bearer token `token-<name>`.
+fn two_organisations(links: usize, evolve: Option<Duration>, names: [&str; 2]) -> SimConfig {
+    SimConfig {
+        name: names[0].to_owned(),
+        links,
+        evolve_every: evolve,
+        access_tokens: vec![format!("token-{}", names[0])],
+        more_organizations: vec![SimOrganization {
+            links,
+            seed: 2,
+            evolve_every: evolve,
+            access_tokens: vec![format!("token-{}", names[1])],
+            ..SimOrganization::new(names[1])
+        }],
+        ..SimConfig::default()
+    }
+}
+
+/// An exporter polling both organisations of `sim` every second (`--config.file`, tokens by
+/// file).
+fn organisations_exporter(sim: &Sim, names: [&str; 2], dir: &std::path::Path) -> Exporter {
+    let mut config = String::from("organizations:\n");
+    for n in names {
+        let token = dir.join(format!("{n}.token"));
+        std::fs::write(&token, format!("token-{n}\n")).unwrap();
+        config.push_str(&format!(
+            "  - name: {n}\n    api_url: {}\n    access_token_file: {}\n",
+            sim.url(),
+            token.display()
+        ));
+    }
+    let file = dir.join(format!("{}.yml", names[0]));
+    std::fs::write(&file, config).unwrap();
+    Exporter::start(
+        &[
+            "--config.file",
+            &file.display().to_string(),
+            "--poll.interval",
+            "1s",
+            "--log.level",
+            "debug",
+        ],
+        &[],
+    )
 }
 
 /// An exporter polling `sim` every second with a static token (the simulator accepts any).
@@ -479,6 +578,7 @@ fn substitute(expr: &str, job: &str, instance: &str) -> String {
         ("datasource", "prometheus"),
         ("instance", instance),
         ("currency", ".+"),
+        ("organization", ".+"),
         ("job", job),
     ] {
         s = s.replace(&format!("${{{var}}}"), val);
@@ -614,7 +714,7 @@ fn prometheus_config(rules: &std::path::Path, am_port: u16, job: &str, ports: &[
 
 fn alertmanager_config(webhook: &str) -> String {
     format!(
-        "route:\n  receiver: webhook\n  group_by: [alertname, job, instance]\n  group_wait: 1s\n  \
+        "route:\n  receiver: webhook\n  group_by: [alertname, job, instance, organization]\n  group_wait: 1s\n  \
          group_interval: 1s\n  repeat_interval: 1h\n\
          receivers:\n  - name: webhook\n    webhook_configs:\n      - url: {webhook}\n        \
          send_resolved: false\n"
