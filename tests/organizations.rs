@@ -9,6 +9,14 @@ use std::time::Duration;
 use common::{Exporter, Sim, fast_args, http, parse_metrics_raw};
 use qonto_exporter::simulator::SimConfig;
 
+/// The default `--expiry.windows`.
+const WINDOWS: [(&str, i64); 4] = [
+    ("1h", 3600),
+    ("24h", 86_400),
+    ("7d", 604_800),
+    ("30d", 2_592_000),
+];
+
 /// `qonto_up`'s value per organisation in a scrape.
 fn up_by_org(m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     m.iter()
@@ -326,4 +334,140 @@ async fn the_single_organisation_is_named_by_its_flag() {
         .any(|p| k.starts_with(p));
         assert_eq!(k.contains("organization=\"acme\""), !process_wide, "{k}");
     }
+}
+
+/// The lines of organisation `org` in a scrape, with its label taken out (and the HELP and
+/// TYPE lines), so the single-organisation helpers read them.
+fn one_org(text: &str, org: &str) -> String {
+    let label = format!("organization=\"{org}\"");
+    text.lines()
+        .filter(|l| l.starts_with('#') || l.contains(&label))
+        .map(|l| {
+            l.replace(&format!("{{{label}}}"), "")
+                .replace(&format!(",{label}"), "")
+                .replace(&format!("{label},"), "")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Three organisations with the three kinds of credentials (API key, static token, OAuth) and
+/// a fourth whose key is wrong, on one simulator: each of the three polls its own links, exactly
+/// (against an independent recount of what the simulator serves it), and the refused one is
+/// reported as such without touching the others.
+#[tokio::test]
+async fn three_kinds_of_credentials_and_one_refused_organisation() {
+    use qonto_exporter::simulator::{SimOAuth, SimOrganization};
+    let sim = Sim::start(SimConfig {
+        name: "acme".into(),
+        links: 230,
+        seed: 11,
+        api_key: Some(("acme-sas".into(), "acme-secret".into())),
+        more_organizations: vec![
+            SimOrganization {
+                links: 170,
+                seed: 12,
+                access_tokens: vec!["globex-token".into()],
+                ..SimOrganization::new("globex")
+            },
+            SimOrganization {
+                links: 120,
+                seed: 13,
+                oauth: Some(SimOAuth::new(
+                    "initech-client",
+                    "initech-cs",
+                    "initech-rt-0",
+                )),
+                ..SimOrganization::new("initech")
+            },
+            SimOrganization {
+                links: 10,
+                seed: 14,
+                api_key: Some(("umbrella".into(), "right-secret".into())),
+                ..SimOrganization::new("umbrella")
+            },
+        ],
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, content: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p.display().to_string()
+    };
+    let url = sim.url();
+    let config = format!(
+        "organizations:
+  - name: acme
+    api_url: {url}
+    login: acme-sas
+    secret_key_file: {acme}
+  - name: globex
+    api_url: {url}
+    access_token_file: {globex}
+  - name: initech
+    api_url: {url}
+    oauth:
+      client_id: initech-client
+      client_secret_file: {cs}
+      refresh_token_file: {rt}
+      token_url: {url}/oauth2/token
+  - name: umbrella
+    api_url: {url}
+    login: umbrella
+    secret_key_env: UMBRELLA_KEY
+",
+        acme = file("acme.key", "acme-secret"),
+        globex = file("globex.token", "globex-token"),
+        cs = file("initech.cs", "initech-cs"),
+        rt = file("initech.rt", "initech-rt-0"),
+    );
+    let cfg = file("orgs.yml", &config);
+    let mut args = fast_args(&url, &[]);
+    args.extend(["--config.file".into(), cfg]);
+    let e = start(&args, &[("UMBRELLA_KEY".into(), "wrong-secret".into())]);
+    e.wait_ready(Duration::from_secs(30)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = e.scrape().await;
+        let m = parse_metrics_raw(&text);
+        let up = up_by_org(&m);
+        let refused = m
+            .get("qonto_exporter_credentials_refused{organization=\"umbrella\"}")
+            .copied();
+        if ["acme", "globex", "initech"]
+            .iter()
+            .all(|o| up.get(*o) == Some(&1.0))
+            && refused == Some(1.0)
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not three up and one refused: {up:?}, refused {refused:?}\n{}",
+            e.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for org in sim.sim.organizations() {
+        let name = org.name().to_owned();
+        let own = one_org(&text, &name);
+        if name == "umbrella" {
+            assert_eq!(parse_metrics_raw(&own)["qonto_up"], 0.0);
+            assert!(!own.contains("qonto_payment_links{"), "no figures: {own}");
+            continue;
+        }
+        // Frozen data: the figures of the scrape's poll equal a recount of what the API serves
+        // this organisation.
+        let (lo, hi) = common::poll_span(&own);
+        common::assert_matches_recount(&own, &org.links_json(), lo, hi, &WINDOWS);
+    }
+    // The refused organisation's requests went out; the simulator's log names each one's.
+    let log = sim.sim.request_log();
+    for name in ["acme", "globex", "initech"] {
+        assert!(!log.of_organization(name).requests.is_empty(), "{name}");
+    }
+    assert!(e.logs().contains("organization=umbrella"));
+    assert!(!e.logs().contains("wrong-secret") && !e.logs().contains("acme-secret"));
 }
