@@ -471,3 +471,120 @@ async fn three_kinds_of_credentials_and_one_refused_organisation() {
     assert!(e.logs().contains("organization=umbrella"));
     assert!(!e.logs().contains("wrong-secret") && !e.logs().contains("acme-secret"));
 }
+
+/// An API fault in one organisation and a bad state file of another change nothing for the
+/// third: it restores its saved figures and keeps polling, while the faulty one fails its polls
+/// and the one with the bad file starts with a full walk.
+#[tokio::test]
+async fn a_failing_organisation_changes_nothing_for_the_others() {
+    use qonto_exporter::simulator::SimOrganization;
+    let org = |name: &str, seed| SimOrganization {
+        links: 150,
+        seed,
+        access_tokens: vec![format!("token-{name}")],
+        ..SimOrganization::new(name)
+    };
+    let sim = Sim::start(SimConfig {
+        name: "acme".into(),
+        links: 150,
+        access_tokens: vec!["token-acme".into()],
+        more_organizations: vec![org("globex", 2), org("initech", 3)],
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("state");
+    let mut yaml = String::from("organizations:\n");
+    for n in ["acme", "globex", "initech"] {
+        let t = dir.path().join(format!("{n}.token"));
+        std::fs::write(&t, format!("token-{n}")).unwrap();
+        yaml.push_str(&format!(
+            "  - name: {n}\n    api_url: {}\n    access_token_file: {}\n",
+            sim.url(),
+            t.display()
+        ));
+    }
+    let cfg = dir.path().join("orgs.yml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut args = fast_args(&sim.url(), &[]);
+    args.extend([
+        "--config.file".into(),
+        cfg.display().to_string(),
+        "--storage.path".into(),
+        storage.display().to_string(),
+    ]);
+    let mut e = start(&args, &[]);
+    wait_orgs(&e, &["acme", "globex", "initech"], Duration::from_secs(30)).await;
+    assert!(e.terminate().success());
+    // Each organisation has its own state file; globex's is now garbage.
+    for n in ["acme", "globex", "initech"] {
+        assert!(
+            storage.join(format!("qonto-exporter.{n}.state")).is_file(),
+            "{n}"
+        );
+    }
+    std::fs::write(
+        storage.join("qonto-exporter.globex.state"),
+        b"not a state file",
+    )
+    .unwrap();
+    // initech's API now fails every request.
+    let r = http()
+        .post(format!("{}/_sim/faults?organization=initech", sim.url()))
+        .header("content-type", "application/json")
+        .body(r#"{"kind":"status","code":500,"times":1000000}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let e = start(&args, &[]);
+    e.wait_ready(Duration::from_secs(30)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = parse_metrics_raw(&e.scrape().await);
+        let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        let acme_ok = get("qonto_up{organization=\"acme\"}") == 1.0
+            && get("qonto_exporter_polls_total{organization=\"acme\"}") >= 3.0
+            && get("qonto_exporter_full_walks_total{organization=\"acme\"}") == 0.0;
+        let globex_fresh = get("qonto_up{organization=\"globex\"}") == 1.0
+            && get("qonto_exporter_full_walks_total{organization=\"globex\"}") >= 1.0;
+        let initech_failing = get("qonto_exporter_poll_failures_total{organization=\"initech\"}")
+            >= 2.0
+            && get("qonto_up{organization=\"initech\"}") == 0.0;
+        if acme_ok && globex_fresh && initech_failing {
+            // initech still serves the figures it saved (restored), not nothing.
+            assert!(m.contains_key("qonto_exporter_snapshot_restored{organization=\"initech\"}"));
+            assert!(
+                m.keys().any(|k| k.starts_with("qonto_payment_links{")
+                    && k.contains("organization=\"initech\""))
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acme {acme_ok}, globex {globex_fresh}, initech {initech_failing}: {m:?}\n{}",
+            e.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e.wait_log(
+        &["state file ignored", "organization=globex"],
+        Duration::from_secs(1),
+    )
+    .await;
+    // The landing page has a row per organisation.
+    let page = http()
+        .get(e.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for n in ["acme", "globex", "initech"] {
+        assert!(
+            page.contains(&format!("<a href=\"#org-{n}\">{n}</a>")),
+            "{page}"
+        );
+    }
+}
