@@ -423,6 +423,14 @@ enum Kubectl {
         kind: String,
         name: String,
     },
+    /// `kubectl delete -f/-k …`: the objects those files name.
+    DeleteFiles(Vec<Source>),
+    /// `kubectl scale KIND/NAME --replicas=N`.
+    Scale {
+        kind: String,
+        name: String,
+        replicas: u64,
+    },
     Other,
 }
 
@@ -479,7 +487,9 @@ fn parse_kubectl(cmd: &Cmd) -> Option<Kubectl> {
                 files,
             })
         }
-        "apply" | "create" | "replace" => {
+        "apply" | "create" | "replace" | "delete"
+            if verb != "delete" || args.iter().any(|a| a == "-f" || a == "-k") =>
+        {
             let mut sources = Vec::new();
             for f in flag_values("-f", "--filename") {
                 sources.push(if f == "-" {
@@ -496,14 +506,35 @@ fn parse_kubectl(cmd: &Cmd) -> Option<Kubectl> {
             }
             Some(if sources.is_empty() {
                 Kubectl::Other
+            } else if verb == "delete" {
+                Kubectl::DeleteFiles(sources)
             } else {
                 Kubectl::Apply(sources)
             })
         }
-        "delete" if positional.len() >= 3 && !args.iter().any(|a| a == "-f" || a == "-k") => {
-            Some(Kubectl::Delete {
-                kind: positional[1].to_string(),
-                name: positional[2].to_string(),
+        "delete" if positional.len() >= 3 => Some(Kubectl::Delete {
+            kind: positional[1].to_string(),
+            name: positional[2].to_string(),
+        }),
+        "scale" => {
+            let target = positional
+                .get(1)
+                .unwrap_or_else(|| panic!("{}: `kubectl scale` without KIND/NAME", cmd.origin));
+            let (kind, name) = target.split_once('/').unwrap_or_else(|| {
+                panic!(
+                    "{}: `kubectl scale {target}`: expected KIND/NAME",
+                    cmd.origin
+                )
+            });
+            let replicas = flag_values("--replicas", "--replicas");
+            let replicas = replicas
+                .first()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or_else(|| panic!("{}: `kubectl scale` without --replicas=N", cmd.origin));
+            Some(Kubectl::Scale {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                replicas,
             })
         }
         _ => Some(Kubectl::Other),
@@ -567,6 +598,10 @@ impl Cluster {
             "secret" | "secrets" => "Secret".into(),
             "job" | "jobs" | "job.batch" => "Job".into(),
             "deployment" | "deployments" | "deploy" => "Deployment".into(),
+            "statefulset" | "statefulsets" | "sts" => "StatefulSet".into(),
+            "pvc" | "persistentvolumeclaim" | "persistentvolumeclaims" => {
+                "PersistentVolumeClaim".into()
+            }
             other => other.into(),
         }
     }
@@ -626,6 +661,30 @@ impl Cluster {
             }
             Kubectl::Delete { kind, name } => {
                 self.objects.remove(&(Self::kind_key(&kind), name));
+                Vec::new()
+            }
+            Kubectl::DeleteFiles(sources) => {
+                for source in &sources {
+                    for obj in objects_of(source, &cmd.origin) {
+                        self.objects
+                            .remove(&(kind(&obj).to_owned(), name(&obj).to_owned()));
+                    }
+                }
+                Vec::new()
+            }
+            Kubectl::Scale {
+                kind: k,
+                name: n,
+                replicas,
+            } => {
+                let key = (Self::kind_key(&k), n.clone());
+                let obj = self.objects.get_mut(&key).unwrap_or_else(|| {
+                    panic!(
+                        "{}: `kubectl scale` of {k}/{n}, which does not exist",
+                        cmd.origin
+                    )
+                });
+                obj["spec"]["replicas"] = json!(replicas);
                 Vec::new()
             }
             Kubectl::Other => Vec::new(),
@@ -705,23 +764,64 @@ fn run_k8s_container(
     state: &Path,
     scratch: &Path,
 ) -> Output {
+    let claims = BTreeMap::from([(STATE_CLAIM.to_owned(), state.to_owned())]);
+    run_k8s_container_with(obj, container_name, cluster, &claims, scratch)
+}
+
+/// Writes a Secret volume's files as the kubelet does: into a timestamped directory, published
+/// by the symlink `..data`, each key a symlink `KEY -> ..data/KEY`. Scripts that list the
+/// directory see the dot entries too.
+fn write_secret_volume(dir: &Path, files: &[(String, String)]) {
+    let stamp = dir.join("..2024_01_01_00_00_00.000000001");
+    std::fs::create_dir_all(&stamp).unwrap();
+    for (path, value) in files {
+        std::fs::write(stamp.join(path), value).unwrap();
+        std::os::unix::fs::symlink(Path::new("..data").join(path), dir.join(path)).unwrap();
+    }
+    std::os::unix::fs::symlink(stamp.file_name().unwrap(), dir.join("..data")).unwrap();
+}
+
+/// [`run_k8s_container`] with the claims given by name: a `persistentVolumeClaim` volume's
+/// `claimName`, or a StatefulSet's volumeClaimTemplate name (the replica's own claim).
+fn run_k8s_container_with(
+    obj: &Value,
+    container_name: &str,
+    cluster: &Cluster,
+    claims: &BTreeMap<String, PathBuf>,
+    scratch: &Path,
+) -> Output {
     let c = container(obj, container_name);
     let spec = pod_spec(obj).unwrap();
     let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+    let templates: Vec<Value> = obj["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut mounts = Vec::new();
     for m in c["volumeMounts"].as_array().cloned().unwrap_or_default() {
         let vname = m["name"].as_str().unwrap();
         let mount_path = m["mountPath"].as_str().unwrap().to_owned();
+        if templates.iter().any(|t| t["metadata"]["name"] == vname) {
+            let dir = claims
+                .get(vname)
+                .unwrap_or_else(|| panic!("no directory for the claim template {vname}"));
+            mounts.push((mount_path, dir.clone()));
+            continue;
+        }
         let vol = volumes
             .iter()
             .find(|v| v["name"] == vname)
             .unwrap_or_else(|| panic!("volume {vname} is not declared"));
-        if vol["persistentVolumeClaim"]["claimName"] == STATE_CLAIM {
-            mounts.push((mount_path, state.to_owned()));
+        if let Some(claim) = vol["persistentVolumeClaim"]["claimName"].as_str() {
+            let dir = claims
+                .get(claim)
+                .unwrap_or_else(|| panic!("volume {vname}: claim {claim} is not modelled"));
+            mounts.push((mount_path, dir.clone()));
         } else if let Some(secret_name) = vol["secret"]["secretName"].as_str() {
             let dir = scratch.join(format!("secret-{vname}"));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
+            let mut files = Vec::new();
             match cluster.secret(secret_name) {
                 Some(secret) => {
                     let data = secret["stringData"]
@@ -744,7 +844,7 @@ fn run_k8s_container(
                         // A missing key makes the kubelet fail the pod unless the volume is
                         // optional, in which case the key is left out.
                         match data.get(&key).and_then(Value::as_str) {
-                            Some(value) => std::fs::write(dir.join(path), value).unwrap(),
+                            Some(value) => files.push((path, value.to_owned())),
                             None => assert!(
                                 vol["secret"]["optional"] == true,
                                 "Secret {secret_name} has no key {key}, and the volume is not optional"
@@ -758,6 +858,7 @@ fn run_k8s_container(
                      would not start"
                 ),
             }
+            write_secret_volume(&dir, &files);
             mounts.push((mount_path, dir));
         } else {
             panic!("volume {vname} is neither the token claim nor a Secret");
@@ -1115,8 +1216,23 @@ fn token_claim_is_read_write_once_pod() {
 
 #[test]
 fn network_policy_admits_only_prometheus_to_the_metrics_port() {
-    let set = applied_set();
-    let d = deployment();
+    network_policy_admits_only_prometheus(&applied_set(), &deployment());
+}
+
+#[test]
+fn sharded_network_policy_admits_only_prometheus_to_the_metrics_port() {
+    let set = sharded_set();
+    network_policy_admits_only_prometheus(&set, &statefulset());
+    assert_eq!(
+        find(&set, "NetworkPolicy", "qonto-exporter")["spec"],
+        find(&applied_set(), "NetworkPolicy", "qonto-exporter")["spec"],
+        "the sharded NetworkPolicy differs from the single one: change both"
+    );
+}
+
+/// One NetworkPolicy of `set` selects the pods of `d`, and admits only Prometheus's pods (with
+/// labels the README documents) to the metrics port.
+fn network_policy_admits_only_prometheus(set: &[Value], d: &Value) {
     let pod_labels = d["spec"]["template"]["metadata"]["labels"]
         .as_object()
         .unwrap()
@@ -1144,7 +1260,7 @@ fn network_policy_admits_only_prometheus_to_the_metrics_port() {
             .unwrap()
             .contains(&json!("Ingress"))
     );
-    let port_names: BTreeSet<&str> = container(&d, "qonto-exporter")["ports"]
+    let port_names: BTreeSet<&str> = container(d, "qonto-exporter")["ports"]
         .as_array()
         .unwrap()
         .iter()
@@ -1186,7 +1302,7 @@ fn network_policy_admits_only_prometheus_to_the_metrics_port() {
         }
     }
     assert_eq!(
-        container(&d, "qonto-exporter")["ports"]
+        container(d, "qonto-exporter")["ports"]
             .as_array()
             .unwrap()
             .len(),
@@ -1286,7 +1402,14 @@ fn manifests_pass_kubernetes_validate() {
         std::fs::write(&path, serde_json::to_string_pretty(obj).unwrap()).unwrap();
         files.push(path);
     }
-    for sub in ["examples", "maintenance"] {
+    for (i, obj) in sharded_set().iter().enumerate() {
+        let path = tmp
+            .path()
+            .join(format!("sharded-{i:02}-{}-{}.json", kind(obj), name(obj)));
+        std::fs::write(&path, serde_json::to_string_pretty(obj).unwrap()).unwrap();
+        files.push(path);
+    }
+    for sub in ["examples", "maintenance", "sharded/maintenance"] {
         for e in std::fs::read_dir(k8s_dir().join(sub)).unwrap() {
             files.push(e.unwrap().path());
         }
@@ -1327,6 +1450,8 @@ fn manifests_mean_the_same_in_yaml_1_1_and_1_2() {
         k8s_dir(),
         k8s_dir().join("examples"),
         k8s_dir().join("maintenance"),
+        sharded_dir(),
+        sharded_dir().join("maintenance"),
     ] {
         for e in std::fs::read_dir(&dir).unwrap() {
             let path = e.unwrap().path();
@@ -1845,6 +1970,12 @@ fn local_files_the_readme_makes_secrets_from_are_ignored_by_git_and_docker() {
         files.len() >= 2,
         "the README creates its Secrets from no local file: {files:?}"
     );
+    // Files under $HOME (the sharded subsection keeps its credentials there) are outside the
+    // repository: neither committed nor in the build context.
+    let files: BTreeSet<PathBuf> = files
+        .into_iter()
+        .filter(|p| !p.starts_with("$HOME"))
+        .collect();
     for path in &files {
         let rel = path.strip_prefix("./").unwrap_or(path);
         assert_eq!(
@@ -1865,4 +1996,1023 @@ fn local_files_the_readme_makes_secrets_from_are_ignored_by_git_and_docker() {
              would send that credential in the build context"
         );
     }
+}
+
+// ------------------------------------------------------------ Kubernetes, sharded: StatefulSet
+
+fn sharded_dir() -> PathBuf {
+    k8s_dir().join("sharded")
+}
+
+/// What `kubectl apply -k deploy/kubernetes/sharded/` sends.
+fn sharded_set() -> Vec<Value> {
+    kustomize(&sharded_dir())
+}
+
+fn statefulset() -> Value {
+    find(&sharded_set(), "StatefulSet", "qonto-exporter").clone()
+}
+
+fn sharded_reseed_jobs() -> Vec<Value> {
+    let docs = yaml_file(&sharded_dir().join("maintenance/reseed-refresh-tokens.yaml"));
+    assert!(docs.iter().all(|d| kind(d) == "Job"), "only Jobs there");
+    docs
+}
+
+fn args_of(c: &Value) -> Vec<String> {
+    strings(&c["args"])
+}
+
+/// The value of `--flag=value` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+}
+
+fn replicas(sts: &Value) -> u64 {
+    sts["spec"]["replicas"]
+        .as_u64()
+        .expect("the StatefulSet sets spec.replicas")
+}
+
+fn env_value<'a>(c: &'a Value, n: &str) -> &'a str {
+    c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == n)
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("{} has no {n}", c["name"]))
+}
+
+/// Where a container mounts a volume, by volume name.
+fn mount_of<'a>(c: &'a Value, volume: &str) -> &'a str {
+    c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == volume)
+        .and_then(|m| m["mountPath"].as_str())
+        .unwrap_or_else(|| panic!("{} does not mount {volume}", c["name"]))
+}
+
+/// The configuration file of the ConfigMap the StatefulSet mounts at --config.file.
+fn sharded_config_text() -> String {
+    let sts = statefulset();
+    let exporter = container(&sts, "qonto-exporter");
+    let args = args_of(exporter);
+    let file = flag_value(&args, "--config.file").expect("--config.file");
+    let spec = pod_spec(&sts).unwrap();
+    let (vol, mount) = exporter["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            let mp = m["mountPath"].as_str()?;
+            Path::new(file)
+                .starts_with(mp)
+                .then(|| (m["name"].as_str().unwrap().to_owned(), mp.to_owned()))
+        })
+        .next()
+        .expect("--config.file is on a mounted volume");
+    let v = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == vol.as_str())
+        .unwrap();
+    assert!(
+        exporter["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.get("subPath").is_none() && m.get("subPathExpr").is_none()),
+        "a subPath mount never sees an edited ConfigMap or Secret: reloads would read the old file"
+    );
+    let cm_name = v["configMap"]["name"]
+        .as_str()
+        .expect("--config.file comes from a ConfigMap");
+    let set = sharded_set();
+    let cm = find(&set, "ConfigMap", cm_name);
+    let key = Path::new(file).strip_prefix(&mount).unwrap();
+    cm["data"][key.to_str().unwrap()]
+        .as_str()
+        .unwrap_or_else(|| panic!("ConfigMap {cm_name} has no key {}", key.display()))
+        .to_owned()
+}
+
+/// The StatefulSet's exporter arguments as the exporter parses them, for the replica of
+/// `ordinal` (its --shard.index as the pod name gives it).
+fn replica_args(ordinal: u32) -> qonto_exporter::config::RunArgs {
+    use clap::Parser;
+    let sts = statefulset();
+    let pod = format!("{}-{ordinal}", name(&sts));
+    let index =
+        qonto_exporter::shard::ordinal(&pod).expect("a StatefulSet pod name ends in its ordinal");
+    let mut argv = vec!["qonto-exporter".to_owned()];
+    argv.extend(args_of(container(&sts, "qonto-exporter")));
+    argv.push(format!("--shard.index={index}"));
+    let cli = qonto_exporter::config::Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("the StatefulSet's arguments do not parse: {e}"));
+    assert!(cli.command.is_none());
+    cli.run
+}
+
+/// The organisations of the ConfigMap, with the container's mount paths turned into `dirs`
+/// (mount path → host directory), as the replica of `ordinal` checks them.
+fn parse_sharded_config(
+    dirs: &[(String, PathBuf)],
+    ordinal: u32,
+) -> Result<Vec<qonto_exporter::organizations::Organization>, String> {
+    let mut text = sharded_config_text();
+    for (mount, dir) in dirs {
+        text = text.replace(&format!("{mount}/"), &format!("{}/", dir.display()));
+    }
+    let args = replica_args(ordinal);
+    args.validate().map_err(|e| e.to_string())?;
+    qonto_exporter::organizations::parse(&text, &args).map_err(|e| e.0)
+}
+
+/// The lines of README.md under the heading `heading`, up to the next heading (`#`… outside
+/// code fences).
+fn readme_section(heading: &str) -> String {
+    let readme = read(&repo().join("README.md"));
+    let mut out = String::new();
+    let mut inside = false;
+    let mut fenced = false;
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        }
+        if !fenced && line.starts_with('#') {
+            if inside {
+                break;
+            }
+            inside = line.trim_end() == heading;
+            continue;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(!out.is_empty(), "README.md has no section {heading:?}");
+    out
+}
+
+const SHARDED_HEADING: &str = "#### Kubernetes, sharded across replicas";
+
+/// Every command of the README's sharded subsection, by shell block (inline ones last).
+fn sharded_readme_blocks() -> Vec<Vec<Cmd>> {
+    let text = readme_section(SHARDED_HEADING);
+    let mut blocks: Vec<Vec<Cmd>> = shell_blocks(&text)
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            commands(
+                b,
+                &format!("README.md, sharded subsection, shell block {}", i + 1),
+            )
+        })
+        .collect();
+    let inline: Vec<Cmd> = inline_commands(&text)
+        .iter()
+        .flat_map(|span| commands(span, &format!("README.md, sharded subsection, `{span}`")))
+        .collect();
+    blocks.push(inline);
+    blocks
+}
+
+#[test]
+fn sharded_kustomization_renders_without_secrets_jobs_or_the_single_deployment() {
+    let set = sharded_set();
+    let kinds: BTreeSet<(&str, &str)> = set.iter().map(|o| (kind(o), name(o))).collect();
+    for want in [
+        ("StatefulSet", "qonto-exporter"),
+        ("Service", "qonto-exporter"),
+        ("Service", "qonto-exporter-headless"),
+        ("NetworkPolicy", "qonto-exporter"),
+        ("ServiceMonitor", "qonto-exporter"),
+        ("ConfigMap", "qonto-exporter-config"),
+    ] {
+        assert!(
+            kinds.contains(&want),
+            "the sharded set lacks {want:?}: {kinds:?}"
+        );
+    }
+    for o in &set {
+        assert!(
+            !["Secret", "Job", "Deployment", "PersistentVolumeClaim"].contains(&kind(o)),
+            "the sharded set holds {} {}",
+            kind(o),
+            name(o)
+        );
+    }
+    // The same image the README builds and pushes for the single Deployment.
+    let (d, sts) = (deployment(), statefulset());
+    assert_eq!(
+        container(&sts, "qonto-exporter")["image"],
+        container(&d, "qonto-exporter")["image"],
+        "the StatefulSet runs another image than the one the README builds and pushes"
+    );
+}
+
+#[test]
+fn sharded_replicas_equal_the_shard_count_and_pods_find_their_shard() {
+    let sts = statefulset();
+    let n = replicas(&sts);
+    assert!(n >= 2, "a sharded example of one replica shows nothing");
+    let exporter = container(&sts, "qonto-exporter");
+    let args = args_of(exporter);
+    let count: u64 = flag_value(&args, "--shard.count")
+        .expect("--shard.count")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        count, n,
+        "spec.replicas ({n}) and --shard.count ({count}) must be equal: with fewer replicas, the \
+         organisations of the missing shards are polled by nobody"
+    );
+    assert!(
+        flag_value(&args, "--shard.index").is_none(),
+        "--shard.index would give every replica the same shard; each takes its pod's ordinal"
+    );
+    assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+    let pod_name = exporter["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POD_NAME")
+        .expect("POD_NAME in the exporter's environment");
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    // Every replica's arguments are accepted, and the replicas' shards are 0..n, each once.
+    let mut shards = BTreeSet::new();
+    for ordinal in 0..u32::try_from(n).unwrap() {
+        let a = replica_args(ordinal);
+        a.validate()
+            .unwrap_or_else(|e| panic!("replica {ordinal}: {e}"));
+        shards.insert(a.shard().unwrap().index);
+    }
+    assert_eq!(shards, (0..u32::try_from(n).unwrap()).collect());
+    // One re-seed Job per replica, each on its own replica's claim.
+    let template = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a volumeClaimTemplate");
+    let claims: BTreeSet<String> = sharded_reseed_jobs()
+        .iter()
+        .flat_map(|j| {
+            pod_spec(j).unwrap()["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want: BTreeSet<String> = (0..n)
+        .map(|i| format!("{template}-{}-{i}", name(&sts)))
+        .collect();
+    assert_eq!(
+        claims, want,
+        "maintenance/reseed-refresh-tokens.yaml needs one Job per replica"
+    );
+    // Replicas behind one egress IP share Qonto's per-IP windows: together they keep to the
+    // share one exporter takes by default.
+    let share: f64 = flag_value(&args, "--qonto.budget-share")
+        .expect("--qonto.budget-share, set for replicas sharing an IP")
+        .parse()
+        .unwrap();
+    let default_share = replica_args(0);
+    let single: qonto_exporter::config::RunArgs = {
+        use clap::Parser;
+        qonto_exporter::config::Cli::try_parse_from(["qonto-exporter"])
+            .unwrap()
+            .run
+    };
+    assert_eq!(default_share.budget_share, share);
+    assert!(
+        share * n as f64 <= single.budget_share + 1e-9,
+        "{n} replicas × --qonto.budget-share {share} exceed one exporter's default {}",
+        single.budget_share
+    );
+}
+
+#[test]
+fn sharded_pods_are_built_like_the_single_deployment() {
+    let d = deployment();
+    let sts = statefulset();
+    let (dp, sp) = (pod_spec(&d).unwrap(), pod_spec(&sts).unwrap());
+    for key in [
+        "securityContext",
+        "terminationGracePeriodSeconds",
+        "automountServiceAccountToken",
+    ] {
+        assert_eq!(sp[key], dp[key], "pod {key} differs from deployment.yaml's");
+    }
+    let (de, se) = (
+        container(&d, "qonto-exporter"),
+        container(&sts, "qonto-exporter"),
+    );
+    for key in [
+        "securityContext",
+        "resources",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "ports",
+        "imagePullPolicy",
+    ] {
+        assert_eq!(
+            se[key], de[key],
+            "exporter {key} differs from deployment.yaml's"
+        );
+    }
+    let (di, si) = (
+        container(&d, "seed-refresh-token"),
+        container(&sts, "seed-refresh-tokens"),
+    );
+    for key in ["securityContext", "resources", "image"] {
+        assert_eq!(
+            si[key], di[key],
+            "init container {key} differs from deployment.yaml's"
+        );
+    }
+    // Same listen address, storage on the replica's own claim, same poll interval and logs.
+    let (da, sa) = (args_of(de), args_of(se));
+    for f in ["--web.listen-address", "--poll.interval", "--log.format"] {
+        assert_eq!(flag_value(&sa, f), flag_value(&da, f), "{f}");
+    }
+    let templates = sts["spec"]["volumeClaimTemplates"].as_array().unwrap();
+    assert_eq!(templates.len(), 1, "one claim per replica");
+    let t = &templates[0];
+    let pvc = find(&applied_set(), "PersistentVolumeClaim", STATE_CLAIM).clone();
+    assert_eq!(t["spec"]["accessModes"], json!(["ReadWriteOncePod"]));
+    assert_eq!(
+        t["spec"]["resources"], pvc["spec"]["resources"],
+        "the claim's size differs from pvc.yaml's"
+    );
+    let state_mount = mount_of(se, t["metadata"]["name"].as_str().unwrap());
+    assert_eq!(flag_value(&sa, "--storage.path"), Some(state_mount));
+    assert_eq!(
+        mount_of(si, t["metadata"]["name"].as_str().unwrap()),
+        state_mount
+    );
+    assert_eq!(env_value(si, "TOKEN_DIR"), state_mount);
+    // The claims outlive a scale-down and the StatefulSet: they hold live refresh tokens.
+    assert_eq!(
+        sts["spec"]["persistentVolumeClaimRetentionPolicy"],
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+    );
+}
+
+#[test]
+fn sharded_services_scrape_every_replica_once() {
+    let set = sharded_set();
+    let sts = statefulset();
+    let pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let matches = |selector: &Value, labels: &serde_json::Map<String, Value>| {
+        selector
+            .as_object()
+            .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    let services: Vec<&Value> = set.iter().filter(|o| kind(o) == "Service").collect();
+    for s in &services {
+        assert!(
+            matches(&s["spec"]["selector"], &pod_labels),
+            "Service {} does not select the StatefulSet's pods",
+            name(s)
+        );
+        assert_eq!(
+            s["spec"]["publishNotReadyAddresses"],
+            true,
+            "Service {}: a replica still in its first polls (not ready) must stay listed",
+            name(s)
+        );
+    }
+    let headless = find(
+        &set,
+        "Service",
+        sts["spec"]["serviceName"].as_str().unwrap(),
+    );
+    assert_eq!(
+        headless["spec"]["clusterIP"], "None",
+        "serviceName is a headless Service"
+    );
+    let monitors: Vec<&Value> = set.iter().filter(|o| kind(o) == "ServiceMonitor").collect();
+    assert_eq!(monitors.len(), 1, "one ServiceMonitor");
+    let scraped: Vec<&&Value> = services
+        .iter()
+        .filter(|s| {
+            matches(
+                &monitors[0]["spec"]["selector"]["matchLabels"],
+                s["metadata"]["labels"].as_object().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scraped.len(),
+        1,
+        "the ServiceMonitor must select exactly one Service, or each replica is scraped twice"
+    );
+    assert_eq!(
+        name(scraped[0]),
+        "qonto-exporter",
+        "the job label (the Service's name) is the mixin's job=\"qonto-exporter\""
+    );
+    assert_ne!(scraped[0]["spec"]["clusterIP"], "None");
+    let port = monitors[0]["spec"]["endpoints"][0]["port"]
+        .as_str()
+        .unwrap();
+    assert!(
+        scraped[0]["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port),
+        "the ServiceMonitor's port {port} is not a port of the Service"
+    );
+}
+
+#[test]
+fn sharded_config_example_is_a_valid_configuration_on_every_replica() {
+    let sts = statefulset();
+    let exporter = container(&sts, "qonto-exporter");
+    let tmp = tempfile::tempdir().unwrap();
+    let secrets = tmp.path().join("secrets");
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    let secrets_mount = mount_of(exporter, "secrets").to_owned();
+    let state_mount = mount_of(exporter, "state").to_owned();
+    let dirs = [
+        (secrets_mount.clone(), secrets.clone()),
+        (state_mount.clone(), state.clone()),
+    ];
+    // Every file the configuration names is on the Secret volume or the replica's claim.
+    let text = sharded_config_text();
+    let config: Value = serde_norway::from_str(&text).unwrap();
+    let mut oauth = Vec::new();
+    for org in config["organizations"].as_array().unwrap() {
+        let n = org["name"].as_str().unwrap();
+        for (key, value) in org
+            .as_object()
+            .unwrap()
+            .iter()
+            .chain(org["oauth"].as_object().into_iter().flatten())
+        {
+            if key.ends_with("_file") {
+                let path = value.as_str().unwrap();
+                let on_secrets = Path::new(path).starts_with(&secrets_mount);
+                let on_state = Path::new(path).starts_with(&state_mount);
+                if key == "refresh_token_file" {
+                    assert!(
+                        on_state,
+                        "{n}: {path} is not on the replica's writable claim"
+                    );
+                    assert_eq!(
+                        Path::new(path).file_name().unwrap().to_str().unwrap(),
+                        format!("{n}.refresh-token"),
+                        "{n}: the init container seeds <name>.refresh-token"
+                    );
+                    oauth.push(n.to_owned());
+                } else {
+                    assert!(on_secrets, "{n}: {key} {path} is not on the Secret volume");
+                }
+                let host = dirs
+                    .iter()
+                    .find_map(|(m, d)| Path::new(path).strip_prefix(m).ok().map(|r| d.join(r)))
+                    .unwrap();
+                std::fs::write(host, format!("{n}-{key}-value\n")).unwrap();
+            }
+        }
+    }
+    assert!(!oauth.is_empty(), "the example has an OAuth organisation");
+    let n = u32::try_from(replicas(&sts)).unwrap();
+    let mut owners = BTreeMap::new();
+    for ordinal in 0..n {
+        let orgs = parse_sharded_config(&dirs, ordinal)
+            .unwrap_or_else(|e| panic!("replica {ordinal} refuses the example configuration: {e}"));
+        assert!(orgs.len() >= 3, "a couple of organisations at least");
+        let shard = replica_args(ordinal).shard().unwrap();
+        for o in &orgs {
+            if shard.owns(&o.name) {
+                owners.insert(o.name.clone(), ordinal);
+            }
+        }
+    }
+    // Each organisation falls to one replica, and the example gives every replica some.
+    let all: Vec<String> = parse_sharded_config(&dirs, 0)
+        .unwrap()
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
+    assert_eq!(owners.len(), all.len(), "{owners:?}");
+    let used: BTreeSet<u32> = owners.values().copied().collect();
+    assert_eq!(
+        used.len() as u32,
+        n,
+        "some replica of the example owns nothing: {owners:?}"
+    );
+    // A replica checks every organisation, its own or not: without a token file of another
+    // replica's OAuth organisation, it refuses the whole configuration (why the init container
+    // seeds every token on every volume).
+    std::fs::remove_file(state.join(format!("{}.refresh-token", oauth[0]))).unwrap();
+    for ordinal in 0..n {
+        let e = parse_sharded_config(&dirs, ordinal).expect_err("a missing token file is refused");
+        assert!(e.contains(&oauth[0]), "{e}");
+    }
+}
+
+/// The StatefulSet's init container, run for one replica whose claim is `state`.
+fn run_seed(cluster: &Cluster, state: &Path, scratch: &Path) {
+    let sts = statefulset();
+    let template = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims = BTreeMap::from([(template, state.to_owned())]);
+    let out = run_k8s_container_with(&sts, "seed-refresh-tokens", cluster, &claims, scratch);
+    assert!(out.status.success(), "{}", output_text(&out));
+}
+
+fn cluster_with_seeds(seeds: &[(&str, &str)]) -> Cluster {
+    let mut c = Cluster::default();
+    if !seeds.is_empty() {
+        let data: serde_json::Map<String, Value> = seeds
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        c.objects.insert(
+            ("Secret".into(), "qonto-exporter-refresh-tokens".into()),
+            json!({"kind": "Secret", "metadata": {"name": "qonto-exporter-refresh-tokens"},
+                   "stringData": data}),
+        );
+    }
+    c
+}
+
+fn files_in(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_str().unwrap().to_owned(),
+                read(&p),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sharded_init_container_seeds_missing_tokens_and_never_overwrites_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+
+    // No Secret (API keys only): nothing is written.
+    run_seed(&cluster_with_seeds(&[]), &state, tmp.path());
+    assert!(files_in(&state).is_empty());
+
+    // An empty volume receives every token, owner-only; other keys are not tokens.
+    let first = [
+        ("initech.refresh-token", "initech-1\n"),
+        ("umbrella.refresh-token", "umbrella-1\n"),
+        ("README", "not a token"),
+        ("hooli.refresh-token", ""),
+    ];
+    run_seed(&cluster_with_seeds(&first), &state, tmp.path());
+    let want = BTreeMap::from([
+        ("initech.refresh-token".to_owned(), "initech-1\n".to_owned()),
+        (
+            "umbrella.refresh-token".to_owned(),
+            "umbrella-1\n".to_owned(),
+        ),
+    ]);
+    assert_eq!(
+        files_in(&state),
+        want,
+        "an empty key is not seeded, nor a non-token key"
+    );
+    for f in want.keys() {
+        assert_eq!(mode(&state.join(f)), 0o600, "{f}");
+    }
+
+    // The owner rotates its token; whatever the Secret holds next (the same seeds, new ones,
+    // none), a file on the volume is never replaced. A missing one is seeded; an empty one
+    // counts as missing.
+    std::fs::write(state.join("initech.refresh-token"), "initech-rotated\n").unwrap();
+    std::fs::write(state.join("umbrella.refresh-token"), "").unwrap();
+    for seeds in [
+        &first[..],
+        &[
+            ("initech.refresh-token", "initech-2\n"),
+            ("umbrella.refresh-token", "umbrella-2\n"),
+            ("globex.refresh-token", "globex-1\n"),
+        ][..],
+        &[][..],
+    ] {
+        run_seed(&cluster_with_seeds(seeds), &state, tmp.path());
+        assert_eq!(
+            read(&state.join("initech.refresh-token")),
+            "initech-rotated\n",
+            "seeds {seeds:?} replaced the live token"
+        );
+    }
+    assert_eq!(read(&state.join("umbrella.refresh-token")), "umbrella-1\n");
+    assert_eq!(read(&state.join("globex.refresh-token")), "globex-1\n");
+    let leftovers: Vec<String> = files_in(&state)
+        .into_keys()
+        .filter(|f| !f.ends_with(".refresh-token"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+fn sharded_reseed_jobs_replace_tokens_only_from_their_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs = sharded_reseed_jobs();
+    let sts = statefulset();
+    let init = container(&sts, "seed-refresh-tokens");
+    for job in &jobs {
+        let c = container(job, "replace-refresh-tokens");
+        assert_eq!(env_value(c, "TOKEN_DIR"), env_value(init, "TOKEN_DIR"));
+        let spec = pod_spec(job).unwrap();
+        let secret = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["secret"].is_object())
+            .unwrap();
+        assert_eq!(secret["secret"]["secretName"], "qonto-exporter-reseed");
+        assert_ne!(
+            secret["secret"]["optional"], true,
+            "without the Secret the Job must fail, not succeed having done nothing"
+        );
+        assert!(job["spec"]["activeDeadlineSeconds"].as_u64().is_some());
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+    }
+    let job = &jobs[0];
+    let claim = pod_spec(job).unwrap()["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .unwrap()
+        .to_owned();
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("initech.refresh-token"), "initech-live\n").unwrap();
+    std::fs::write(state.join("acme-other.refresh-token"), "other-live\n").unwrap();
+    let claims = BTreeMap::from([(claim, state.clone())]);
+    let run = |cluster: &Cluster| {
+        run_k8s_container_with(job, "replace-refresh-tokens", cluster, &claims, tmp.path())
+    };
+    let with = |data: &[(&str, &str)]| {
+        let mut c = Cluster::default();
+        let map: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        c.objects.insert(
+            ("Secret".into(), "qonto-exporter-reseed".into()),
+            json!({"kind": "Secret", "metadata": {"name": "qonto-exporter-reseed"},
+                   "stringData": map}),
+        );
+        c
+    };
+    // No usable key, or one empty key among good ones: it fails and changes nothing.
+    for bad in [
+        with(&[]),
+        with(&[("README", "x")]),
+        with(&[
+            ("initech.refresh-token", "new\n"),
+            ("umbrella.refresh-token", ""),
+        ]),
+    ] {
+        let out = run(&bad);
+        assert!(!out.status.success(), "{}", output_text(&out));
+        assert_eq!(read(&state.join("initech.refresh-token")), "initech-live\n");
+    }
+    // The tokens of the Secret replace the files there; the others stay.
+    let out = run(&with(&[("initech.refresh-token", "initech-new\n")]));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(read(&state.join("initech.refresh-token")), "initech-new\n");
+    assert_eq!(mode(&state.join("initech.refresh-token")), 0o600);
+    assert_eq!(
+        read(&state.join("acme-other.refresh-token")),
+        "other-live\n"
+    );
+    assert_eq!(
+        files_in(&state).len(),
+        2,
+        "left behind: {:?}",
+        files_in(&state)
+    );
+    // The Jobs are never applied with the set.
+    assert!(!sharded_set().iter().any(|o| kind(o) == "Job"));
+}
+
+#[test]
+fn following_the_sharded_readme_keeps_secrets_and_live_tokens_and_reseeds() {
+    let sts = statefulset();
+    let n = replicas(&sts);
+    let blocks = sharded_readme_blocks();
+    let all: Vec<&Cmd> = blocks.iter().flatten().collect();
+    // Every kubectl command of the subsection is one the model runs or checks.
+    for cmd in &all {
+        let w = &cmd.words;
+        if w.first().map(String::as_str) != Some("kubectl") {
+            continue;
+        }
+        let text = w.join(" ");
+        match parse_kubectl(cmd) {
+            Some(Kubectl::Other) => {
+                let verb = w.iter().skip(1).find(|a| !a.starts_with('-')).unwrap();
+                match verb.as_str() {
+                    "rollout" => assert_eq!(
+                        w[1..],
+                        ["rollout", "restart", &format!("statefulset/{}", name(&sts))],
+                        "{}: {text}",
+                        cmd.origin
+                    ),
+                    "wait" => {
+                        let label = w
+                            .iter()
+                            .position(|a| a == "-l")
+                            .map(|i| w[i + 1].clone())
+                            .expect("kubectl wait -l");
+                        let (k, v) = label.split_once('=').unwrap();
+                        for j in sharded_reseed_jobs() {
+                            assert_eq!(j["metadata"]["labels"][k], v, "{text}");
+                        }
+                        assert!(w.contains(&"--for=condition=complete".to_owned()));
+                        let timeout = w.iter().find_map(|a| a.strip_prefix("--timeout=")).unwrap();
+                        let deadline = sharded_reseed_jobs()[0]["spec"]["activeDeadlineSeconds"]
+                            .as_u64()
+                            .unwrap();
+                        assert!(
+                            humantime::parse_duration(timeout).unwrap().as_secs() > deadline,
+                            "{text}: waits less than the Jobs' deadline"
+                        );
+                    }
+                    "debug" => {
+                        let pod = w[2].strip_prefix("pod/").expect("kubectl debug pod/NAME");
+                        let ordinal = pod
+                            .strip_prefix(&format!("{}-", name(&sts)))
+                            .and_then(|o| o.parse::<u64>().ok())
+                            .unwrap_or_else(|| panic!("{text}: not a pod of the StatefulSet"));
+                        assert!(ordinal < n, "{text}: no such replica");
+                        let target = w.iter().find_map(|a| a.strip_prefix("--target=")).unwrap();
+                        container(&sts, target);
+                        let image = w.iter().find_map(|a| a.strip_prefix("--image=")).unwrap();
+                        assert_eq!(
+                            Some(image),
+                            container(&sts, "seed-refresh-tokens")["image"].as_str()
+                        );
+                        let dashdash = w.iter().position(|a| a == "--").unwrap();
+                        assert_eq!(w[dashdash + 1..], ["kill", "-HUP", "1"], "{text}");
+                    }
+                    other => panic!(
+                        "{}: `{text}`: `kubectl {other}` is not modelled",
+                        cmd.origin
+                    ),
+                }
+            }
+            Some(Kubectl::Scale {
+                kind: k,
+                name: nm,
+                replicas: r,
+            }) => {
+                assert_eq!(Cluster::kind_key(&k), "StatefulSet", "{text}");
+                assert_eq!(nm, name(&sts), "{text}");
+                assert!(r == 0 || r == n, "{text}: the StatefulSet has {n} replicas");
+            }
+            Some(_) => {}
+            None => unreachable!(),
+        }
+    }
+
+    let home = "$HOME/qonto-secrets";
+    let mut cluster = Cluster {
+        local_files: [
+            ("acme.secret-key", "acme-key"),
+            ("globex.secret-key", "globex-key"),
+            ("initech.client-secret", "initech-client-secret"),
+            ("initech.refresh-token", "initech-first"),
+        ]
+        .into_iter()
+        .map(|(f, c)| (PathBuf::from(format!("{home}/{f}")), c.to_owned()))
+        .collect(),
+        ..Cluster::default()
+    };
+    let install = blocks
+        .iter()
+        .find(|b| {
+            b.iter()
+                .any(|c| c.words.join(" ") == "kubectl apply -k deploy/kubernetes/sharded/")
+        })
+        .expect("a block applying deploy/kubernetes/sharded/");
+    for cmd in install {
+        cluster.run(cmd);
+    }
+    assert!(
+        cluster
+            .objects
+            .contains_key(&("PrometheusRule".into(), "qonto-exporter".into())),
+        "the install block applies the alert rules too"
+    );
+    let applied = cluster
+        .objects
+        .get(&("StatefulSet".into(), name(&sts).into()))
+        .expect("the install block applies the StatefulSet")
+        .clone();
+    // Every Secret the pods need exists (the optional seed one too, as the README creates it).
+    for v in pod_spec(&applied).unwrap()["volumes"].as_array().unwrap() {
+        if let Some(s) = v["secret"]["secretName"].as_str() {
+            assert!(
+                cluster.secret(s).is_some(),
+                "Secret {s} is not created by the README"
+            );
+        }
+    }
+    let users: Vec<(String, Value)> = cluster
+        .objects
+        .iter()
+        .filter(|((k, _), _)| k == "Secret")
+        .map(|((_, n), v)| (n.clone(), v.clone()))
+        .collect();
+
+    // Every replica starts: its init container seeds its volume, and the configuration passes
+    // with the Secret's files and that volume.
+    let tmp = tempfile::tempdir().unwrap();
+    let exporter = container(&sts, "qonto-exporter");
+    let secrets_dir = tmp.path().join("organizations");
+    std::fs::create_dir(&secrets_dir).unwrap();
+    for (k, v) in cluster.secret("qonto-exporter-organizations").unwrap()["stringData"]
+        .as_object()
+        .unwrap()
+    {
+        std::fs::write(secrets_dir.join(k), v.as_str().unwrap()).unwrap();
+    }
+    let states: Vec<PathBuf> = (0..n)
+        .map(|i| tmp.path().join(format!("state-{i}")))
+        .collect();
+    let mut token_files = BTreeMap::new();
+    for (i, state) in states.iter().enumerate() {
+        std::fs::create_dir(state).unwrap();
+        run_seed(&cluster, state, tmp.path());
+        let dirs = [
+            (
+                mount_of(exporter, "secrets").to_owned(),
+                secrets_dir.clone(),
+            ),
+            (mount_of(exporter, "state").to_owned(), state.clone()),
+        ];
+        let orgs = parse_sharded_config(&dirs, u32::try_from(i).unwrap())
+            .unwrap_or_else(|e| panic!("replica {i} exits 2 after the README's steps: {e}"));
+        for o in orgs {
+            if let qonto_exporter::config::CredentialSource::OAuth {
+                refresh_token_file,
+                refresh_token,
+                ..
+            } = &o.source
+            {
+                assert_eq!(refresh_token.expose(), "initech-first");
+                let shard = replica_args(u32::try_from(i).unwrap()).shard().unwrap();
+                if shard.owns(&o.name) {
+                    token_files.insert(o.name.clone(), refresh_token_file.clone());
+                }
+            }
+        }
+    }
+    let owner_token = token_files
+        .get("initech")
+        .expect("a replica owns initech")
+        .clone();
+    let owner_state = states
+        .iter()
+        .find(|s| owner_token.starts_with(s))
+        .unwrap()
+        .clone();
+
+    // The owner rotates; the user follows the install steps again (an upgrade); every replica
+    // restarts. Secrets and the live token are untouched.
+    std::fs::write(&owner_token, "initech-rotated\n").unwrap();
+    for cmd in install {
+        cluster.run(cmd);
+    }
+    let after: Vec<(String, Value)> = cluster
+        .objects
+        .iter()
+        .filter(|((k, _), _)| k == "Secret")
+        .map(|((_, n), v)| (n.clone(), v.clone()))
+        .collect();
+    assert_eq!(
+        after, users,
+        "re-running the README's steps changed a Secret"
+    );
+    for state in &states {
+        run_seed(&cluster, state, tmp.path());
+    }
+    assert_eq!(read(&owner_token), "initech-rotated\n");
+
+    // A re-seed after a new oauth-login, literally, with a stale Secret and finished Jobs of an
+    // earlier re-seed still there: every replica's volume gets the new token.
+    let reseed = blocks
+        .iter()
+        .find(|b| {
+            b.iter().any(|c| {
+                c.words
+                    .iter()
+                    .any(|w| w.ends_with("maintenance/reseed-refresh-tokens.yaml"))
+            }) && b
+                .iter()
+                .any(|c| c.words.get(1).is_some_and(|v| v == "create"))
+        })
+        .expect("a block re-seeding with maintenance/reseed-refresh-tokens.yaml");
+    cluster.local_files.insert(
+        PathBuf::from(format!("{home}/initech.refresh-token")),
+        "initech-second-login".into(),
+    );
+    cluster.objects.insert(
+        ("Secret".into(), "qonto-exporter-reseed".into()),
+        json!({"kind": "Secret", "metadata": {"name": "qonto-exporter-reseed"},
+               "stringData": {"initech.refresh-token": "an-old-spent-token"}}),
+    );
+    for j in sharded_reseed_jobs() {
+        cluster
+            .objects
+            .insert(("Job".into(), name(&j).to_owned()), j.clone());
+    }
+    let template = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap();
+    let claims: BTreeMap<String, PathBuf> = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("{template}-{}-{i}", name(&sts)), s.clone()))
+        .collect();
+    let mut jobs_run = 0;
+    let mut stopped = false;
+    for cmd in reseed {
+        let replicas_now =
+            cluster.objects[&("StatefulSet".to_owned(), name(&sts).to_owned())]["spec"]["replicas"]
+                .as_u64();
+        for obj in cluster.run(cmd) {
+            if kind(&obj) == "Job" {
+                assert_eq!(
+                    replicas_now,
+                    Some(0),
+                    "a re-seed Job runs while replicas run"
+                );
+                let out = run_k8s_container_with(
+                    &obj,
+                    "replace-refresh-tokens",
+                    &cluster,
+                    &claims,
+                    tmp.path(),
+                );
+                assert!(out.status.success(), "{}", output_text(&out));
+                jobs_run += 1;
+            }
+        }
+        stopped |= replicas_now == Some(0);
+    }
+    assert!(stopped);
+    assert_eq!(jobs_run, n, "the re-seed creates one Job per replica");
+    for state in &states {
+        run_seed(&cluster, state, tmp.path());
+        assert_eq!(
+            read(&state.join("initech.refresh-token")),
+            "initech-second-login",
+            "{} did not get the new token",
+            state.display()
+        );
+    }
+    assert_eq!(read(&owner_token), "initech-second-login");
+    assert!(owner_state.exists());
+    assert!(
+        cluster.secret("qonto-exporter-reseed").is_none(),
+        "the re-seed leaves Secret qonto-exporter-reseed behind"
+    );
+    assert_eq!(
+        cluster.objects[&("StatefulSet".to_owned(), name(&sts).to_owned())]["spec"]["replicas"],
+        json!(n),
+        "the re-seed ends with the replicas running again"
+    );
+    let still: Vec<(String, Value)> = cluster
+        .objects
+        .iter()
+        .filter(|((k, _), _)| k == "Secret")
+        .map(|((_, n), v)| (n.clone(), v.clone()))
+        .collect();
+    assert_eq!(still, users, "the re-seed changed the user's Secrets");
 }
