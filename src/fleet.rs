@@ -39,8 +39,10 @@ use crate::shard::Shard;
 use crate::shutdown::stopped;
 use crate::state::Storage;
 
-/// How long a stopped poller gets to end before it is left behind.
+/// How long a stopped poller gets to end before it is aborted.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reload may take to read the configuration and its secrets.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One running organisation, as the server reads it.
 #[derive(Debug)]
@@ -59,12 +61,25 @@ pub struct FleetView {
     orgs: ArcSwap<Vec<Arc<OrgView>>>,
     /// Bumped at every swap, so caches of `/metrics` know the set changed.
     generation: AtomicU64,
+    /// Set once the process has been ready (see the server's readiness): it stays ready.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 impl FleetView {
     /// The organisations running now, by name.
     pub fn orgs(&self) -> Arc<Vec<Arc<OrgView>>> {
         self.orgs.load_full()
+    }
+
+    /// True once [`FleetView::latch_ready`] was called.
+    pub fn was_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the process ready for good: an organisation added or restarted later by a reload
+    /// must not take a serving process out of its Service while its first poll runs.
+    pub fn latch_ready(&self) {
+        self.ready.store(true, Ordering::Release);
     }
 
     pub fn generation(&self) -> u64 {
@@ -410,7 +425,12 @@ impl Fleet {
                 }
                 Some(request) = reloads.recv() => {
                     let result = match &load {
-                        Some(load) => self.reload(load.clone()).await,
+                        // A reload stuck on a hung volume must not keep the process from
+                        // stopping.
+                        Some(load) => tokio::select! {
+                            r = self.reload(load.clone()) => r,
+                            _ = stopped(&mut shutdown) => break,
+                        },
                         None => {
                             tracing::info!("reload asked for, but the organisation comes from flags: only --config.file can be reloaded");
                             Err("nothing to reload: the organisation comes from flags, not from --config.file".to_owned())
@@ -429,11 +449,20 @@ impl Fleet {
 
     async fn reload(&mut self, load: Loader) -> Result<(), String> {
         self.process.reloads.inc();
-        // Reading the file and the secrets it names is file I/O: off the async workers.
-        let loaded = tokio::task::spawn_blocking(move || load())
-            .await
-            .map_err(|e| format!("the configuration could not be read: {e}"))
-            .and_then(|r| r);
+        // Reading the file and the secrets it names is file I/O: off the async workers, and
+        // bounded (a file on a hung volume is a refused reload, not a hung one).
+        let loaded = match tokio::time::timeout(
+            LOAD_TIMEOUT,
+            tokio::task::spawn_blocking(move || load()),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(format!("the configuration could not be read: {e}")),
+            Err(_) => Err(format!(
+                "reading the configuration and the secrets it names took more than {LOAD_TIMEOUT:?}"
+            )),
+        };
         match loaded {
             Ok(orgs) => {
                 let applied = self.apply(orgs).await;
@@ -467,10 +496,16 @@ pub struct Applied {
 
 /// Stops a poller, waits for it within [`STOP_TIMEOUT`], then makes its OAuth session's last
 /// write; false if a rotated refresh token stayed unsaved.
-async fn stop(r: Running) -> bool {
+async fn stop(mut r: Running) -> bool {
     let _ = r.stop.send(true);
-    if tokio::time::timeout(STOP_TIMEOUT, r.task).await.is_err() {
-        tracing::warn!(organization = %r.view.name, "the poller did not stop within {STOP_TIMEOUT:?}");
+    if tokio::time::timeout(STOP_TIMEOUT, &mut r.task)
+        .await
+        .is_err()
+    {
+        // Never two pollers of one organisation: one that does not stop is aborted.
+        tracing::warn!(organization = %r.view.name, "the poller did not stop within {STOP_TIMEOUT:?}; aborted");
+        r.task.abort();
+        let _ = r.task.await;
     }
     match &r.oauth {
         Some(session) => session.shutdown().await.is_ok(),

@@ -153,11 +153,11 @@ async fn run(args: RunArgs) -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let (orgs, loader) = match &args.config_file {
-        Some(path) => match organizations::load(path, &args) {
+        Some(path) => match organizations::load(path, &args, shard) {
             Ok(orgs) => {
                 let (path, defaults) = (path.clone(), args.clone());
                 let loader: Loader = Arc::new(move || {
-                    organizations::load(&path, &defaults).map_err(|e| e.to_string())
+                    organizations::load(&path, &defaults, shard).map_err(|e| e.to_string())
                 });
                 (orgs, Some(loader))
             }

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::config::{CredentialSource, RunArgs, check_url, parse_positive_duration};
 use crate::secret::{Secret, check_writable, read_secret_file};
+use crate::shard::Shard;
 
 /// The name of the organisation of the single-organisation flags, unless `--qonto.organization`
 /// gives another.
@@ -71,11 +72,15 @@ impl Organization {
 #[error("{0}")]
 pub struct ConfigFileError(pub String);
 
-/// The organisations of `--config.file`, with defaults from the flags.
-pub fn load(path: &Path, defaults: &RunArgs) -> Result<Vec<Organization>, ConfigFileError> {
+/// The organisations of `--config.file` that fall to `shard`, with defaults from the flags.
+pub fn load(
+    path: &Path,
+    defaults: &RunArgs,
+    shard: Shard,
+) -> Result<Vec<Organization>, ConfigFileError> {
     let at = |msg: String| ConfigFileError(format!("--config.file {}: {msg}", path.display()));
     let text = read_capped(path).map_err(|e| at(e.to_string()))?;
-    parse(&text, defaults).map_err(|e| at(e.0))
+    parse(&text, defaults, shard).map_err(|e| at(e.0))
 }
 
 fn read_capped(path: &Path) -> std::io::Result<String> {
@@ -138,8 +143,15 @@ struct OAuthEntry {
     inline_refresh_token: Option<serde::de::IgnoredAny>,
 }
 
-/// Parses and checks a configuration's text (see [`load`]).
-pub fn parse(text: &str, defaults: &RunArgs) -> Result<Vec<Organization>, ConfigFileError> {
+/// Parses and checks a configuration's text (see [`load`]); returns the organisations that
+/// fall to `shard`. Every entry is checked (names, keys, URLs, that no two share a name, a
+/// refresh-token file or state), but only this shard's secrets are read: another replica's
+/// missing or unreadable token file is that replica's problem, not this one's.
+pub fn parse(
+    text: &str,
+    defaults: &RunArgs,
+    shard: Shard,
+) -> Result<Vec<Organization>, ConfigFileError> {
     let file: File = serde_norway::from_str(text).map_err(|e| ConfigFileError(e.to_string()))?;
     if file.organizations.is_empty() {
         return Err(ConfigFileError(
@@ -160,10 +172,12 @@ pub fn parse(text: &str, defaults: &RunArgs) -> Result<Vec<Organization>, Config
         let label = entry_label(&value, i);
         let fail = |msg: String| ConfigFileError(format!("{label}: {msg}"));
         let entry: Entry = serde_norway::from_value(value).map_err(|e| fail(e.to_string()))?;
-        let org = entry.resolve(defaults).map_err(fail)?;
-        if let Some(first) = names.insert(org.name.clone(), i) {
+        let owned = shard.owns(&entry.name);
+        let org = entry.resolve(defaults, owned).map_err(fail)?;
+        // Names equal but for case would share a state file on a case-insensitive volume.
+        if let Some(first) = names.insert(org.name.to_ascii_lowercase(), i) {
             return Err(fail(format!(
-                "name: {:?} is also the name of organisation #{}; names must be unique",
+                "name: {:?} is also the name of organisation #{} (letter case aside); names must be unique",
                 org.name,
                 first + 1
             )));
@@ -185,7 +199,9 @@ pub fn parse(text: &str, defaults: &RunArgs) -> Result<Vec<Organization>, Config
                 "same API URL and credentials as organisation {other:?}: both would poll the same figures and share one state file"
             )));
         }
-        orgs.push(org);
+        if owned {
+            orgs.push(org);
+        }
     }
     Ok(orgs)
 }
@@ -237,9 +253,17 @@ pub fn valid_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A secret given by file or by the name of an environment variable, at most one of them.
-fn secret(file: Option<&Path>, env: Option<&str>, key: &str) -> Result<Option<Secret>, String> {
+/// A secret given by file or by the name of an environment variable, at most one of them;
+/// unless `read`, only checked as given (an empty stand-in, for an organisation of another
+/// shard, which is never polled here).
+fn secret(
+    file: Option<&Path>,
+    env: Option<&str>,
+    key: &str,
+    read: bool,
+) -> Result<Option<Secret>, String> {
     match (file, env) {
+        (Some(_), None) | (None, Some(_)) if !read => Ok(Some(Secret::new(""))),
         (Some(_), Some(_)) => Err(format!(
             "{key}_file and {key}_env are both set; give the secret in one place"
         )),
@@ -256,7 +280,8 @@ fn secret(file: Option<&Path>, env: Option<&str>, key: &str) -> Result<Option<Se
 }
 
 impl Entry {
-    fn resolve(self, defaults: &RunArgs) -> Result<Organization, String> {
+    /// The organisation of this entry; its secrets are read only if `read`.
+    fn resolve(self, defaults: &RunArgs, read: bool) -> Result<Organization, String> {
         valid_name(&self.name).map_err(|e| format!("name: {e}"))?;
         for (given, key) in [
             (self.inline_secret_key.is_some(), "secret_key"),
@@ -286,16 +311,19 @@ impl Entry {
             self.staging_token_file.as_deref(),
             self.staging_token_env.as_deref(),
             "staging_token",
+            read,
         )?;
         let key = secret(
             self.secret_key_file.as_deref(),
             self.secret_key_env.as_deref(),
             "secret_key",
+            read,
         )?;
         let access = secret(
             self.access_token_file.as_deref(),
             self.access_token_env.as_deref(),
             "access_token",
+            read,
         )?;
         for s in [&key, &access, &staging_token].into_iter().flatten() {
             hasher.add(s.expose());
@@ -331,19 +359,25 @@ impl Entry {
                     o.client_secret_file.as_deref(),
                     o.client_secret_env.as_deref(),
                     "oauth.client_secret",
+                    read,
                 )?
                 .ok_or("oauth.client_secret_file or oauth.client_secret_env: required")?;
-                let refresh_token = read_secret_file(&o.refresh_token_file).map_err(|e| {
-                    format!(
-                        "oauth.refresh_token_file: {e} (run `qonto-exporter oauth-login --config.file … --organization {}` to create it)",
-                        self.name
-                    )
-                })?;
-                check_writable(&o.refresh_token_file).map_err(|e| {
-                    format!(
-                        "oauth.refresh_token_file: {e}; the file is rewritten on every token rotation, so it must be writable"
-                    )
-                })?;
+                let refresh_token = if read {
+                    let token = read_secret_file(&o.refresh_token_file).map_err(|e| {
+                        format!(
+                            "oauth.refresh_token_file: {e} (run `qonto-exporter oauth-login --config.file … --organization {}` to create it)",
+                            self.name
+                        )
+                    })?;
+                    check_writable(&o.refresh_token_file).map_err(|e| {
+                        format!(
+                            "oauth.refresh_token_file: {e}; the file is rewritten on every token rotation, so it must be writable"
+                        )
+                    })?;
+                    token
+                } else {
+                    Secret::new("")
+                };
                 let token_url = o
                     .token_url
                     .clone()
@@ -461,6 +495,7 @@ pub fn oauth_client(
         o.client_secret_file.as_deref(),
         o.client_secret_env.as_deref(),
         "oauth.client_secret",
+        true,
     )
     .map_err(fail)?
     .ok_or_else(|| fail("oauth.client_secret_file or oauth.client_secret_env: required".into()))?;
@@ -521,7 +556,7 @@ organizations:
     poll_interval: 5m
 "#
         );
-        let orgs = parse(&text, &defaults()).unwrap();
+        let orgs = parse(&text, &defaults(), Shard::default()).unwrap();
         assert_eq!(orgs.len(), 2);
         assert_eq!(orgs[0].name, "acme");
         assert_eq!(orgs[0].api_url, "https://thirdparty.qonto.com");
@@ -535,24 +570,24 @@ organizations:
             matches!(&orgs[1].source, CredentialSource::OAuth { token_url, .. } if token_url == "https://oauth.qonto.com/oauth2/token")
         );
         // The same text twice: the same fingerprints (a reload keeps both).
-        let again = parse(&text, &defaults()).unwrap();
+        let again = parse(&text, &defaults(), Shard::default()).unwrap();
         assert_eq!(orgs[0].fingerprint, again[0].fingerprint);
         assert_eq!(orgs[1].fingerprint, again[1].fingerprint);
         // A changed secret file: a new fingerprint for that organisation only.
         std::fs::write(&key, "k-acme-2").unwrap();
-        let changed = parse(&text, &defaults()).unwrap();
+        let changed = parse(&text, &defaults(), Shard::default()).unwrap();
         assert_ne!(orgs[0].fingerprint, changed[0].fingerprint);
         assert_eq!(orgs[1].fingerprint, changed[1].fingerprint);
         // The refresh token is the exporter's own to rewrite: not part of the fingerprint.
         std::fs::write(&rt, "rt-rotated").unwrap();
         assert_eq!(
             orgs[1].fingerprint,
-            parse(&text, &defaults()).unwrap()[1].fingerprint
+            parse(&text, &defaults(), Shard::default()).unwrap()[1].fingerprint
         );
     }
 
     fn error(text: &str) -> String {
-        match parse(text, &defaults()) {
+        match parse(text, &defaults(), Shard::default()) {
             Ok(_) => panic!("accepted: {text}"),
             Err(e) => e.0,
         }
@@ -626,6 +661,47 @@ organizations:
     }
 
     #[test]
+    fn only_this_shards_secrets_are_read_but_every_entry_is_checked() {
+        let d = Dir::new();
+        let key = d.file("k", "k");
+        let names: Vec<String> = (0..12).map(|i| format!("org-{i}")).collect();
+        let mut text = String::from("organizations:\n");
+        for n in &names {
+            // Every token file is missing: only the owner of each may complain.
+            text.push_str(&format!(
+                "  - name: {n}\n    oauth: {{client_id: {n}, client_secret_file: {key}, refresh_token_file: /nonexistent/{n}}}\n"
+            ));
+        }
+        let shard = Shard::new(1, 3).unwrap();
+        let mine: Vec<&String> = names.iter().filter(|n| shard.owns(n)).collect();
+        let e = error_in(&text, shard);
+        assert!(e.contains(&format!("organization {:?}", mine[0])), "{e}");
+        // Without the owners' entries, the others' missing files do not matter...
+        let others: String = text
+            .split("  - ")
+            .skip(1)
+            .filter(|e| !mine.iter().any(|m| e.starts_with(&format!("name: {m}\n"))))
+            .map(|e| format!("  - {e}"))
+            .collect();
+        let orgs = parse(&format!("organizations:\n{others}"), &defaults(), shard).unwrap();
+        assert!(orgs.is_empty());
+        // ... but their structure is checked all the same.
+        let theirs = names.iter().find(|n| !shard.owns(n)).unwrap();
+        let bad = format!(
+            "organizations:\n{others}  - name: {}\n    access_token_env: X\n",
+            theirs.to_uppercase()
+        );
+        assert!(error_in(&bad, shard).contains("letter case"));
+    }
+
+    fn error_in(text: &str, shard: Shard) -> String {
+        match parse(text, &defaults(), shard) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
     fn names_are_label_and_file_safe() {
         for ok in ["acme", "Acme-SAS_2.fr", &"x".repeat(MAX_NAME_LEN)] {
             assert!(valid_name(ok).is_ok(), "{ok}");
@@ -646,7 +722,10 @@ organizations:
 
     #[test]
     fn a_huge_file_is_refused_without_reading_it_all() {
-        let e = load(Path::new("/dev/zero"), &defaults()).err().unwrap().0;
+        let e = load(Path::new("/dev/zero"), &defaults(), Shard::default())
+            .err()
+            .unwrap()
+            .0;
         assert!(e.contains("--config.file /dev/zero"), "{e}");
     }
 }

@@ -107,19 +107,20 @@ impl ScrapeCache {
             key.push(u128::from(status.polls));
             key.push(nanos(status.in_progress_since));
         }
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = last.as_ref() {
+        if let Some(b) = self.last.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             if b.key == key && b.at.elapsed() < SCRAPE_CACHE_TTL {
                 return b.clone();
             }
         }
+        // Built without the lock: a scrape arriving meanwhile builds its own text rather than
+        // block a runtime worker while this one encodes.
         let built = Arc::new(Built {
             at: Instant::now(),
             plain: Bytes::from(exposition(app, &orgs)),
             key,
             gzip: std::sync::OnceLock::new(),
         });
-        *last = Some(built.clone());
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(built.clone());
         built
     }
 }
@@ -228,12 +229,12 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     } else if path == "/-/healthy" {
         text(StatusCode::OK, "Healthy\n")
     } else if path == "/-/ready" {
-        if ready(&app.fleet.orgs()) {
+        if ready(&app.fleet) {
             text(StatusCode::OK, "Ready\n")
         } else {
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "Not ready: no poll has completed yet\n",
+                "Not ready: the first polls have not all ended, or none has succeeded\n",
             )
         }
     } else if let Some(denied) = authorize(app, &req).await {
@@ -259,14 +260,23 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
 
 /// Ready once every organisation's first poll has ended (a failing one must not keep the
 /// others' figures from being scraped) and at least one has figures to serve; with no
-/// organisation (an empty shard), at once.
-fn ready(orgs: &[Arc<OrgView>]) -> bool {
+/// organisation (an empty shard), at once. Then ready for good: an organisation that a reload
+/// adds or restarts does not take the process out of service during its first poll.
+fn ready(fleet: &FleetView) -> bool {
+    if fleet.was_ready() {
+        return true;
+    }
+    let orgs = fleet.orgs();
     let has_figures = |o: &Arc<OrgView>| o.shared.published.load().is_some();
-    orgs.is_empty()
+    let now = orgs.is_empty()
         || (orgs.iter().any(has_figures)
             && orgs
                 .iter()
-                .all(|o| has_figures(o) || o.shared.status.load().polls > 0))
+                .all(|o| has_figures(o) || o.shared.status.load().polls > 0));
+    if now {
+        fleet.latch_ready();
+    }
+    now
 }
 
 /// `POST /-/reload`: 200 once the configuration is applied, 500 with the reason when it is
@@ -280,8 +290,15 @@ async fn reload(app: &App) -> Response<Body> {
         );
     };
     let (answer, result) = tokio::sync::oneshot::channel();
-    if tx.send(Some(answer)).await.is_err() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    match tokio::time::timeout(RELOAD_TIMEOUT, tx.send(Some(answer))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        Err(_) => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "reloads are queued up; try again later\n",
+            );
+        }
     }
     match tokio::time::timeout(RELOAD_TIMEOUT, result).await {
         Ok(Ok(Ok(()))) => text(StatusCode::OK, "OK\n"),

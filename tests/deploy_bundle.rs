@@ -2130,7 +2130,8 @@ fn parse_sharded_config(
     }
     let args = replica_args(ordinal);
     args.validate().map_err(|e| e.to_string())?;
-    qonto_exporter::organizations::parse(&text, &args).map_err(|e| e.0)
+    let shard = args.shard().map_err(|e| e.to_string())?;
+    qonto_exporter::organizations::parse(&text, &args, shard).map_err(|e| e.0)
 }
 
 /// The lines of README.md under the heading `heading`, up to the next heading (`#`… outside
@@ -2495,38 +2496,46 @@ fn sharded_config_example_is_a_valid_configuration_on_every_replica() {
     }
     assert!(!oauth.is_empty(), "the example has an OAuth organisation");
     let n = u32::try_from(replicas(&sts)).unwrap();
+    // Each replica polls the organisations of its shard; together, every one exactly once, and
+    // the example gives every replica some.
     let mut owners = BTreeMap::new();
     for ordinal in 0..n {
         let orgs = parse_sharded_config(&dirs, ordinal)
             .unwrap_or_else(|e| panic!("replica {ordinal} refuses the example configuration: {e}"));
-        assert!(orgs.len() >= 3, "a couple of organisations at least");
         let shard = replica_args(ordinal).shard().unwrap();
         for o in &orgs {
-            if shard.owns(&o.name) {
-                owners.insert(o.name.clone(), ordinal);
-            }
+            assert!(shard.owns(&o.name));
+            assert!(
+                owners.insert(o.name.clone(), ordinal).is_none(),
+                "{} polled by two replicas",
+                o.name
+            );
         }
     }
-    // Each organisation falls to one replica, and the example gives every replica some.
-    let all: Vec<String> = parse_sharded_config(&dirs, 0)
-        .unwrap()
-        .iter()
-        .map(|o| o.name.clone())
-        .collect();
-    assert_eq!(owners.len(), all.len(), "{owners:?}");
+    assert!(
+        owners.len() >= 3,
+        "a couple of organisations at least: {owners:?}"
+    );
+    assert!(oauth.iter().all(|o| owners.contains_key(o)), "{owners:?}");
     let used: BTreeSet<u32> = owners.values().copied().collect();
     assert_eq!(
         used.len() as u32,
         n,
         "some replica of the example owns nothing: {owners:?}"
     );
-    // A replica checks every organisation, its own or not: without a token file of another
-    // replica's OAuth organisation, it refuses the whole configuration (why the init container
-    // seeds every token on every volume).
+    // A replica reads the secrets of its own organisations only: without the token file of an
+    // OAuth organisation, its owner refuses the configuration, the other replicas do not.
     std::fs::remove_file(state.join(format!("{}.refresh-token", oauth[0]))).unwrap();
     for ordinal in 0..n {
-        let e = parse_sharded_config(&dirs, ordinal).expect_err("a missing token file is refused");
-        assert!(e.contains(&oauth[0]), "{e}");
+        let parsed = parse_sharded_config(&dirs, ordinal);
+        if owners[&oauth[0]] == ordinal {
+            let e = parsed.expect_err("a missing token file of its own organisation is refused");
+            assert!(e.contains(&oauth[0]), "{e}");
+        } else {
+            parsed.unwrap_or_else(|e| {
+                panic!("replica {ordinal} refuses another replica's missing token file: {e}")
+            });
+        }
     }
 }
 

@@ -242,10 +242,7 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
             let per_org = t.expr.contains("$organization");
             match res {
                 Ok(series)
-                    if per_org
-                        && !DASHBOARD_ORGS
-                            .iter()
-                            .all(|o| orgs_of(&series).contains(*o)) =>
+                    if per_org && !DASHBOARD_ORGS.iter().all(|o| orgs_of(&series).contains(*o)) =>
                 {
                     pending.insert(
                         t.name.clone(),

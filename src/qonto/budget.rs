@@ -360,6 +360,8 @@ pub struct Budget {
     sent: RequestWindow,
     turns: Mutex<Turns>,
     lanes: AtomicU64,
+    /// Until when a 429 paused every request of the process (Qonto's limits are per IP).
+    paused_until: Mutex<Option<Instant>>,
 }
 
 /// A queue of requests in [`Budget`]'s round robin: one per organisation (client).
@@ -410,6 +412,7 @@ impl Budget {
             long,
             turns: Mutex::new(Turns::default()),
             lanes: AtomicU64::new(0),
+            paused_until: Mutex::new(None),
         }
     }
 
@@ -422,30 +425,59 @@ impl Budget {
     /// and returns how long it was held back by the long window's share. Send the request at
     /// once after this.
     pub async fn acquire(self: &Arc<Self>, lane: Lane) -> Duration {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut t = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-            let queue = t.waiting.entry(lane).or_default();
-            queue.push_back(tx);
-            if queue.len() == 1 {
-                t.ring.push_back(lane);
+        loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let start = {
+                let mut t = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+                let queue = t.waiting.entry(lane).or_default();
+                queue.push_back(tx);
+                if queue.len() == 1 {
+                    t.ring.push_back(lane);
+                }
+                !std::mem::replace(&mut t.dealing, true)
+            };
+            if start {
+                tokio::spawn(Arc::clone(self).deal());
             }
-            !std::mem::replace(&mut t.dealing, true)
-        };
-        if start {
-            tokio::spawn(Arc::clone(self).deal());
+            match rx.await {
+                Ok(held) => return held,
+                // The dealer ended without serving this turn (the runtime is shutting down, or
+                // it died): queue again, which starts a new dealer; never send unadmitted.
+                Err(_) => tokio::task::yield_now().await,
+            }
         }
-        // The dealer drops a sender only when it ends with the runtime.
-        rx.await.unwrap_or(Duration::ZERO)
     }
 
     /// Hands out turns while anyone waits (see the module docs).
     async fn deal(self: Arc<Self>) {
+        // If the dealer ends otherwise than by running out of waiters (a panic, the runtime
+        // dropping it), the next waiter can start another and nobody waits on this one.
+        struct Ending<'a>(&'a Budget, bool);
+        impl Drop for Ending<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let mut t = self.0.turns.lock().unwrap_or_else(|p| p.into_inner());
+                    t.dealing = false;
+                    // Dropping the senders wakes their waiters, which queue again.
+                    t.waiting.clear();
+                    t.ring.clear();
+                }
+            }
+        }
+        let mut ending = Ending(&self, true);
         loop {
             {
                 let mut t = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-                if t.ring.is_empty() {
+                // Waiters that gave up need no cell.
+                t.waiting.retain(|_, q| {
+                    q.retain(|tx| !tx.is_closed());
+                    !q.is_empty()
+                });
+                let Turns { waiting, ring, .. } = &mut *t;
+                ring.retain(|lane| waiting.contains_key(lane));
+                if ring.is_empty() {
                     t.dealing = false;
+                    ending.1 = false;
                     return;
                 }
             }
@@ -468,9 +500,34 @@ impl Budget {
         }
     }
 
-    /// Waits until every limiter admits one request and counts it as sent; returns how long the
-    /// long window's share held it back.
+    /// Pauses every request of every lane for `wait` from now (a 429's `Retry-After`, already
+    /// bounded by the caller); a longer pause already set stays.
+    pub fn pause(&self, wait: Duration) {
+        // An `Instant` must never overflow, whatever `wait` is.
+        let Some(until) = Instant::now().checked_add(wait) else {
+            return;
+        };
+        let mut p = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none_or(|t| t < until) {
+            *p = Some(until);
+        }
+    }
+
+    /// Waits out the pause set by [`Budget::pause`], if any (and any extension of it).
+    pub async fn wait_pause(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Waits out any pause, then until every limiter admits one request, and counts it as sent;
+    /// returns how long the long window's share held it back.
     async fn admit(&self) -> Duration {
+        self.wait_pause().await;
         let mut held = Duration::ZERO;
         loop {
             match self.gate.try_acquire() {

@@ -228,7 +228,6 @@ pub struct QontoClient {
     /// The listing walked in full most recently: `(total_pages, pages seen)`, for the estimate
     /// in the "held back" log line.
     listing: Mutex<(u64, u64)>,
-    pause_until: Mutex<Option<Instant>>,
     refusals: Mutex<VecDeque<Instant>>,
     observer: std::sync::Arc<dyn ApiObserver>,
     sent: AtomicU64,
@@ -290,7 +289,6 @@ impl QontoClient {
             budget: cfg.budget,
             held_logged: Mutex::new(None),
             listing: Mutex::new((0, 0)),
-            pause_until: Mutex::new(None),
             refusals: Mutex::new(VecDeque::new()),
             observer,
             sent: AtomicU64::new(0),
@@ -537,24 +535,13 @@ impl QontoClient {
             .push_back(Instant::now());
     }
 
+    /// Pauses every request of the process, of every organisation: Qonto's limits are per IP.
     fn pause_all(&self, wait: Duration) {
-        // `wait` is bounded by the policy, but an `Instant` must never overflow whatever it is.
-        let Some(until) = Instant::now().checked_add(wait) else {
-            return;
-        };
-        let mut p = self.pause_until.lock().unwrap_or_else(|p| p.into_inner());
-        if p.is_none_or(|t| t < until) {
-            *p = Some(until);
-        }
+        self.budget.pause(wait);
     }
 
     async fn wait_for_pause(&self) {
-        let until = *self.pause_until.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = until {
-            if t > Instant::now() {
-                tokio::time::sleep_until(t.into()).await;
-            }
-        }
+        self.budget.wait_pause().await;
     }
 }
 
