@@ -189,10 +189,22 @@ impl Fleet {
         let names: Vec<String> = self.running.keys().cloned().collect();
         let mut leaving = Vec::new();
         for name in names {
-            let keep = wanted.get(&name).is_some_and(|o| {
-                self.running.get(&name).map(|r| r.fingerprint) == Some(o.fingerprint)
-            });
-            if keep {
+            let running = self.running.get(&name);
+            let same = wanted
+                .get(&name)
+                .is_some_and(|o| running.map(|r| r.fingerprint) == Some(o.fingerprint));
+            // Restarting an organisation whose rotated refresh token is not in its file would
+            // lose it (the file's is spent): it keeps running as it is until the token is saved.
+            let unsaved = wanted.contains_key(&name)
+                && running
+                    .and_then(|r| r.oauth.as_ref())
+                    .is_some_and(|s| s.unsaved());
+            if unsaved && !same {
+                tracing::warn!(organization = %name, "not restarted with its new configuration: its rotated refresh token is not saved yet (qonto_exporter_oauth_refresh_token_unsaved); reload again once it is");
+                wanted.remove(&name);
+                applied.deferred.push(name.clone());
+            }
+            if same || unsaved {
                 wanted.remove(&name);
                 applied.kept.push(name);
             } else if let Some(r) = self.running.remove(&name) {
@@ -432,6 +444,7 @@ impl Fleet {
                             _ = stopped(&mut shutdown) => break,
                         },
                         None => {
+                            self.process.reloads.inc();
                             tracing::info!("reload asked for, but the organisation comes from flags: only --config.file can be reloaded");
                             Err("nothing to reload: the organisation comes from flags, not from --config.file".to_owned())
                         }
@@ -471,6 +484,7 @@ impl Fleet {
                     started = ?applied.started,
                     stopped = ?applied.stopped,
                     kept = applied.kept.len(),
+                    deferred = ?applied.deferred,
                     "configuration reloaded"
                 );
                 Ok(())
@@ -492,6 +506,8 @@ pub struct Applied {
     pub started: Vec<String>,
     pub kept: Vec<String>,
     pub stopped: Vec<String>,
+    /// Changed, but kept as they were: their rotated refresh token is not saved.
+    pub deferred: Vec<String>,
 }
 
 /// Stops a poller, waits for it within [`STOP_TIMEOUT`], then makes its OAuth session's last

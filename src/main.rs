@@ -254,9 +254,10 @@ async fn run(args: RunArgs) -> ExitCode {
         budget.clone(),
         process.clone(),
     );
-    let applied = fleet.apply(orgs).await;
+    // Listening before the organisations start: SIGHUP's default action would end the process.
     let (reload_tx, reload_rx) = mpsc::channel(4);
     spawn_sighup(reload_tx.clone());
+    let applied = fleet.apply(orgs).await;
     let mut about = vec![(
         "Budget".to_owned(),
         format!(
@@ -271,10 +272,8 @@ async fn run(args: RunArgs) -> ExitCode {
         about.push((
             "Shard".to_owned(),
             format!(
-                "{} of {} ({} of {configured} organisations)",
-                shard.index,
-                shard.count,
-                applied.started.len()
+                "{} of {} (--shard.index of --shard.count)",
+                shard.index, shard.count
             ),
         ));
     }

@@ -324,7 +324,7 @@ impl ProcessMetrics {
         );
         let organizations = gauge(
             "qonto_exporter_organizations",
-            "Organisations this process polls: those of the configuration that fall to its shard (--shard.index of --shard.count).",
+            "Organisations this process is configured to poll: those of the configuration that fall to its shard (--shard.index of --shard.count), including any whose client could not be built (reported as failing, with qonto_up 0).",
         );
         let reload_successful = gauge(
             "qonto_exporter_config_last_reload_successful",

@@ -212,7 +212,7 @@ pub async fn run(args: OAuthLoginArgs) -> Result<(), LoginError> {
     println!("Wrote the refresh token to {}", path.display());
     match &organization {
         Some(name) => println!(
-            "It is organisation {name}'s oauth.refresh_token_file in --config.file: start the exporter, or reload it (SIGHUP) if it runs (it rotates the token in place; never share the file between two processes)."
+            "It is organisation {name}'s oauth.refresh_token_file in --config.file: an exporter polling that organisation picks the new token up at its next refresh, without a restart; otherwise start it (it rotates the token in place; never share the file between two processes)."
         ),
         None => println!(
             "Start the exporter with --qonto.oauth.refresh-token-file={} (it rotates the token in place; never share the file between two processes).",

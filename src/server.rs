@@ -474,15 +474,19 @@ fn landing_page(app: &App) -> String {
         p = escape(&app.telemetry_path),
     ));
     about_table(&mut h, &app.about);
-    h.push_str("<h2>Organisations</h2><table><tr><th>organisation</th><th>last poll</th><th>links</th><th>open links</th><th>open amount</th></tr>");
+    h.push_str(&format!(
+        "<h2>Organisations</h2><p>{} polled by this process.</p><table><tr><th>organisation</th><th>last poll</th><th>links</th><th>open links</th><th>open amount</th></tr>",
+        format_count(orgs.len() as u64)
+    ));
+    let detailed = orgs.len() <= LANDING_DETAILS;
     for o in orgs.iter() {
-        org_row(&mut h, o);
+        org_row(&mut h, o, detailed);
     }
     h.push_str("</table>");
     if orgs.is_empty() {
         h.push_str("<p>No organisation falls to this shard.</p>");
     }
-    if orgs.len() > LANDING_DETAILS {
+    if !detailed {
         h.push_str(&format!(
             "<p>{} organisations: details are shown for up to {LANDING_DETAILS}; the dashboard has them all.</p>",
             orgs.len()
@@ -519,7 +523,7 @@ fn last_poll(status: &PollStatus) -> String {
 
 /// One organisation's row: its latest poll, links, and open links per currency (amounts of
 /// different currencies are never added up).
-fn org_row(h: &mut String, o: &OrgView) {
+fn org_row(h: &mut String, o: &OrgView, link: bool) {
     let status = o.shared.status.load();
     let published = o.shared.published.load_full();
     let (links, open_count, open_amount) = match &published {
@@ -548,10 +552,15 @@ fn org_row(h: &mut String, o: &OrgView) {
             )
         }
     };
+    let n = escape(&o.name);
+    let name = if link {
+        format!("<a href=\"#org-{n}\">{n}</a>")
+    } else {
+        n
+    };
     h.push_str(&format!(
-        "<tr><td><a href=\"#org-{n}\">{n}</a></td><td>{}</td><td class=\"n\">{links}</td><td class=\"n\">{open_count}</td><td class=\"n\">{open_amount}</td></tr>",
+        "<tr><td>{name}</td><td>{}</td><td class=\"n\">{links}</td><td class=\"n\">{open_count}</td><td class=\"n\">{open_amount}</td></tr>",
         last_poll(&status),
-        n = escape(&o.name),
     ));
 }
 

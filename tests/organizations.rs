@@ -122,8 +122,14 @@ async fn reload_adds_removes_and_keeps() {
     // Kept: its poller went on counting from where it was, never restarted from 0.
     assert!(m["qonto_exporter_polls_total{organization=\"globex\"}"] >= globex_polls);
     assert_eq!(m["qonto_exporter_config_reloads_total"], 1.0);
+    // Kept, not restarted: the reload's own account of it.
     e.wait_log(
-        &["configuration reloaded", "initech", "acme"],
+        &[
+            "configuration reloaded",
+            r#"started="[\"initech\"]""#,
+            r#"stopped="[\"acme\"]""#,
+            "kept=1",
+        ],
         Duration::from_secs(5),
     )
     .await;
@@ -586,5 +592,96 @@ async fn a_failing_organisation_changes_nothing_for_the_others() {
             page.contains(&format!("<a href=\"#org-{n}\">{n}</a>")),
             "{page}"
         );
+    }
+}
+
+/// A changed OAuth organisation restarts with the token its old session rotated last (written
+/// to its file), never the spent one the configuration was read with: no refusal follows.
+#[tokio::test]
+async fn a_changed_oauth_organisation_restarts_with_its_latest_token() {
+    use qonto_exporter::simulator::SimOAuth;
+    let mut oauth = SimOAuth::new("initech-client", "initech-cs", "rt-0");
+    // A used refresh token dies at once: restarting with the one the configuration was read
+    // with (rotated by the first refresh since) would be refused.
+    oauth.grace = Duration::ZERO;
+    let sim = Sim::start(SimConfig {
+        name: "initech".into(),
+        links: 120,
+        oauth: Some(oauth),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cs = dir.path().join("cs");
+    std::fs::write(&cs, "initech-cs").unwrap();
+    let rt = dir.path().join("rt");
+    std::fs::write(&rt, "rt-0").unwrap();
+    let config = |interval: &str| {
+        format!(
+            "organizations:\n  - name: initech\n    api_url: {u}\n    poll_interval: {interval}\n    oauth:\n      client_id: initech-client\n      client_secret_file: {}\n      refresh_token_file: {}\n      token_url: {u}/oauth2/token\n",
+            cs.display(),
+            rt.display(),
+            u = sim.url()
+        )
+    };
+    let file = dir.path().join("orgs.yml");
+    std::fs::write(&file, config("200ms")).unwrap();
+    let mut args = fast_args(&sim.url(), &[]);
+    args.extend([
+        "--config.file".into(),
+        file.display().to_string(),
+        "--web.enable-lifecycle".into(),
+    ]);
+    let e = start(&args, &[]);
+    wait_orgs(&e, &["initech"], Duration::from_secs(20)).await;
+    // Wait for the first rotation: the file no longer holds the token the configuration was
+    // read with.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&rt).unwrap().trim() == "rt-0" {
+        assert!(std::time::Instant::now() < deadline, "{}", e.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&file, config("300ms")).unwrap();
+    let r = http().post(e.url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    e.wait_log(
+        &[
+            "configuration reloaded",
+            r#"started="[\"initech\"]""#,
+            "kept=0",
+        ],
+        Duration::from_secs(5),
+    )
+    .await;
+    // The restarted organisation polls and refreshes on, never refused.
+    let before = parse_metrics_raw(&e.scrape().await)["qonto_exporter_polls_total{organization=\"initech\"}"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = parse_metrics_raw(&e.scrape().await);
+        let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        assert_eq!(
+            get("qonto_exporter_credentials_refused{organization=\"initech\"}"),
+            0.0,
+            "{}",
+            e.logs()
+        );
+        assert_eq!(
+            get("qonto_exporter_oauth_refresh_failures_total{organization=\"initech\"}"),
+            0.0,
+            "{}",
+            e.logs()
+        );
+        // A new run counts from 0: more polls than before means several since the restart.
+        if get("qonto_exporter_polls_total{organization=\"initech\"}") >= 5.0
+            && get("qonto_exporter_oauth_refreshes_total{organization=\"initech\"}") >= 1.0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "before {before}: {m:?}\n{}",
+            e.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

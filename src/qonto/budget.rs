@@ -912,6 +912,22 @@ mod turn_tests {
         assert_eq!(order.len(), 41);
     }
 
+    /// A 429's pause holds every lane: Qonto's limits are per IP, not per organisation.
+    #[tokio::test]
+    async fn a_pause_holds_every_lane() {
+        let budget = Arc::new(Budget::new(BudgetConfig::default()));
+        let (a, b) = (budget.lane(), budget.lane());
+        budget.acquire(a).await;
+        let paused_at = Instant::now();
+        budget.pause(Duration::from_millis(300));
+        // A shorter pause does not shorten it; an absurd one is ignored, not a panic.
+        budget.pause(Duration::from_millis(10));
+        budget.pause(Duration::MAX);
+        let (ra, rb) = tokio::join!(budget.acquire(a), budget.acquire(b));
+        let _ = (ra, rb);
+        assert!(paused_at.elapsed() >= Duration::from_millis(290));
+    }
+
     /// A waiter that gave up is skipped: the others are still served.
     #[tokio::test]
     async fn a_waiter_that_gives_up_does_not_stall_the_others() {

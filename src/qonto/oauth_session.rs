@@ -244,6 +244,13 @@ impl OAuthSession {
         state.refused.is_none()
     }
 
+    /// True while the refresh token in use is not confirmed in the file (the gauge
+    /// `qonto_exporter_oauth_refresh_token_unsaved`): a session replaced now would lose it.
+    pub fn unsaved(&self) -> bool {
+        let s = self.inner.saving.lock().unwrap_or_else(|p| p.into_inner());
+        s.saved < s.generation
+    }
+
     /// Called once when the process stops: no refresh starts any more, a refresh in flight is
     /// waited for, and an unsaved refresh token gets one last write, all within
     /// [`FILE_IO_TIMEOUT`]. An error (already logged, naming the file) means the newest refresh
