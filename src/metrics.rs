@@ -543,6 +543,21 @@ pub fn snapshot_families(s: &Snapshot, organization: &str) -> Vec<MetricFamily> 
             })
             .collect::<Vec<_>>()
     };
+    let aging = |value: fn(&Totals) -> f64| {
+        s.aging
+            .iter()
+            .map(|((g, age), t)| {
+                gauge_metric(
+                    vec![
+                        label("age", age),
+                        label("currency", &g.currency),
+                        label("resource_type", &g.resource_type),
+                    ],
+                    value(t),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     let group = |g: &crate::aggregate::GroupKey| {
         vec![
             label("currency", &g.currency),
@@ -575,6 +590,30 @@ pub fn snapshot_families(s: &Snapshot, organization: &str) -> Vec<MetricFamily> 
                 "Sum of the amounts of open payment links expiring within `within`, in units of `currency`. {POLLED}"
             ),
             expiring(money),
+        ),
+        family(
+            "qonto_payment_links_open_by_age",
+            &format!(
+                "Open payment links by age since created_at at poll time, an accounts-receivable aging: `age` is a bucket of --aging.buckets (<=7d, 7d-30d, 30d-60d, 60d-90d, >90d by default; each bucket holds ages above the previous bound up to its own), or unknown for a link without a usable created_at. {POLLED}"
+            ),
+            aging(|t| t.count as f64),
+        ),
+        family(
+            "qonto_payment_links_open_by_age_amount",
+            &format!(
+                "Sum of the amounts of the open payment links of each age bucket, in units of `currency`. {POLLED}"
+            ),
+            aging(money),
+        ),
+        family(
+            "qonto_payment_links_oldest_open_created_timestamp_seconds",
+            &format!(
+                "Earliest created_at among open payment links, as a Unix time; absent when no open link has a usable created_at. {POLLED}"
+            ),
+            s.oldest_open
+                .iter()
+                .map(|(g, t)| gauge_metric(group(g), t.unix_timestamp() as f64))
+                .collect(),
         ),
         family(
             "qonto_payment_links_open_past_expiration",

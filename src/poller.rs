@@ -42,6 +42,8 @@ const LOGGED_PER_POLL: usize = 20;
 pub struct PollerConfig {
     pub interval: Duration,
     pub windows: Vec<Window>,
+    /// The receivables' age buckets (`--aging.buckets`).
+    pub aging: crate::aggregate::AgeBuckets,
     pub limits: Limits,
     pub concurrency: usize,
     /// A full walk at least this often; zero disables incremental polls.
@@ -357,7 +359,8 @@ impl Poller {
                 );
             let incremental = !self.cfg.full_resync.is_zero();
             let tally = Mutex::new(Tally::new(
-                Aggregator::new(now, &self.cfg.windows, self.cfg.limits),
+                Aggregator::new(now, &self.cfg.windows, self.cfg.limits)
+                    .with_aging(self.cfg.aging.clone()),
                 incremental.then_some(now),
                 self.memory.as_ref(),
                 full && incremental,
