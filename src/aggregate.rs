@@ -905,7 +905,7 @@ fn group_key(currency: &str, resource_type: &str) -> GroupKey {
 }
 
 /// A status or resource type we are willing to publish as a label value: short, printable.
-fn is_label_value(s: &str) -> bool {
+pub fn is_label_value(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| !c.is_control())
 }
 

@@ -200,6 +200,26 @@ pub enum PageError {
     NotJson { start: String },
     #[error("response is not a payment-links page: {0}")]
     Shape(String),
+    #[error("response is not a connection status: {0}")]
+    Connection(String),
+}
+
+/// The one field of `GET /v2/payment_links/connections` the exporter reads.
+#[derive(Deserialize)]
+struct Connection {
+    status: String,
+}
+
+/// Parses a connection status body: its `status`, as sent (an open set of values).
+pub fn parse_connection(body: &[u8]) -> Result<String, PageError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first != Some(b'{') {
+        let start: String = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        return Err(PageError::NotJson { start });
+    }
+    serde_json::from_slice::<Connection>(body)
+        .map(|c| c.status)
+        .map_err(|e| PageError::Connection(e.to_string()))
 }
 
 /// Parses one list response body.

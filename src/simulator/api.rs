@@ -223,6 +223,13 @@ async fn api(
                 list(shared.org(id.org), id.verdict, req, trace_id).await,
             )
         }
+        (&Method::GET, "/v2/payment_links/connections") => {
+            let id = shared.identify(req.headers());
+            (
+                id.org,
+                Ok(connection(shared.org(id.org), id.verdict, &req, trace_id)),
+            )
+        }
         (_, "/v2/payment_links") => (
             shared.identify(req.headers()).org,
             error(
@@ -246,6 +253,59 @@ async fn api(
     }
 }
 
+/// False when `org` requires a staging token and the request lacks it (the sandbox then
+/// answers an HTML page).
+fn staging_token_ok(org: &Org, req: &Request<Incoming>) -> bool {
+    org.cfg.staging_token.as_ref().is_none_or(|expected| {
+        req.headers()
+            .get("x-qonto-staging-token")
+            .map(HeaderValue::as_bytes)
+            == Some(expected.as_bytes())
+    })
+}
+
+/// `GET /v2/payment_links/connections` for `org`: `{connection_location, status,
+/// bank_account_id}` as documented, or the 500 of a scripted failure.
+fn connection(
+    org: &Org,
+    verdict: Verdict,
+    req: &Request<Incoming>,
+    trace_id: &str,
+) -> Response<Body> {
+    if !staging_token_ok(org, req) {
+        return html_response();
+    }
+    if let Some(refusal) = refusal(verdict, trace_id) {
+        return refusal;
+    }
+    let status = {
+        let mut state = lock(&org.connection);
+        if state.fail > 0 {
+            state.fail -= 1;
+            None
+        } else {
+            Some(state.status.clone())
+        }
+    };
+    match status {
+        None => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            "scripted connection failure",
+            None,
+            trace_id,
+        ),
+        Some(status) => {
+            let body = serde_json::json!({
+                "connection_location": "https://pay.qonto.com/onboarding/simulated",
+                "status": status,
+                "bank_account_id": "46e9e0d2-f1af-4d2e-a6be-a536a604b89e",
+            });
+            json_response(StatusCode::OK, body.to_string().into_bytes())
+        }
+    }
+}
+
 /// `GET /v2/payment_links` for `org`, whose credentials got `verdict`.
 async fn list(
     org: &Org,
@@ -264,14 +324,8 @@ async fn list(
         Some(GatewayFault::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
-    if let Some(expected) = &org.cfg.staging_token {
-        let sent = req
-            .headers()
-            .get("x-qonto-staging-token")
-            .map(HeaderValue::as_bytes);
-        if sent != Some(expected.as_bytes()) {
-            return Ok(html_response());
-        }
+    if !staging_token_ok(org, &req) {
+        return Ok(html_response());
     }
     if let Some(refusal) = refusal(verdict, trace_id) {
         return Ok(refusal);

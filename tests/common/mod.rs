@@ -396,11 +396,20 @@ pub fn recount(
     out
 }
 
-/// The `qonto_payment_links*` series of a scrape.
+/// The `qonto_payment_links*` gauges of a scrape that a poll's snapshot holds: not the
+/// connection status (another endpoint), nor counters and histograms (what polls observed
+/// changing, not what the links are now).
 pub fn business(text: &str) -> BTreeMap<String, f64> {
     parse_metrics(text)
         .into_iter()
-        .filter(|(k, _)| k.starts_with("qonto_payment_links"))
+        .filter(|(k, _)| {
+            let name = k.split('{').next().unwrap_or(k);
+            name.starts_with("qonto_payment_links")
+                && name != "qonto_payment_links_connection_status"
+                && !["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+        })
         .collect()
 }
 
