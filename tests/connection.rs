@@ -136,3 +136,79 @@ async fn an_unusable_status_is_a_failed_check() {
     assert_eq!(current(&m), ["enabled"]);
     assert!(!e.scrape().await.contains("xxxxxxxxxx"));
 }
+
+/// `GET /v2/payment_links/{id}/payments` through the client: a paid link's payments end with
+/// its paid one (method and paid_at), and an id from the API is one path segment whatever it
+/// holds (a hostile `../..` stays inside the payments path).
+#[tokio::test]
+async fn a_links_payments_are_read_whole_and_ids_stay_one_segment() {
+    use qonto_exporter::metrics::SelfMetrics;
+    use qonto_exporter::qonto::auth::Credentials;
+    use qonto_exporter::qonto::budget::{Budget, BudgetConfig};
+    use qonto_exporter::qonto::client::{ClientConfig, QontoClient, RetryPolicy};
+    use qonto_exporter::secret::Secret;
+    use std::sync::Arc;
+    let sim = Sim::start(SimConfig {
+        links: 300,
+        ..SimConfig::default()
+    })
+    .await;
+    let client = QontoClient::new(
+        ClientConfig {
+            base_url: sim.url(),
+            timeout: Duration::from_secs(5),
+            staging_token: None,
+            retry: RetryPolicy {
+                max_attempts: 2,
+                ..RetryPolicy::default()
+            },
+            budget: Arc::new(Budget::new(BudgetConfig::default())),
+        },
+        Credentials::AccessToken(Secret::new("t")),
+        SelfMetrics::new("default"),
+    )
+    .unwrap();
+    let links = sim.sim.links_json();
+    let paid = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["status"] == "paid")
+        .unwrap();
+    let (payments, more) = client
+        .link_payments(paid["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(!more);
+    let last = payments.last().unwrap();
+    assert_eq!(last.status, "paid");
+    assert!(last.payment_method.is_some());
+    let paid_at = last.paid_at.as_deref().unwrap();
+    assert!(paid_at >= paid["created_at"].as_str().unwrap(), "{paid_at}");
+    assert!(
+        payments[..payments.len() - 1]
+            .iter()
+            .all(|p| p.status == "failed")
+    );
+    // Hostile ids: each is one segment, so the simulator sees an unknown link (404), never
+    // another endpoint.
+    for id in [
+        "../..",
+        "../../v2/payment_links",
+        "a/b",
+        "x?page=2",
+        "%2e%2e",
+    ] {
+        let e = client.link_payments(id).await.unwrap_err().to_string();
+        assert!(e.contains("404"), "{id}: {e}");
+    }
+    let log = sim.sim.request_log();
+    assert!(
+        log.requests
+            .iter()
+            .filter(|r| r.path.contains("payments"))
+            .all(|r| r.path.starts_with("/v2/payment_links/") && r.path.ends_with("/payments")),
+        "{:?}",
+        log.requests.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+}

@@ -31,7 +31,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, R
 
 use crate::qonto::auth::{AuthError, Credentials};
 use crate::qonto::budget::{Budget, Lane};
-use crate::qonto::model::{ApiErrorBody, Page, PageError, parse_connection, parse_page};
+use crate::qonto::model::{
+    ApiErrorBody, Page, PageError, Payment, parse_connection, parse_page, parse_payments,
+};
 use crate::qonto::walk::{MAX_PER_PAGE, WalkProgress};
 use crate::secret::Secret;
 
@@ -215,11 +217,13 @@ impl ApiError {
     }
 }
 
-/// What a request asks for: a page of a listing, or the connection status.
+/// What a request asks for: a page of a listing, the connection status, or a page of one
+/// link's payments.
 #[derive(Debug, Clone, Copy)]
 enum Target<'a> {
     List(&'a ListQuery<'a>),
     Connection,
+    Payments { link: &'a str, page: u64 },
 }
 
 impl Target<'_> {
@@ -228,9 +232,14 @@ impl Target<'_> {
         match self {
             Target::List(q) => q.page,
             Target::Connection => CONNECTION_PAGE,
+            Target::Payments { page, .. } => *page,
         }
     }
 }
+
+/// Most pages of payments read for one link (100 payments a page): a link with more
+/// attempts than that is read in part, and says so.
+pub const MAX_PAYMENT_PAGES: u64 = 10;
 
 /// One list request.
 #[derive(Debug, Clone, Copy)]
@@ -373,6 +382,24 @@ impl QontoClient {
         self.fetch(Target::Connection, parse_connection).await
     }
 
+    /// `GET /v2/payment_links/{id}/payments`, every page up to [`MAX_PAYMENT_PAGES`]: the
+    /// payments of one link, and whether there were more than were read.
+    pub async fn link_payments(&self, link: &str) -> Result<(Vec<Payment>, bool), ApiError> {
+        let mut all = Vec::new();
+        let mut page = 1;
+        loop {
+            let (payments, meta) = self
+                .fetch(Target::Payments { link, page }, parse_payments)
+                .await?;
+            all.extend(payments);
+            match meta.next_page {
+                Some(next) if next > page && page < MAX_PAYMENT_PAGES => page = next,
+                Some(next) if next > page => return Ok((all, true)),
+                _ => return Ok((all, false)),
+            }
+        }
+    }
+
     /// One request of `target`, retried as the policy says; `parse` turns a 2xx body into the
     /// result (a body it refuses is retried, except one that is not JSON at all).
     async fn fetch<R>(
@@ -499,6 +526,23 @@ impl QontoClient {
                 req
             }
             Target::Connection => self.http.get(format!("{}/connections", self.url)),
+            Target::Payments { link, page } => {
+                // The id goes into the path as one segment, percent-encoded whatever it holds.
+                let mut url = reqwest::Url::parse(&self.url).map_err(|e| ApiError::Transport {
+                    page,
+                    message: format!("the API URL: {e}"),
+                })?;
+                url.path_segments_mut()
+                    .map_err(|()| ApiError::Transport {
+                        page,
+                        message: "the API URL cannot take a path".into(),
+                    })?
+                    .push(link)
+                    .push("payments");
+                self.http
+                    .get(url)
+                    .query(&[("page", page), ("per_page", 100)])
+            }
         }
         .header(AUTHORIZATION, header)
         .header(ACCEPT, "application/json");

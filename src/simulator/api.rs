@@ -215,6 +215,13 @@ async fn api(
     let path = req.uri().path();
     let method = req.method();
     let error = |status, code, detail| Ok(error_response(status, code, detail, None, trace_id));
+    if method == Method::GET {
+        if let Some(link) = payments_path(path) {
+            let id = shared.identify(req.headers());
+            let org = shared.org(id.org);
+            return (id.org, Ok(payments(org, id.verdict, &req, link, trace_id)));
+        }
+    }
     match (method, path) {
         (&Method::GET, "/v2/payment_links") => {
             let id = shared.identify(req.headers());
@@ -251,6 +258,75 @@ async fn api(
             error(StatusCode::NOT_FOUND, "not_found", "not found"),
         ),
     }
+}
+
+/// The link id of `/v2/payment_links/{id}/payments`.
+fn payments_path(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix("/v2/payment_links/")?
+        .strip_suffix("/payments")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// `GET /v2/payment_links/{id}/payments` for `org`: the link's payments (see
+/// [`super::payments`]), a page of up to `per_page` (1 to 100, default 100).
+fn payments(
+    org: &Org,
+    verdict: Verdict,
+    req: &Request<Incoming>,
+    link: &str,
+    trace_id: &str,
+) -> Response<Body> {
+    if !staging_token_ok(org, req) {
+        return html_response();
+    }
+    if let Some(refusal) = refusal(verdict, trace_id) {
+        return refusal;
+    }
+    // The same paging rules as the list endpoint's.
+    let (page, per_page) = match parse_list_query(req.uri().query()) {
+        Ok(q) => (q.page, q.per_page),
+        Err(bad) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &bad.detail,
+                Some(&bad.parameter),
+                trace_id,
+            );
+        }
+    };
+    let wanted = u128::from_str_radix(&link.replace('-', ""), 16).ok();
+    let all = {
+        let store = org.store.read().unwrap_or_else(PoisonError::into_inner);
+        (0..store.len() as u32)
+            .map(|p| store.link(p))
+            .find(|l| Some(l.id) == wanted)
+            .map(|l| super::payments::payments_of(l, unix_now()))
+    };
+    let Some(all) = all else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "payment link not found",
+            None,
+            trace_id,
+        );
+    };
+    let total = all.len() as u64;
+    let start = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+    let items: Vec<_> = all
+        .into_iter()
+        .skip(start)
+        .take(per_page as usize)
+        .collect();
+    let meta = Meta::new(page, per_page, total);
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({"payments": items, "meta": meta})
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 /// False when `org` requires a staging token and the request lacks it (the sandbox then
