@@ -560,12 +560,21 @@ impl QontoClient {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await;
+        let body = read_capped(resp).await;
         self.observer
             .request(Some(status.as_u16()), started.elapsed());
         let trace_id = trace_id(&headers);
         let body = match body {
-            Ok(b) => b,
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Ok(Attempt::Fail(ApiError::Transport {
+                    page,
+                    message: format!(
+                        "HTTP {status}: the response is larger than {} MiB, which no page of 100 links needs; not read further",
+                        MAX_RESPONSE_BYTES / 1024 / 1024
+                    ),
+                }));
+            }
             Err(e) => return Ok(Attempt::transport(page, &e)),
         };
         Ok(classify(
@@ -654,6 +663,28 @@ impl QontoClient {
     async fn wait_for_pause(&self) {
         self.budget.wait_pause().await;
     }
+}
+
+/// The largest response body read: a page of 100 links is about 60 KiB; a body beyond this is
+/// not the API's (a misrouted download, a hostile server) and must not fill the memory.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The body of `resp`, `None` once it exceeds [`MAX_RESPONSE_BYTES`] (the rest is not read).
+async fn read_capped(mut resp: reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// The one reqwest client builder of the process, for the API, the OAuth token endpoint and
