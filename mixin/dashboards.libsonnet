@@ -512,6 +512,7 @@
         ) + repeated('currency'), 24, 8],
       ],
     },
+  ] + $._dashboardExtraRows + [
     {
       title: 'Trends by status',
       panels: [
@@ -739,6 +740,23 @@
       ],
     },
   ],
+
+  // Rows that other files of the mixin add (placed after the Aging row), built with the
+  // helpers below, e.g. `{ _dashboardExtraRows+:: [{ title: 'T', panels: [[$._dashboard.stat(...), 8, 5]] }] }`.
+  _dashboardExtraRows:: [],
+  _dashboard:: {
+    range: range,
+    instant: instant,
+    stat: stat,
+    timeseries: timeseries,
+    steps: steps,
+    currencyOverrides: currencyOverrides,
+    perHour: perHour,
+    orgLegend: orgLegend,
+    m: m,
+    mo: mo,
+    mc: mc,
+  },
 
   grafanaDashboards+:: {
     'qonto-payment-links.json': {
