@@ -290,20 +290,24 @@ impl SelfMetrics {
     }
 
     /// Records a successful connection check: `status` at 1, every other status seen (and the
-    /// documented ones) at 0.
+    /// documented ones) at 0. The new status is set first, so that no scrape sees a set
+    /// without a current status.
     pub fn record_connection(&self, status: &str) {
-        for known in CONNECTION_STATUSES {
-            self.connection_status.with_label_values(&[known]).set(0.0);
-        }
+        self.connection_status.with_label_values(&[status]).set(1.0);
         let families = prometheus::core::Collector::collect(&self.connection_status);
-        for m in families.iter().flat_map(|f| f.get_metric()) {
-            if let Some(l) = m.get_label().first() {
-                self.connection_status
-                    .with_label_values(&[l.value()])
-                    .set(0.0);
+        let seen = families
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .filter_map(|m| m.get_label().first().map(|l| l.value().to_owned()));
+        for other in CONNECTION_STATUSES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(seen)
+        {
+            if other != status {
+                self.connection_status.with_label_values(&[&other]).set(0.0);
             }
         }
-        self.connection_status.with_label_values(&[status]).set(1.0);
     }
 
     /// The organisation these metrics belong to.

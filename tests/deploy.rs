@@ -11,10 +11,17 @@ use std::time::Duration;
 use common::servers::{metric_families, require_tool, sample_names};
 use common::{Exporter, promtool, repo};
 
-/// The `/metrics` body of a `--demo` exporter after its first complete poll.
+/// The `/metrics` body of a `--demo` exporter after its first complete poll and the connection
+/// check that follows it (the last series to appear).
 async fn demo_exposition() -> String {
     let exporter = Exporter::start(&["--demo", "--poll.interval", "1s"], &[]);
     exporter.wait_ready(Duration::from_secs(30)).await;
+    exporter
+        .wait_until("the connection status", Duration::from_secs(30), |m| {
+            m.keys()
+                .any(|k| k.starts_with("qonto_payment_links_connection_status{"))
+        })
+        .await;
     exporter.scrape().await
 }
 
