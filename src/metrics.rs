@@ -63,6 +63,8 @@ pub struct SelfMetrics {
     pub poll_progress_pages: Gauge,
     pub poll_total_pages: Gauge,
     pub poll_remaining_seconds: Gauge,
+    /// Links created, status transitions and time to pay (see [`crate::flows`]).
+    pub flows: crate::flows::FlowMetrics,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -227,7 +229,9 @@ impl SelfMetrics {
             "qonto_exporter_poll_remaining_seconds",
             "Estimated time the poll under way needs to fetch the rest of qonto_exporter_poll_total_pages at the current budget: the longer of its page rate over the last 30 seconds and the request budget's pace for the pages left; NaN once no page has come back for 30 seconds; 0 when no poll is running.",
         );
+        let flows = crate::flows::FlowMetrics::new(&registry);
         Arc::new(SelfMetrics {
+            flows,
             organization: organization.to_owned(),
             registry,
             up,
