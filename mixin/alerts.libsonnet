@@ -29,6 +29,9 @@
 //   business gauges are absent until the organisation's first complete poll;
 // - process_start_time_seconds is the process's start (the process collector, on Linux, which is
 //   what the image runs);
+// - qonto_payment_links_connection_status{status} is a state set per organisation, absent until
+//   the organisation's first successful connection check (once after each poll), then 1 for the
+//   current status and 0 for the others; a failed check keeps the last known status;
 // - qonto_exporter_config_last_reload_successful is 1 from the start (a bad file at start exits 2)
 //   and 0 after a reload that refused the file, until a reload succeeds.
 {
@@ -60,6 +63,10 @@
 
   assert std.isNumber(c.dataStaleAfterSeconds) && c.dataStaleAfterSeconds > 0 && c.dataStaleAfterSeconds == std.floor(c.dataStaleAfterSeconds) :
          '_config.dataStaleAfterSeconds must be a positive whole number of seconds',
+  local isDuration(d) = std.isString(d) && std.length(d) > 1 && std.member(['s', 'm', 'h', 'd'], d[std.length(d) - 1])
+                        && std.all([std.member('0123456789', ch) for ch in std.stringChars(d[:std.length(d) - 1])]),
+  assert isDuration(c.connectionNotEnabledFor) && isDuration(c.connectionStatusKeptFor) :
+         '_config.connectionNotEnabledFor and connectionStatusKeptFor must be durations such as 5m, 15m, 1h',
   assert std.isArray(c.processLabels) && std.length(c.processLabels) > 0 && std.all([std.isString(l) && !std.member(['job', 'reason', 'organization'], l) for l in c.processLabels]) :
          '_config.processLabels must be a non-empty list of label names, without job, reason and organization',
 
@@ -262,6 +269,23 @@
             'Payment links of organisation {{ $labels.organization }} have been in "processing" for 2 hours.',
             '{{ $value | humanize }} {{ $labels.currency }} payment link(s) of organisation {{ $labels.organization }} (reported by {{ $labels.instance }}) are processing, and the count has not dropped to 0 for 2 hours.',
             pending='2h',
+          ),
+
+          alert(
+            'QontoPaymentLinksConnectionNotEnabled',
+            'critical',
+            // The state set is absent until the organisation's first successful check (after its
+            // first poll): absent is not "not enabled", so a fresh start is silent. A restart
+            // empties it again until the new process's first check: last_over_time carries the
+            // last known status over that gap (and a firing alert stays firing rather than
+            // resolving and paging again), while a status the new process reports replaces it at
+            // once. The `enabled` series is there whenever the state set is (the documented
+            // statuses are all published, 0 but for the current one); its `status` label is dropped,
+            // since the alert is about the status not being enabled.
+            'max without (status) (last_over_time(qonto_payment_links_connection_status{%(s)s, status="enabled"}[%(k)s])) == 0' % { s: sel, k: c.connectionStatusKeptFor },
+            'Customers cannot pay the payment links of organisation {{ $labels.organization }}: its connection is not enabled.',
+            'The payment links connection of organisation {{ $labels.organization }}, checked by {{ $labels.instance }} (job {{ $labels.job }}) with GET /v2/payment_links/connections, has not been enabled for at least %(f)s: its status is {{ with printf "qonto_payment_links_connection_status{job=%%q, instance=%%q, organization=%%q} == 1" $labels.job $labels.instance $labels.organization | query }}{{ . | first | label "status" }}{{ else }}not known to the exporter right now (it restarted, or stopped publishing it, within the last %(k)s; the last status it reported was not enabled){{ end }}. While it is not enabled, no customer can pay a payment link of this organisation, new or open. The other organisations have their own connections.' % { f: c.connectionNotEnabledFor, k: c.connectionStatusKeptFor },
+            pending=c.connectionNotEnabledFor,
           ),
 
           alert(

@@ -68,6 +68,17 @@
     // intervals plus the usual poll duration.
     dataStaleAfterSeconds: 900,
 
+    // QontoPaymentLinksConnectionNotEnabled fires when an organisation's connection status
+    // (qonto_payment_links_connection_status, checked once after each poll) has not been `enabled`
+    // for this long: no customer can pay its links. A Prometheus duration.
+    connectionNotEnabledFor: '5m',
+    // How long the alert keeps an organisation's last known connection status while the exporter
+    // reports none: across a restart of the exporter, whose new process publishes the state set
+    // only once its first poll and check have ended (minutes on a large organisation), a firing
+    // alert stays firing instead of resolving and paging again. Keep it above the first poll's
+    // duration plus the scrape interval. A Prometheus duration.
+    connectionStatusKeptFor: '15m',
+
     // Every alert's runbook_url is this, then '#' and the alert name in lower case.
     runbookUrlBase: 'https://github.com/qonto-exporter/qonto-exporter/blob/main/docs/runbook.md',
 

@@ -94,7 +94,9 @@
         textMode: textMode,
       },
     },
-  local timeseries(title, description, unit, targets, decimals=null, overrides=[], min=null) =
+  // stack: the series stacked on each other (only ever series of one organisation and, for
+  // amounts, one currency: the panel, or its row, repeats per value of those variables).
+  local timeseries(title, description, unit, targets, decimals=null, overrides=[], min=null, stack=false) =
     base('timeseries', title, description, unit, targets) + {
       fieldConfig: {
         defaults: {
@@ -104,11 +106,11 @@
           custom: {
             drawStyle: 'line',
             lineWidth: 1,
-            fillOpacity: 10,
+            fillOpacity: if stack then 60 else 10,
             showPoints: 'never',
             spanNulls: false,
             thresholdsStyle: { mode: 'off' },
-          },
+          } + (if stack then { stacking: { mode: 'normal', group: 'A' } } else {}),
         } + (if decimals == null then {} else { decimals: decimals })
           + (if min == null then {} else { min: min }),
         overrides: overrides,
@@ -149,7 +151,11 @@
     { id: 'thresholds', value: thresholds },
     { id: 'custom.cellOptions', value: { type: 'color-text' } },
   ]),
-  local row(title) = { type: 'row', title: title, collapsed: false, panels: [] },
+  // A row repeated per value of `repeat` (a variable name), or not repeated.
+  local row(title, repeat=null) = { type: 'row', title: title, collapsed: false, panels: [] }
+                                  + (if repeat == null then {} else { repeat: repeat }),
+  // A panel repeated side by side per value of variable `name`, at most `perRow` on a line.
+  local repeated(name, perRow=2) = { repeat: name, repeatDirection: 'h', maxPerRow: perRow },
 
   // Lays rows of [panel, width, height] out on Grafana's 24-column grid, numbering panels from 1.
   local layout(rows) =
@@ -174,7 +180,7 @@
         y: top + 1,
         rowHeight: 0,
         id: state.id + 1,
-        panels: state.panels + [row(r.title) { id: state.id, gridPos: { h: 1, w: 24, x: 0, y: top } }],
+        panels: state.panels + [row(r.title, std.get(r, 'repeat')) { id: state.id, gridPos: { h: 1, w: 24, x: 0, y: top } }],
       };
       std.foldl(place, r.panels, withRow);
     std.foldl(addRow, rows, { x: 0, y: 0, rowHeight: 0, id: 1, panels: [] }).panels,
@@ -209,6 +215,33 @@
   local refusedMappings = valueMap([['0', 'no', 'green'], ['1', 'REFUSED', 'red']]),
   local redAtOne = steps([{ color: 'green', value: null }, { color: 'red', value: 1 }]),
   local dataAgeThresholds = steps([{ color: 'green', value: null }, { color: 'orange', value: c.dataStaleAfterSeconds / 3 }, { color: 'red', value: c.dataStaleAfterSeconds }]),
+  // The connection status (qonto_payment_links_connection_status, a state set: 1 for the current
+  // status) as one number per organisation, for the value mappings: 1 enabled, 2 pending,
+  // 3 disabled, 4 not_connected, 5 a status Qonto added since. No value before the organisation's
+  // first successful check.
+  local connectionStatuses = ['enabled', 'pending', 'disabled', 'not_connected'],
+  local connectionStatus = 'max by (organization, instance) (%s)' % std.join(' or ', [
+    '%d * (qonto_payment_links_connection_status{%s, status="%s"} == 1)' % [i + 1, mo, connectionStatuses[i]]
+    for i in std.range(0, std.length(connectionStatuses) - 1)
+  ] + ['%d * (qonto_payment_links_connection_status{%s, status!~"%s"} == 1)' % [std.length(connectionStatuses) + 1, mo, std.join('|', connectionStatuses)]]),
+  local connectionMappings = valueMap([
+    ['1', 'enabled', 'green'],
+    ['2', 'pending', 'orange'],
+    ['3', 'disabled', 'red'],
+    ['4', 'not_connected', 'red'],
+    ['5', 'other status', 'text'],
+  ]),
+  // The default --aging.buckets' labels, coloured from young (green) to old (dark red); the
+  // buckets of another --aging.buckets take the palette's colours. Legends end with the age, or
+  // with the age and the currency.
+  local ageOverrides = [
+    {
+      matcher: { id: 'byRegexp', options: '^.* %s( \\S+)?$' % a[0] },
+      properties: [{ id: 'color', value: { mode: 'fixed', fixedColor: a[1] } }],
+    }
+    for a in [['<=7d', 'green'], ['7d-30d', 'yellow'], ['30d-60d', 'orange'], ['60d-90d', 'red'], ['>90d', 'dark-red'], ['unknown', 'gray']]
+  ],
+
   // Per-organisation legends: the organisation, and the exporter process that polls it (two
   // exporters may each have an organisation named "default").
   local orgLegend = '{{organization}} {{instance}}',
@@ -418,6 +451,68 @@
         ), 3, 5],
       ],
     },
+    {
+      title: 'Connection',
+      panels: [
+        [stat(
+          'Connection status',
+          "Whether customers can pay each organisation's payment links at all: the status of its payment links connection (GET /v2/payment_links/connections, checked once after each poll; qonto_payment_links_connection_status). enabled: they can; pending (onboarding not finished), disabled, not_connected: they cannot (alert QontoPaymentLinksConnectionNotEnabled); other status: a value Qonto added since, shown on the exporter's /metrics. No data until the organisation's first successful check; a failed check keeps the last known status.",
+          'none',
+          [instant(connectionStatus, orgLegend)],
+          thresholds=steps([{ color: 'text', value: null }]),
+          mappings=connectionMappings,
+          noValue='not checked yet',
+        ), 8, 5],
+        [timeseries(
+          'Connection checks',
+          'Connection status checks and the checks that failed (the API did not answer, or answered a status unusable as a label value), per organisation and hour (a rate: 60 /h is one check a minute, one after each poll; none while the credentials are refused). A failed check never fails the poll and keeps the last known status in panel "Connection status".',
+          perHour,
+          [
+            range('sum by (organization, instance) (rate(qonto_exporter_connection_checks_total{%s}[$__rate_interval])) * 3600' % mo, 'checks ' + orgLegend),
+            range('sum by (organization, instance) (rate(qonto_exporter_connection_check_failures_total{%s}[$__rate_interval])) * 3600' % mo, 'failures ' + orgLegend, 'B'),
+          ],
+          min=0,
+        ), 16, 5],
+      ],
+    },
+    {
+      // One row per organisation (and the amounts one panel per currency): the stacks add up age
+      // buckets of one organisation, and amounts of one currency, only.
+      title: 'Aging: $organization',
+      repeat: 'organization',
+      panels: [
+        [timeseries(
+          'Open links by age',
+          "The organisation's open payment links, all currencies together, stacked by age since their creation at the exporter's last complete poll, in the buckets of --aging.buckets (unknown: no usable created_at). The stack's top is the number of open links.",
+          'short',
+          [range('sum by (organization, age) (qonto_payment_links_open_by_age{%s})' % mc, '{{organization}} {{age}}')],
+          decimals=0,
+          overrides=ageOverrides,
+          min=0,
+          stack=true,
+        ), 16, 8],
+        [stat(
+          'Oldest open link',
+          "Age of the organisation's oldest open payment link in each currency: now minus the earliest created_at among its open links at the exporter's last complete poll. Orange from 30 days, red from 90 days. No data for a currency without open links (or none with a usable created_at).",
+          's',
+          [instant('time() - min by (organization, currency) (qonto_payment_links_oldest_open_created_timestamp_seconds{%s})' % mc, '{{organization}} {{currency}}')],
+          decimals=0,
+          thresholds=steps([{ color: 'green', value: null }, { color: 'orange', value: 30 * 86400 }, { color: 'red', value: 90 * 86400 }]),
+          noValue='no open link',
+        ), 8, 8],
+        [timeseries(
+          'Open amount by age, $currency',
+          "Accounts-receivable aging: the gross amount of the organisation's open payment links in one currency, stacked by age since their creation (created_at) at the exporter's last complete poll, in the buckets of --aging.buckets (default <=7d, 7d-30d, 30d-60d, 60d-90d, >90d; unknown: no usable created_at). The stack's top is the open amount in that currency. One panel per currency, one row per organisation: never added across currencies nor organisations.",
+          'none',
+          [range('sum by (organization, currency, age) (qonto_payment_links_open_by_age_amount{%s})' % mc, '{{organization}} {{age}} {{currency}}')],
+          decimals=2,
+          overrides=currencyOverrides + ageOverrides,
+          min=0,
+          stack=true,
+        ) + repeated('currency'), 24, 8],
+      ],
+    },
+  ] + $._dashboardExtraRows + [
     {
       title: 'Trends by status',
       panels: [
@@ -645,6 +740,23 @@
       ],
     },
   ],
+
+  // Rows that other files of the mixin add (placed after the Aging row), built with the
+  // helpers below, e.g. `{ _dashboardExtraRows+:: [{ title: 'T', panels: [[$._dashboard.stat(...), 8, 5]] }] }`.
+  _dashboardExtraRows:: [],
+  _dashboard:: {
+    range: range,
+    instant: instant,
+    stat: stat,
+    timeseries: timeseries,
+    steps: steps,
+    currencyOverrides: currencyOverrides,
+    perHour: perHour,
+    orgLegend: orgLegend,
+    m: m,
+    mo: mo,
+    mc: mc,
+  },
 
   grafanaDashboards+:: {
     'qonto-payment-links.json': {

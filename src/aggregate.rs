@@ -167,6 +167,9 @@ pub struct LinkData<'a> {
     /// Parsed only for links that can still change (not paid, expired or canceled); `None`
     /// when it is missing or unusable.
     pub expiration: Option<OffsetDateTime>,
+    /// `created_at`, parsed only for open links (the receivables' age); `None` when it is
+    /// missing or unusable, or the link is not open.
+    pub created: Option<OffsetDateTime>,
     pub normalized: Normalized,
 }
 
@@ -209,6 +212,11 @@ pub fn read<'a>(link: &'a Link<'_>) -> Result<LinkData<'a>, InvalidReason> {
     } else {
         link.expiration_date.as_deref().and_then(parse_date)
     };
+    let created = if status == OPEN {
+        link.created_at.as_deref().and_then(parse_date)
+    } else {
+        None
+    };
     Ok(LinkData {
         id: &link.id,
         status,
@@ -216,6 +224,7 @@ pub fn read<'a>(link: &'a Link<'_>) -> Result<LinkData<'a>, InvalidReason> {
         resource_type,
         amount,
         expiration,
+        created,
         normalized,
     })
 }
@@ -345,6 +354,16 @@ pub struct Snapshot {
     pub unique_links: u64,
     /// The windows the expiring figures were computed for, in flag order.
     pub windows: Vec<String>,
+    /// Open links by age since `created_at` (now − created_at), per group and age bucket label
+    /// ([`AGE_UNKNOWN`] for an open link without a usable `created_at`).
+    #[serde(default, with = "persist::pairs")]
+    pub aging: BTreeMap<(GroupKey, String), Totals>,
+    /// The age buckets' labels, youngest first, then [`AGE_UNKNOWN`].
+    #[serde(default)]
+    pub age_buckets: Vec<String>,
+    /// Earliest `created_at` among the open links of the group.
+    #[serde(default, with = "persist::time_pairs")]
+    pub oldest_open: BTreeMap<GroupKey, OffsetDateTime>,
 }
 
 impl Snapshot {
@@ -473,6 +492,79 @@ struct OpenGroup {
     expiring: Vec<Totals>,
     past: u64,
     next: Option<OffsetDateTime>,
+    /// One per age bucket, then the unknown one.
+    aging: Vec<Totals>,
+    oldest: Option<OffsetDateTime>,
+}
+
+/// The `age` label of open links whose `created_at` is missing or unusable.
+pub const AGE_UNKNOWN: &str = "unknown";
+
+/// `--aging.buckets`' default: ≤7d, 7d–30d, 30d–60d, 60d–90d, >90d.
+pub const DEFAULT_AGE_BOUNDS: [(&str, u64); 4] = [
+    ("7d", 7 * 86_400),
+    ("30d", 30 * 86_400),
+    ("60d", 60 * 86_400),
+    ("90d", 90 * 86_400),
+];
+
+/// The age buckets of the receivables: upper bounds, ascending (`--aging.buckets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgeBuckets {
+    /// `(spelling, bound)`, strictly ascending.
+    bounds: Vec<(String, time::Duration)>,
+}
+
+impl Default for AgeBuckets {
+    fn default() -> AgeBuckets {
+        AgeBuckets::new(
+            DEFAULT_AGE_BOUNDS
+                .iter()
+                .map(|(l, s)| ((*l).to_owned(), std::time::Duration::from_secs(*s)))
+                .collect(),
+        )
+        .unwrap_or(AgeBuckets { bounds: Vec::new() })
+    }
+}
+
+impl AgeBuckets {
+    /// Buckets from strictly ascending, positive bounds; `None` otherwise.
+    pub fn new(bounds: Vec<(String, std::time::Duration)>) -> Option<AgeBuckets> {
+        let bounds: Vec<(String, time::Duration)> = bounds
+            .into_iter()
+            .map(|(l, d)| Some((l, time::Duration::try_from(d).ok()?)))
+            .collect::<Option<_>>()?;
+        let ascending = bounds.windows(2).all(|w| w[0].1 < w[1].1);
+        (ascending && bounds.iter().all(|(_, d)| d.is_positive())).then_some(AgeBuckets { bounds })
+    }
+
+    /// The `age` labels: `<=7d`, `7d-30d`, …, `>90d` (no bound: one bucket, `all`), then
+    /// [`AGE_UNKNOWN`].
+    pub fn labels(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.bounds.len() + 2);
+        match self.bounds.first() {
+            None => out.push("all".to_owned()),
+            Some((first, _)) => {
+                out.push(format!("<={first}"));
+                for w in self.bounds.windows(2) {
+                    out.push(format!("{}-{}", w[0].0, w[1].0));
+                }
+                if let Some((last, _)) = self.bounds.last() {
+                    out.push(format!(">{last}"));
+                }
+            }
+        }
+        out.push(AGE_UNKNOWN.to_owned());
+        out
+    }
+
+    /// The bucket of an age (a link created in the future, by a skewed clock, is the youngest).
+    fn index(&self, age: time::Duration) -> usize {
+        self.bounds
+            .iter()
+            .position(|(_, bound)| age <= *bound)
+            .unwrap_or(self.bounds.len())
+    }
 }
 
 /// Aggregates the links of one poll.
@@ -487,6 +579,7 @@ pub struct Aggregator {
     seen: IdSet,
     id_key: std::collections::hash_map::RandomState,
     carried: u64,
+    aging: AgeBuckets,
 }
 
 impl Aggregator {
@@ -511,7 +604,14 @@ impl Aggregator {
             seen: IdSet::new(),
             id_key: std::collections::hash_map::RandomState::new(),
             carried: 0,
+            aging: AgeBuckets::default(),
         }
+    }
+
+    /// The receivables' age buckets (`--aging.buckets`; the default ones otherwise).
+    pub fn with_aging(mut self, aging: AgeBuckets) -> Self {
+        self.aging = aging;
+        self
     }
 
     /// Reserves room for `n` more ids (the poll knows `total_count` after the first page).
@@ -558,24 +658,33 @@ impl Aggregator {
         self.resource_types.commit(&link.resource_type, r);
         self.totals.insert((s, c, r), totals);
         if link.status == OPEN {
-            self.add_open(c, r, link.amount, link.expiration);
+            self.add_open(c, r, link);
         }
         Ok(true)
     }
 
-    fn add_open(
-        &mut self,
-        c: usize,
-        r: usize,
-        amount: Decimal,
-        expiration: Option<OffsetDateTime>,
-    ) {
+    fn add_open(&mut self, c: usize, r: usize, link: &LinkData<'_>) {
+        let (amount, expiration) = (link.amount, link.expiration);
         let n = self.windows.len();
+        let buckets = self.aging.bounds.len() + 2;
         let group = self.open.entry((c, r)).or_insert_with(|| OpenGroup {
             expiring: vec![Totals::default(); n],
             past: 0,
             next: None,
+            aging: vec![Totals::default(); buckets],
+            oldest: None,
         });
+        // Age: the last bucket is the unknown one.
+        let bucket = match link.created {
+            Some(created) => {
+                group.oldest = Some(group.oldest.map_or(created, |o| o.min(created)));
+                // Both within ±9999 years: the difference fits a `Duration`; a negative age
+                // (a skewed clock) falls in the youngest bucket.
+                self.aging.index(self.now - created)
+            }
+            None => buckets - 1,
+        };
+        group.aging[bucket].merge(Totals { count: 1, amount });
         let Some(expiration) = expiration else {
             // Counted in its status; its expiry is unknown, so it is in no expiry figure.
             return;
@@ -629,10 +738,12 @@ impl Aggregator {
     /// The snapshot, with the zero series the contract asks for: every known status and
     /// resource type for every currency seen, and every window for every open group.
     pub fn finish(self) -> Snapshot {
+        let age_labels = self.aging.labels();
         let mut snap = Snapshot {
             now: Some(self.now),
             unique_links: self.seen.len() as u64 + self.carried,
             windows: self.windows.iter().map(|(l, _)| l.clone()).collect(),
+            age_buckets: age_labels.clone(),
             ..Snapshot::default()
         };
         let currencies: BTreeSet<&str> = self.currencies.values.iter().map(|v| &**v).collect();
@@ -647,6 +758,10 @@ impl Aggregator {
                 let g = group_key(currency, rt);
                 for (label, _) in &self.windows {
                     snap.expiring
+                        .insert((g.clone(), label.clone()), Totals::default());
+                }
+                for label in &age_labels {
+                    snap.aging
                         .insert((g.clone(), label.clone()), Totals::default());
                 }
                 snap.open_past_expiration.insert(g, 0);
@@ -664,6 +779,12 @@ impl Aggregator {
             let key = group_key(&self.currencies.values[*c], &self.resource_types.values[*r]);
             for ((label, _), t) in self.windows.iter().zip(&g.expiring) {
                 snap.expiring.insert((key.clone(), label.clone()), *t);
+            }
+            for (label, t) in age_labels.iter().zip(&g.aging) {
+                snap.aging.insert((key.clone(), label.clone()), *t);
+            }
+            if let Some(oldest) = g.oldest {
+                snap.oldest_open.insert(key.clone(), oldest);
             }
             snap.open_past_expiration.insert(key.clone(), g.past);
             if let Some(next) = g.next {
@@ -784,7 +905,7 @@ fn group_key(currency: &str, resource_type: &str) -> GroupKey {
 }
 
 /// A status or resource type we are willing to publish as a label value: short, printable.
-fn is_label_value(s: &str) -> bool {
+pub fn is_label_value(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| !c.is_control())
 }
 
@@ -848,6 +969,121 @@ mod tests {
 
     fn totals(s: &Snapshot, status: &str, cur: &str, rt: &str) -> Totals {
         s.links[&link_key(status, cur, rt)]
+    }
+
+    /// Open links by age since created_at, against the buckets' edges: an age exactly on a
+    /// bound is in the younger bucket; a link created in the future (a skewed clock) is the
+    /// youngest; without a usable created_at, `unknown`; other statuses are in no bucket. Both
+    /// the default and custom buckets; the oldest created_at per group.
+    #[test]
+    fn aging_buckets_by_created_at() {
+        let day = 86_400;
+        let created = |secs_ago: i64| {
+            (NOW - time::Duration::seconds(secs_ago))
+                .format(&Rfc3339)
+                .unwrap()
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            (created(-3600), "open", "<=7d"),
+            (created(0), "open", "<=7d"),
+            (created(7 * day), "open", "<=7d"),
+            (created(7 * day + 1), "open", "7d-30d"),
+            (created(30 * day), "open", "7d-30d"),
+            (created(45 * day), "open", "30d-60d"),
+            (created(90 * day), "open", "60d-90d"),
+            (created(90 * day + 1), "open", ">90d"),
+            ("2026-08-01T00:00:00+0200".into(), "open", ">90d"),
+            ("not a date".into(), "open", "unknown"),
+            (created(45 * day), "paid", ""),
+            (created(45 * day), "processing", ""),
+        ];
+        let mut agg = Aggregator::new(NOW, &windows(), Limits::default());
+        for (i, (c, status, _)) in cases.iter().enumerate() {
+            let id = format!("l{i}");
+            let mut l = link(&id, status, "1.5", "EUR", "Invoice", "2026-12-01T00:00:00Z");
+            l.created_at = Some(Cow::Borrowed(c));
+            agg.add(&l);
+        }
+        let mut missing = link(
+            "none",
+            "open",
+            "2",
+            "EUR",
+            "Invoice",
+            "2026-12-01T00:00:00Z",
+        );
+        missing.created_at = None;
+        agg.add(&missing);
+        let snap = agg.finish();
+        let g = group_key("EUR", "Invoice");
+        let got = |age: &str| snap.aging[&(g.clone(), age.to_owned())];
+        let mut want: BTreeMap<&str, (u64, Decimal)> = BTreeMap::new();
+        for (_, status, bucket) in &cases {
+            if *status == "open" {
+                let e = want.entry(bucket).or_default();
+                e.0 += 1;
+                e.1 += Decimal::from_str("1.5").unwrap();
+            }
+        }
+        want.entry("unknown").or_default().0 += 1;
+        want.entry("unknown").or_default().1 += Decimal::from(2);
+        assert_eq!(
+            snap.age_buckets,
+            ["<=7d", "7d-30d", "30d-60d", "60d-90d", ">90d", "unknown"]
+        );
+        for age in &snap.age_buckets {
+            let (n, a) = want.get(age.as_str()).copied().unwrap_or_default();
+            assert_eq!(
+                got(age),
+                Totals {
+                    count: n,
+                    amount: a
+                },
+                "{age}"
+            );
+        }
+        // Every open link is in exactly one bucket.
+        let open: u64 = snap.age_buckets.iter().map(|a| got(a).count).sum();
+        assert_eq!(open, totals(&snap, "open", "EUR", "Invoice").count);
+        // The other resource type has every bucket at 0; the oldest is the +0200 one.
+        assert_eq!(
+            snap.aging[&(group_key("EUR", "Basket"), ">90d".into())].count,
+            0
+        );
+        assert_eq!(snap.oldest_open[&g], datetime!(2026-07-31 22:00 UTC));
+        // Custom buckets, and none at all.
+        let custom =
+            AgeBuckets::new(vec![("1h".into(), std::time::Duration::from_secs(3600))]).unwrap();
+        assert_eq!(custom.labels(), ["<=1h", ">1h", "unknown"]);
+        assert_eq!(
+            AgeBuckets::new(Vec::new()).unwrap().labels(),
+            ["all", "unknown"]
+        );
+        assert!(
+            AgeBuckets::new(vec![
+                ("2d".into(), std::time::Duration::from_secs(172_800)),
+                ("1d".into(), std::time::Duration::from_secs(86_400))
+            ])
+            .is_none()
+        );
+        assert!(AgeBuckets::new(vec![("big".into(), std::time::Duration::MAX)]).is_none());
+        let mut agg = Aggregator::new(NOW, &[], Limits::default()).with_aging(custom);
+        let c = created(7200);
+        let mut l = link("x", "OPEN", "1", "eur", "invoice", "2026-12-01T00:00:00Z");
+        l.created_at = Some(Cow::Borrowed(&c));
+        agg.add(&l);
+        let snap = agg.finish();
+        assert_eq!(snap.aging[&(g.clone(), ">1h".into())].count, 1);
+        // The state file keeps them, and an older file without them still loads.
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for k in ["aging", "age_buckets", "oldest_open"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let back: Snapshot = serde_json::from_value(old).unwrap();
+        assert!(back.aging.is_empty());
     }
 
     #[test]

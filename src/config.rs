@@ -163,6 +163,9 @@ pub struct RunArgs {
     /// Horizons of the expiring-links gauges, comma-separated; each spelling is the `within` label.
     #[arg(long = "expiry.windows", env = "QONTO_EXPIRY_WINDOWS", default_value = "1h,24h,7d,30d", value_parser = parse_windows, value_name = "LIST")]
     pub expiry_windows: Windows,
+    /// Upper bounds of the open links' age buckets (age since created_at), ascending, comma-separated: 7d,30d,60d,90d gives the `age` labels <=7d, 7d-30d, 30d-60d, 60d-90d, >90d (and unknown).
+    #[arg(long = "aging.buckets", env = "QONTO_AGING_BUCKETS", default_value = "7d,30d,60d,90d", value_parser = parse_age_buckets, value_name = "LIST")]
+    pub aging_buckets: crate::aggregate::AgeBuckets,
     /// Address to serve on; `:PORT` means every interface.
     #[arg(long = "web.listen-address", env = "QONTO_WEB_LISTEN_ADDRESS", default_value = ":10157", value_parser = parse_listen, value_name = "ADDR")]
     pub listen_address: SocketAddr,
@@ -486,6 +489,25 @@ fn parse_windows(s: &str) -> Result<Windows, String> {
     Ok(Windows(windows))
 }
 
+/// Most `--aging.buckets` bounds: each adds a series per currency and resource type.
+const MAX_AGE_BOUNDS: usize = 12;
+
+fn parse_age_buckets(s: &str) -> Result<crate::aggregate::AgeBuckets, String> {
+    let mut bounds = Vec::new();
+    for label in s.split(',').map(str::trim) {
+        if label.is_empty() {
+            return Err("empty bound in the list".into());
+        }
+        let d = parse_positive_duration(label).map_err(|e| format!("{label:?}: {e}"))?;
+        bounds.push((label.to_owned(), d));
+    }
+    if bounds.len() > MAX_AGE_BOUNDS {
+        return Err(format!("at most {MAX_AGE_BOUNDS} bounds"));
+    }
+    crate::aggregate::AgeBuckets::new(bounds)
+        .ok_or_else(|| "bounds must be strictly ascending (e.g. 7d,30d,60d,90d)".into())
+}
+
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     if let Some(port) = s.strip_prefix(':') {
@@ -545,6 +567,20 @@ mod tests {
                 "--web.listen-address",
             ),
             (&["--expiry.windows", "1h,,2h"][..], "--expiry.windows"),
+            (&["--aging.buckets", "30d,7d"][..], "--aging.buckets"),
+            (&["--aging.buckets", "7d,7d"][..], "--aging.buckets"),
+            (&["--aging.buckets", "0s"][..], "--aging.buckets"),
+            (
+                &["--aging.buckets", "99999999999999999y"][..],
+                "--aging.buckets",
+            ),
+            (
+                &[
+                    "--aging.buckets",
+                    "1d,2d,3d,4d,5d,6d,7d,8d,9d,10d,11d,12d,13d",
+                ][..],
+                "--aging.buckets",
+            ),
             (
                 &["--web.telemetry-path", "metrics"][..],
                 "--web.telemetry-path",

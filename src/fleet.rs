@@ -103,6 +103,7 @@ pub struct Common {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub windows: Vec<Window>,
+    pub aging: crate::aggregate::AgeBuckets,
     pub limits: Limits,
     pub concurrency: usize,
     pub full_resync: Duration,
@@ -286,6 +287,7 @@ impl Fleet {
             PollerConfig {
                 interval: org.poll_interval,
                 windows: self.common.windows.clone(),
+                aging: self.common.aging.clone(),
                 limits: self.common.limits,
                 concurrency: self.common.concurrency,
                 full_resync: self.common.full_resync,

@@ -242,6 +242,7 @@ async fn run(args: RunArgs) -> ExitCode {
                 ..RetryPolicy::default()
             },
             windows: args.expiry_windows.0.clone(),
+            aging: args.aging_buckets.clone(),
             limits: args.limits(),
             concurrency: usize::from(args.max_concurrency),
             full_resync: args.full_resync_interval,

@@ -27,6 +27,9 @@ use crate::qonto::budget::Budget;
 use crate::qonto::client::ApiObserver;
 use crate::qonto::oauth_session::RefreshObserver;
 
+/// The connection statuses Qonto documents (an open set: others show as they come).
+pub const CONNECTION_STATUSES: [&str; 4] = ["enabled", "pending", "disabled", "not_connected"];
+
 /// The label every per-organisation series carries.
 pub const ORGANIZATION: &str = "organization";
 
@@ -63,6 +66,11 @@ pub struct SelfMetrics {
     pub poll_progress_pages: Gauge,
     pub poll_total_pages: Gauge,
     pub poll_remaining_seconds: Gauge,
+    /// `qonto_payment_links_connection_status{status}`: a state set, absent until the first
+    /// successful check.
+    pub connection_status: GaugeVec,
+    pub connection_checks: IntCounter,
+    pub connection_check_failures: IntCounter,
     /// Links created, status transitions and time to pay (see [`crate::flows`]).
     pub flows: crate::flows::FlowMetrics,
 }
@@ -229,10 +237,32 @@ impl SelfMetrics {
             "qonto_exporter_poll_remaining_seconds",
             "Estimated time the poll under way needs to fetch the rest of qonto_exporter_poll_total_pages at the current budget: the longer of its page rate over the last 30 seconds and the request budget's pace for the pages left; NaN once no page has come back for 30 seconds; 0 when no poll is running.",
         );
+        let connection_status = GaugeVec::new(
+            Opts::new(
+                "qonto_payment_links_connection_status",
+                "Whether the organisation can take payments at all, from GET /v2/payment_links/connections, checked once per poll: 1 for the status of the last successful check (enabled: customers can pay; pending, disabled, not_connected: they cannot, or not yet; any other value Qonto sends shows as its own status), 0 for the others; absent until a check has succeeded. A scrape never calls Qonto.",
+            ),
+            &["status"],
+        )
+        .expect("static metric is valid");
+        registry
+            .register(Box::new(connection_status.clone()))
+            .expect("metric registered once");
+        let connection_checks = counter(
+            "qonto_exporter_connection_checks_total",
+            "Checks of the connection status (GET /v2/payment_links/connections), one after each poll while the credentials are not refused.",
+        );
+        let connection_check_failures = counter(
+            "qonto_exporter_connection_check_failures_total",
+            "Connection status checks that failed (the API's answer, or an unusable status); qonto_payment_links_connection_status keeps the last known status, and the links figures are not affected.",
+        );
         let flows = crate::flows::FlowMetrics::new(&registry);
         Arc::new(SelfMetrics {
             flows,
             organization: organization.to_owned(),
+            connection_status,
+            connection_checks,
+            connection_check_failures,
             registry,
             up,
             last_success,
@@ -261,6 +291,23 @@ impl SelfMetrics {
             drift,
             full_walks,
         })
+    }
+
+    /// Records a successful connection check: `status` at 1, every other status seen (and the
+    /// documented ones) at 0.
+    pub fn record_connection(&self, status: &str) {
+        for known in CONNECTION_STATUSES {
+            self.connection_status.with_label_values(&[known]).set(0.0);
+        }
+        let families = prometheus::core::Collector::collect(&self.connection_status);
+        for m in families.iter().flat_map(|f| f.get_metric()) {
+            if let Some(l) = m.get_label().first() {
+                self.connection_status
+                    .with_label_values(&[l.value()])
+                    .set(0.0);
+            }
+        }
+        self.connection_status.with_label_values(&[status]).set(1.0);
     }
 
     /// The organisation these metrics belong to.
@@ -547,6 +594,21 @@ pub fn snapshot_families(s: &Snapshot, organization: &str) -> Vec<MetricFamily> 
             })
             .collect::<Vec<_>>()
     };
+    let aging = |value: fn(&Totals) -> f64| {
+        s.aging
+            .iter()
+            .map(|((g, age), t)| {
+                gauge_metric(
+                    vec![
+                        label("age", age),
+                        label("currency", &g.currency),
+                        label("resource_type", &g.resource_type),
+                    ],
+                    value(t),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     let group = |g: &crate::aggregate::GroupKey| {
         vec![
             label("currency", &g.currency),
@@ -579,6 +641,30 @@ pub fn snapshot_families(s: &Snapshot, organization: &str) -> Vec<MetricFamily> 
                 "Sum of the amounts of open payment links expiring within `within`, in units of `currency`. {POLLED}"
             ),
             expiring(money),
+        ),
+        family(
+            "qonto_payment_links_open_by_age",
+            &format!(
+                "Open payment links by age since created_at at poll time, an accounts-receivable aging: `age` is a bucket of --aging.buckets (<=7d, 7d-30d, 30d-60d, 60d-90d, >90d by default; each bucket holds ages above the previous bound up to its own), or unknown for a link without a usable created_at. {POLLED}"
+            ),
+            aging(|t| t.count as f64),
+        ),
+        family(
+            "qonto_payment_links_open_by_age_amount",
+            &format!(
+                "Sum of the amounts of the open payment links of each age bucket, in units of `currency`. {POLLED}"
+            ),
+            aging(money),
+        ),
+        family(
+            "qonto_payment_links_oldest_open_created_timestamp_seconds",
+            &format!(
+                "Earliest created_at among open payment links, as a Unix time; absent when no open link has a usable created_at. {POLLED}"
+            ),
+            s.oldest_open
+                .iter()
+                .map(|(g, t)| gauge_metric(group(g), t.unix_timestamp() as f64))
+                .collect(),
         ),
         family(
             "qonto_payment_links_open_past_expiration",

@@ -42,6 +42,8 @@ const LOGGED_PER_POLL: usize = 20;
 pub struct PollerConfig {
     pub interval: Duration,
     pub windows: Vec<Window>,
+    /// The receivables' age buckets (`--aging.buckets`).
+    pub aging: crate::aggregate::AgeBuckets,
     pub limits: Limits,
     pub concurrency: usize,
     /// A full walk at least this often; zero disables incremental polls.
@@ -83,6 +85,9 @@ pub struct Poller {
     storage: Option<Arc<Storage>>,
     /// True while a write of the state file runs on the blocking pool.
     saving: Arc<std::sync::atomic::AtomicBool>,
+    /// The last connection status checked, and the undocumented ones seen.
+    connection: Option<String>,
+    connection_seen: HashSet<String>,
 }
 
 /// What one complete poll collected.
@@ -101,6 +106,9 @@ struct Found {
     /// Pages read.
     pages: u64,
 }
+
+/// Most undocumented connection statuses exported (a bound on the state set's series).
+const MAX_CONNECTION_STATUSES: usize = 8;
 
 /// How long a state-file write may take before it counts as failed.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,6 +131,8 @@ impl Poller {
             refused: false,
             storage: None,
             saving: Arc::default(),
+            connection: None,
+            connection_seen: HashSet::new(),
         }
     }
 
@@ -139,7 +149,68 @@ impl Poller {
                 _ = self.poll_once() => {}
                 _ = stopped(&mut shutdown) => return,
             }
+            tokio::select! {
+                _ = self.check_connection() => {}
+                _ = stopped(&mut shutdown) => return,
+            }
         }
+    }
+
+    /// The connection status (can customers pay at all?), once after each poll. Its failure is
+    /// counted and logged, never a failed poll; skipped while the credentials are refused (the
+    /// request would be refused too, and Qonto throttles callers refused too often).
+    async fn check_connection(&mut self) {
+        if self.refused {
+            return;
+        }
+        self.metrics.connection_checks.inc();
+        let checked = tokio::time::timeout(self.cfg.timeout, self.client.connection_status()).await;
+        let status = match checked {
+            Ok(Ok(status)) => {
+                let status = crate::aggregate::canonical_status(status.trim()).into_owned();
+                if crate::aggregate::is_label_value(&status) && self.connection_statuses(&status) {
+                    Ok(status)
+                } else {
+                    Err(format!(
+                        "unusable status {:?}",
+                        crate::planner::truncate(&status, 100)
+                    ))
+                }
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                humantime::format_duration(self.cfg.timeout)
+            )),
+        };
+        match status {
+            Ok(status) => {
+                if self.connection.as_deref() != Some(status.as_str()) {
+                    tracing::info!(status = %status, previous = self.connection.as_deref().unwrap_or("unknown"), "payment links connection status");
+                }
+                self.metrics.record_connection(&status);
+                self.connection = Some(status);
+            }
+            Err(error) => {
+                self.metrics.connection_check_failures.inc();
+                tracing::warn!(error = %error, "connection status check failed; the last known status stays published");
+            }
+        }
+    }
+
+    /// True when `status` is documented, already seen, or fits under the ceiling of
+    /// [`MAX_CONNECTION_STATUSES`] distinct values (the state set's cardinality bound).
+    fn connection_statuses(&mut self, status: &str) -> bool {
+        if crate::metrics::CONNECTION_STATUSES.contains(&status)
+            || self.connection_seen.contains(status)
+        {
+            return true;
+        }
+        if self.connection_seen.len() >= MAX_CONNECTION_STATUSES {
+            return false;
+        }
+        self.connection_seen.insert(status.to_owned());
+        true
     }
 
     /// One poll, published on success; failures are logged and counted, never propagated.
@@ -358,7 +429,8 @@ impl Poller {
             let incremental = !self.cfg.full_resync.is_zero();
             let tally = Mutex::new(
                 Tally::new(
-                    Aggregator::new(now, &self.cfg.windows, self.cfg.limits),
+                    Aggregator::new(now, &self.cfg.windows, self.cfg.limits)
+                        .with_aging(self.cfg.aging.clone()),
                     incremental.then_some(now),
                     self.memory.as_ref(),
                     full && incremental,

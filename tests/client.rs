@@ -425,3 +425,22 @@ async fn a_credential_that_cannot_be_a_header_is_named_and_not_sent() {
     }
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+/// A body beyond the cap is not read into memory: one request, a clear error, no retry.
+#[tokio::test]
+async fn an_absurdly_large_body_is_refused_without_being_read_whole() {
+    let server = MockServer::start().await;
+    let huge = vec![b' '; qonto_exporter::qonto::client::MAX_RESPONSE_BYTES + 1];
+    Mock::given(method("GET"))
+        .and(path("/v2/payment_links"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(huge, "application/json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server, Credentials::AccessToken(Secret::new("t")), None);
+    let e = c.get_page(&PAGE_1, |_| ()).await.unwrap_err().to_string();
+    assert!(
+        e.contains("larger than 16 MiB") && e.contains("page 1"),
+        "{e}"
+    );
+}

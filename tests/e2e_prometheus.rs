@@ -7,7 +7,9 @@
 //! `job="qonto-exporter"` selects:
 //! - the dashboard's: two organisations (`--config.file`) of an evolving in-process simulator;
 //!   every query of the Grafana dashboard must return data, and every per-organisation query
-//!   data for each of the two organisations;
+//!   data for each of the two organisations; then the simulator disables the payment links
+//!   connection of the second, so `QontoPaymentLinksConnectionNotEnabled` must fire for it (with
+//!   its `organization` label) and reach the webhook, and must not fire for any other;
 //! - the auth scenario: two organisations of one simulator, one of which starts being answered
 //!   401, so `QontoCredentialsRefused` must fire for it (with its `organization` label) and
 //!   reach the webhook, and must not fire for the other;
@@ -31,8 +33,14 @@ use serde_json::Value;
 
 /// The scrape job of all three exporters: the mixin's default `qontoSelector`.
 const JOB: &str = "qonto-exporter";
-/// The rule whose `for:` the test shortens (in its temporary copy of the rules only).
-const SHORTENED_ALERT: &str = "QontoMoneyExpiringSoon";
+/// The rules whose `for:` the test shortens (in its temporary copy of the rules only).
+const SHORTENED_ALERTS: [&str; 2] = [
+    "QontoMoneyExpiringSoon",
+    "QontoPaymentLinksConnectionNotEnabled",
+];
+/// The alert of the expiry scenario, and of the connection scenario.
+const EXPIRING_ALERT: &str = SHORTENED_ALERTS[0];
+const CONNECTION_ALERT: &str = SHORTENED_ALERTS[1];
 /// Grafana's `$__rate_interval` for a 1 s scrape interval: max(4 × scrape, interval + scrape).
 const RATE_INTERVAL: &str = "4s";
 const WHOLE_TEST: Duration = Duration::from_secs(120);
@@ -65,6 +73,26 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     let expiry = scenario_exporter(&expiry_sim);
     for e in [&demo, &auth, &expiry] {
         e.wait_ready(Duration::from_secs(30)).await;
+    }
+    // The connection status is checked right after each poll: give the first check time to end
+    // on both organisations, so that its state set is among the names exported.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let exposition = demo.scrape().await;
+        let checked = DASHBOARD_ORGS.iter().all(|o| {
+            exposition.lines().any(|l| {
+                l.starts_with("qonto_payment_links_connection_status{")
+                    && l.contains(&format!("organization=\"{o}\""))
+            })
+        });
+        if checked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection status for both organisations within 15s:\n{exposition}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // ------------------------------------------------------------------ servers
@@ -188,6 +216,19 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         .await
         .unwrap();
     assert_eq!(r.status(), 204, "fault injected");
+    // The second organisation of the dashboard's exporter can no longer take payments.
+    let r = client
+        .post(format!(
+            "{}/_sim/connection?organization={}",
+            demo_sim.url(),
+            DASHBOARD_ORGS[1]
+        ))
+        .header("content-type", "application/json")
+        .body(r#"{"status":"disabled"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "connection disabled");
     for mutation in [
         r#"{"kind":"create","count":60}"#,
         r#"{"kind":"expire_soon","count":100000,"within":"1h"}"#,
@@ -346,8 +387,8 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
 
     // ------------------------------------------------------------------ alerts at the webhook
     let deadline = scenarios_started + Duration::from_secs(45);
-    let (mut refused, mut expiring) = (None, None);
-    while refused.is_none() || expiring.is_none() {
+    let (mut refused, mut expiring, mut disconnected) = (None, None, None);
+    while refused.is_none() || expiring.is_none() || disconnected.is_none() {
         let alerts = webhook.alerts();
         let find = |name: &str, instance: &str| {
             alerts
@@ -370,18 +411,32 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
             wrongly.is_none(),
             "QontoCredentialsRefused for an organisation whose credentials work: {wrongly:#?}"
         );
-        expiring = expiring.or_else(|| find(SHORTENED_ALERT, &expiry_instance));
-        if refused.is_some() && expiring.is_some() {
+        expiring = expiring.or_else(|| find(EXPIRING_ALERT, &expiry_instance));
+        disconnected = disconnected.or_else(|| find(CONNECTION_ALERT, &demo_instance));
+        // Only the organisation whose connection was disabled gets it: not the other of the same
+        // process, nor those of the other exporters (all enabled).
+        let wrongly = alerts.iter().find(|a| {
+            a["labels"]["alertname"] == CONNECTION_ALERT
+                && (a["labels"]["organization"] != DASHBOARD_ORGS[1]
+                    || a["labels"]["instance"] != demo_instance.as_str())
+        });
+        assert!(
+            wrongly.is_none(),
+            "{CONNECTION_ALERT} for an organisation whose connection is enabled: {wrongly:#?}"
+        );
+        if refused.is_some() && expiring.is_some() && disconnected.is_some() {
             break;
         }
         if Instant::now() > deadline {
             let firing = prom.query("ALERTS").await;
             panic!(
                 "alerts did not reach the webhook within 45s of the faults (credentials refused: {}, \
-                 money expiring: {}).\nwebhook received: {:#?}\nALERTS in Prometheus: {firing:?}\n\
-                 alertmanager logs:\n{}\nprometheus logs:\n{}\nauth exporter logs:\n{}",
+                 money expiring: {}, connection not enabled: {}).\nwebhook received: {:#?}\n\
+                 ALERTS in Prometheus: {firing:?}\nalertmanager logs:\n{}\nprometheus logs:\n{}\n\
+                 auth exporter logs:\n{}",
                 refused.is_some(),
                 expiring.is_some(),
+                disconnected.is_some(),
                 webhook.received.lock().unwrap(),
                 am.daemon.logs(),
                 prom.daemon.logs(),
@@ -440,10 +495,40 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
             .is_some_and(|d| d.contains(currency)),
         "{expiring:#}"
     );
+    let disconnected = disconnected.unwrap();
+    assert_eq!(
+        disconnected["labels"]["severity"], "critical",
+        "{disconnected:#}"
+    );
+    assert_eq!(
+        disconnected["labels"]["organization"], DASHBOARD_ORGS[1],
+        "the alert names the organisation whose connection is disabled: {disconnected:#}"
+    );
+    assert!(
+        disconnected["labels"]["status"].is_null(),
+        "the alert carries no status label: {disconnected:#}"
+    );
+    assert!(
+        disconnected["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("its status is disabled")
+                && d.contains(&demo_instance)
+                && d.contains(DASHBOARD_ORGS[1])),
+        "the description names the status, the instance and the organisation: {disconnected:#}"
+    );
+    assert!(
+        disconnected["annotations"]["runbook_url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("docs/runbook.md#qontopaymentlinksconnectionnotenabled")),
+        "{disconnected:#}"
+    );
     eprintln!(
         "e2e: webhook received QontoCredentialsRefused {{job={JOB}, instance={auth_instance}, \
-         severity=critical}} and QontoMoneyExpiringSoon {{job={JOB}, instance={expiry_instance}, \
-         currency={currency}, severity=warning}} {:?} after the faults; whole test {:?}",
+         severity=critical}}, QontoMoneyExpiringSoon {{job={JOB}, instance={expiry_instance}, \
+         currency={currency}, severity=warning}} and {CONNECTION_ALERT} {{job={JOB}, \
+         instance={demo_instance}, organization={}, severity=critical}} {:?} after the faults; \
+         whole test {:?}",
+        DASHBOARD_ORGS[1],
         scenarios_started.elapsed(),
         started.elapsed()
     );
@@ -667,29 +752,32 @@ fn committed_rules() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The committed rules, with only `SHORTENED_ALERT`'s `for:` lowered to 1s.
+/// The committed rules, with only the `for:` of `SHORTENED_ALERTS` lowered to 1s.
 fn rules_for_test() -> String {
-    let text = std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml")).unwrap();
-    let marker = format!("- alert: {SHORTENED_ALERT}\n");
-    let start = text
-        .find(&marker)
-        .unwrap_or_else(|| panic!("rules.yml has no alert {SHORTENED_ALERT}"));
-    let end = text[start + marker.len()..]
-        .find("- alert: ")
-        .map_or(text.len(), |i| start + marker.len() + i);
-    let block = &text[start..end];
-    let line = block
-        .lines()
-        .find(|l| l.trim_start().starts_with("for: "))
-        .unwrap_or_else(|| panic!("{SHORTENED_ALERT} has no `for:` to shorten"));
-    let indent = &line[..line.len() - line.trim_start().len()];
-    let replacement = format!(
-        "{indent}# e2e test only: lowered from `{}` so the scenario fires within the test's \
-         time bound; the committed rules.yml is unchanged.\n{indent}for: 1s",
-        line.trim()
-    );
-    let block = block.replacen(line, &replacement, 1);
-    format!("{}{}{}", &text[..start], block, &text[end..])
+    let mut text = std::fs::read_to_string(repo().join("deploy/prometheus/rules.yml")).unwrap();
+    for alert in SHORTENED_ALERTS {
+        let marker = format!("- alert: {alert}\n");
+        let start = text
+            .find(&marker)
+            .unwrap_or_else(|| panic!("rules.yml has no alert {alert}"));
+        let end = text[start + marker.len()..]
+            .find("- alert: ")
+            .map_or(text.len(), |i| start + marker.len() + i);
+        let block = &text[start..end];
+        let line = block
+            .lines()
+            .find(|l| l.trim_start().starts_with("for: "))
+            .unwrap_or_else(|| panic!("{alert} has no `for:` to shorten"));
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let replacement = format!(
+            "{indent}# e2e test only: lowered from `{}` so the scenario fires within the test's \
+             time bound; the committed rules.yml is unchanged.\n{indent}for: 1s",
+            line.trim()
+        );
+        let block = block.replacen(line, &replacement, 1);
+        text = format!("{}{}{}", &text[..start], block, &text[end..]);
+    }
+    text
 }
 
 /// A Prometheus configuration scraping `ports` on 127.0.0.1 as the targets of one job.

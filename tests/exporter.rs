@@ -44,9 +44,16 @@ async fn metrics_equal_an_independent_recount_and_pass_promtool() {
 
     let m = parse_metrics(&text);
     assert_eq!(m["qonto_up"], 1.0);
-    // 2345 links at 100 a page: 24 pages, one request each.
+    // 2345 links at 100 a page: 24 pages, one request each; then one connection status check,
+    // after the poll and not counted in it.
     assert_eq!(m["qonto_exporter_last_poll_requests"], 24.0);
-    assert_eq!(m[r#"qonto_exporter_api_requests_total{code="200"}"#], 24.0);
+    let m = exporter
+        .wait_until("the connection check", Duration::from_secs(10), |m| {
+            m["qonto_exporter_connection_checks_total"] == 1.0
+                && m[r#"qonto_exporter_api_requests_total{code="200"}"#] == 25.0
+        })
+        .await;
+    assert_eq!(m["qonto_exporter_last_poll_requests"], 24.0);
     let total: f64 = m
         .iter()
         .filter(|(k, _)| k.starts_with("qonto_payment_links{"))

@@ -266,6 +266,8 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
                expiringAmountThresholds: {{ default: 500, EUR: 2500 }},\n\
                dataStaleAfterSeconds: 1800,\n\
                processLabels: ['instance', 'pod', 'node'],\n\
+               connectionNotEnabledFor: '7m',\n\
+               connectionStatusKeptFor: '2h',\n\
                runbookUrlBase: 'https://runbooks.example/qonto.md',\n\
              }} }}\n",
             repo_mixin.to_str().unwrap()
@@ -310,6 +312,25 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
         4,
         "{}",
         expr_of("QontoInvalidLinks")
+    );
+
+    // The connection alert's pending period and how long it keeps the last known status.
+    let connection = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .find(|r| r["alert"] == "QontoPaymentLinksConnectionNotEnabled")
+        .expect("rule QontoPaymentLinksConnectionNotEnabled");
+    assert_eq!(connection["for"], "7m", "{connection}");
+    assert!(
+        connection["expr"].as_str().unwrap().contains("[2h]"),
+        "{connection}"
+    );
+    let description = connection["annotations"]["description"].as_str().unwrap();
+    assert!(
+        description.contains("at least 7m") && description.contains("within the last 2h"),
+        "{description}"
     );
 
     // The window, the stale-data threshold, the runbook URL.
@@ -986,4 +1007,156 @@ fn every_per_organisation_dashboard_query_matches_the_organization_variable_and_
     ] {
         assert!(processes.iter().any(|e| e.contains(needle)), "{needle}");
     }
+}
+
+/// The dashboard's panel titled `title`, rows' nested panels included.
+fn panel<'a>(dash: &'a Value, title: &str) -> &'a Value {
+    fn find<'a>(ps: &'a Value, title: &str) -> Option<&'a Value> {
+        ps.as_array().into_iter().flatten().find_map(|p| {
+            if p["title"] == title {
+                Some(p)
+            } else {
+                find(&p["panels"], title)
+            }
+        })
+    }
+    find(&dash["panels"], title).unwrap_or_else(|| panic!("no panel {title:?}"))
+}
+
+fn committed_dashboard() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(repo().join("grafana/qonto-payment-links.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn connection_status_maps_each_status_to_its_word_and_colour_per_organisation() {
+    let dash = committed_dashboard();
+    let panel = panel(&dash, "Connection status");
+    let mapping = &panel["fieldConfig"]["defaults"]["mappings"][0]["options"];
+    for (value, text, colour) in [
+        ("1", "enabled", "green"),
+        ("2", "pending", "orange"),
+        ("3", "disabled", "red"),
+        ("4", "not_connected", "red"),
+        ("5", "other status", "text"),
+    ] {
+        assert_eq!(mapping[value]["text"], text, "{mapping}");
+        assert_eq!(mapping[value]["color"], colour, "{mapping}");
+    }
+    assert_eq!(
+        panel["fieldConfig"]["defaults"]["noValue"],
+        "not checked yet"
+    );
+    let expr = panel["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .replace("$job", "qonto-exporter")
+        .replace("$instance", ".+")
+        .replace("$organization", ".+");
+
+    // One exporter, six organisations: one in each documented status, one in a status Qonto
+    // added (published beside the documented ones at 0), and one not checked yet (no state set).
+    // Another exporter's organisation of the same name keeps its own value.
+    let documented = ["enabled", "pending", "disabled", "not_connected"];
+    let mut series = String::new();
+    let mut state_set = |instance: &str, organization: &str, current: &str| {
+        let mut statuses: Vec<&str> = documented.to_vec();
+        if !statuses.contains(&current) {
+            statuses.push(current);
+        }
+        for s in statuses {
+            let v = u8::from(s == current);
+            series.push_str(&format!(
+                "      - series: 'qonto_payment_links_connection_status{{job=\"qonto-exporter\", \
+                 instance=\"{instance}\", organization=\"{organization}\", status=\"{s}\"}}'\n        \
+                 values: '{v}x5'\n"
+            ));
+        }
+    };
+    for s in documented {
+        state_set("exporter:1", &format!("org-{s}"), s);
+    }
+    state_set("exporter:1", "org-new", "suspended");
+    state_set("other:1", "org-enabled", "disabled");
+    series.push_str(
+        "      - series: 'qonto_up{job=\"qonto-exporter\", instance=\"exporter:1\", \
+         organization=\"org-unchecked\"}'\n        values: '0x5'\n",
+    );
+    let sample = |instance: &str, organization: &str, value: u8| {
+        format!(
+            "          - labels: '{{instance=\"{instance}\", organization=\"{organization}\"}}'\n            value: {value}\n"
+        )
+    };
+    let tests = format!(
+        "rule_files: []\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n\
+         {series}\x20   promql_expr_test:\n      - expr: {}\n        eval_time: 5m\n        exp_samples:\n{}{}{}{}{}{}",
+        serde_json::to_string(&expr).unwrap(),
+        sample("exporter:1", "org-enabled", 1),
+        sample("exporter:1", "org-pending", 2),
+        sample("exporter:1", "org-disabled", 3),
+        sample("exporter:1", "org-not_connected", 4),
+        sample("exporter:1", "org-new", 5),
+        sample("other:1", "org-enabled", 3),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("connection.test.yml");
+    std::fs::write(&file, &tests).unwrap();
+    let o = promtool(&["test", "rules", file.to_str().unwrap()], b"");
+    assert!(
+        o.status.success(),
+        "panel \"Connection status\" ({expr}) must give 1 to 5 for enabled, pending, disabled, \
+         not_connected and any other status, per organisation and exporter, and nothing before \
+         the first check:\n{}{}\n{tests}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn stacked_panels_never_stack_two_organisations_nor_two_currencies() {
+    let dash = committed_dashboard();
+    // Top-level panels in order: a panel belongs to the last row before it.
+    let mut row: Option<&Value> = None;
+    let mut stacked = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            row = Some(p);
+            continue;
+        }
+        let stacking = &p["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"];
+        if stacking.is_null() || stacking == "none" {
+            continue;
+        }
+        stacked += 1;
+        let title = p["title"].as_str().unwrap();
+        let row = row.unwrap_or_else(|| panic!("stacked panel {title:?} outside a row"));
+        assert_eq!(
+            row["repeat"], "organization",
+            "stacked panel {title:?} is in row {:?}, which does not repeat per organisation",
+            row["title"]
+        );
+        let amounts = p["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["expr"].as_str().unwrap().contains("amount"));
+        if amounts {
+            assert_eq!(
+                p["repeat"], "currency",
+                "stacked amounts of panel {title:?} do not repeat per currency"
+            );
+            assert!(title.contains("$currency"), "{title}");
+        }
+    }
+    assert!(stacked >= 2, "{stacked} stacked panels");
+    let aging = panel(&dash, "Open amount by age, $currency");
+    let expr = aging["targets"][0]["expr"].as_str().unwrap();
+    assert!(
+        expr.starts_with(
+            "sum by (organization, currency, age) (qonto_payment_links_open_by_age_amount{"
+        ),
+        "{expr}"
+    );
 }

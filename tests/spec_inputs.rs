@@ -179,6 +179,11 @@ fn normalise(links: &Value) -> (Value, Served) {
             .format(&Rfc3339)
             .unwrap()
             .into();
+        // created_at is written in the same forms (the open links' age reads it).
+        let created = l["created_at"].as_str().and_then(parse_iso8601);
+        if let Some(c) = created {
+            l["created_at"] = c.to_offset(UtcOffset::UTC).format(&Rfc3339).unwrap().into();
+        }
         out.push(l);
     }
     (Value::Array(out), served)

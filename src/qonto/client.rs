@@ -31,7 +31,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, R
 
 use crate::qonto::auth::{AuthError, Credentials};
 use crate::qonto::budget::{Budget, Lane};
-use crate::qonto::model::{ApiErrorBody, Page, PageError, parse_page};
+use crate::qonto::model::{
+    ApiErrorBody, Page, PageError, Payment, parse_connection, parse_page, parse_payments,
+};
 use crate::qonto::walk::{MAX_PER_PAGE, WalkProgress};
 use crate::secret::Secret;
 
@@ -149,26 +151,27 @@ pub enum ApiError {
         "not sending: {0} requests were refused within the last hour (Qonto throttles callers beyond 200)"
     )]
     RefusalBudget(usize),
-    #[error("page {page}: HTTP {status}, {failure}")]
+    #[error("{}: HTTP {status}, {failure}", at(*.page))]
     Status {
         page: u64,
         status: u16,
         failure: ApiFailure,
     },
-    #[error("page {page}: {error}{}", trace_suffix(.trace_id))]
+    #[error("{}: {error}{}", at(*.page), trace_suffix(.trace_id))]
     Body {
         page: u64,
         error: PageError,
         trace_id: Option<String>,
     },
     #[error(
-        "page {page}: redirected to {location:?}; the sandbox redirects to a login page when X-Qonto-Staging-Token is missing"
+        "{}: redirected to {location:?}; the sandbox redirects to a login page when X-Qonto-Staging-Token is missing", at(*.page)
     )]
     Redirect { page: u64, location: String },
-    #[error("page {page}: {message}")]
+    #[error("{}: {message}", at(*.page))]
     Transport { page: u64, message: String },
     #[error(
-        "page {page}: HTTP 429 with Retry-After {} s, longer than --qonto.max-retry-after ({}); not waiting: this poll fails and the next one tries again",
+        "{}: HTTP 429 with Retry-After {} s, longer than --qonto.max-retry-after ({}); not waiting: this poll fails and the next one tries again",
+        at(*.page),
         .requested.as_secs(),
         humantime::format_duration(*.ceiling)
     )]
@@ -183,6 +186,18 @@ pub enum ApiError {
     Pagination { page: u64, message: String },
     #[error(transparent)]
     Auth(#[from] AuthError),
+}
+
+/// The `page` of an error about the connection status request, not a page of links.
+pub const CONNECTION_PAGE: u64 = 0;
+
+/// Where an error happened: `page N` of a listing, or the connection status request.
+fn at(page: u64) -> String {
+    if page == CONNECTION_PAGE {
+        "connection status".to_owned()
+    } else {
+        format!("page {page}")
+    }
 }
 
 fn trace_suffix(t: &Option<String>) -> String {
@@ -201,6 +216,30 @@ impl ApiError {
         }
     }
 }
+
+/// What a request asks for: a page of a listing, the connection status, or a page of one
+/// link's payments.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    List(&'a ListQuery<'a>),
+    Connection,
+    Payments { link: &'a str, page: u64 },
+}
+
+impl Target<'_> {
+    /// The `page` of its errors ([`CONNECTION_PAGE`] for the connection status).
+    fn page(&self) -> u64 {
+        match self {
+            Target::List(q) => q.page,
+            Target::Connection => CONNECTION_PAGE,
+            Target::Payments { page, .. } => *page,
+        }
+    }
+}
+
+/// Most pages of payments read for one link (100 payments a page): a link with more
+/// attempts than that is read in part, and says so.
+pub const MAX_PAYMENT_PAGES: u64 = 10;
 
 /// One list request.
 #[derive(Debug, Clone, Copy)]
@@ -323,28 +362,76 @@ impl QontoClient {
         q: &ListQuery<'_>,
         handle: impl FnOnce(Page<'_>) -> R,
     ) -> Result<R, ApiError> {
+        let mut handle = Some(handle);
+        self.fetch(Target::List(q), |body| {
+            let page = parse_page(body)?;
+            self.note_listing(q, page.meta.total_pages);
+            // Called again only after an error, so the handler is still there.
+            handle
+                .take()
+                .map(|h| h(page))
+                .ok_or_else(|| PageError::Shape("the page was already handled".into()))
+        })
+        .await
+    }
+
+    /// `GET /v2/payment_links/connections`: whether the organisation can take payments at all
+    /// (`status`: `enabled`, `pending`, `disabled`, `not_connected`, or another value Qonto adds),
+    /// through the same budget, credentials and retries as the listings.
+    pub async fn connection_status(&self) -> Result<String, ApiError> {
+        self.fetch(Target::Connection, parse_connection).await
+    }
+
+    /// `GET /v2/payment_links/{id}/payments`, every page up to [`MAX_PAYMENT_PAGES`]: the
+    /// payments of one link, and whether there were more than were read.
+    pub async fn link_payments(&self, link: &str) -> Result<(Vec<Payment>, bool), ApiError> {
+        let mut all = Vec::new();
+        let mut page = 1;
+        loop {
+            let (payments, meta) = self
+                .fetch(Target::Payments { link, page }, parse_payments)
+                .await?;
+            all.extend(payments);
+            match meta.next_page {
+                Some(next) if next > page && page < MAX_PAYMENT_PAGES => page = next,
+                Some(next) if next > page => return Ok((all, true)),
+                _ => return Ok((all, false)),
+            }
+        }
+    }
+
+    /// One request of `target`, retried as the policy says; `parse` turns a 2xx body into the
+    /// result (a body it refuses is retried, except one that is not JSON at all).
+    async fn fetch<R>(
+        &self,
+        target: Target<'_>,
+        mut parse: impl FnMut(&[u8]) -> Result<R, PageError>,
+    ) -> Result<R, ApiError> {
+        let page = target.page();
         let mut attempt = 0u32;
         let mut reauthenticated = false;
         loop {
-            let outcome = self.attempt(q).await?;
+            let outcome = self.attempt(target).await?;
             let retry_after = match outcome {
-                Attempt::Body(body, trace_id) => match parse_page(&body) {
-                    Ok(page) => {
-                        self.note_listing(q, page.meta.total_pages);
-                        return Ok(handle(page));
-                    }
+                Attempt::Body(body, trace_id) => match parse(&body) {
+                    Ok(r) => return Ok(r),
                     Err(error @ PageError::NotJson { .. }) => {
                         return Err(ApiError::Body {
-                            page: q.page,
+                            page,
                             error,
                             trace_id,
                         });
                     }
                     Err(error) => {
-                        tracing::warn!(page = q.page, %error, trace_id = trace_id.as_deref().unwrap_or(""), attempt = attempt + 1, "response is not a valid page; retrying");
+                        let what = if page == CONNECTION_PAGE {
+                            "connection status"
+                        } else {
+                            "page"
+                        };
+                        tracing::warn!(at = %at(page), %error, trace_id = trace_id.as_deref().unwrap_or(""), attempt = attempt + 1, "response is not a valid {what}; retrying");
                         if attempt + 1 >= self.retry.max_attempts {
                             return Err(ApiError::Body {
-                                page: q.page,
+                                page,
                                 error,
                                 trace_id,
                             });
@@ -385,7 +472,7 @@ impl QontoClient {
                     {
                         self.observer.retry_after_over_ceiling();
                         return Err(ApiError::RetryAfterTooLong {
-                            page: q.page,
+                            page,
                             requested,
                             ceiling: self.retry.max_retry_after,
                         });
@@ -393,7 +480,7 @@ impl QontoClient {
                     if attempt + 1 >= self.retry.max_attempts {
                         return Err(error);
                     }
-                    tracing::warn!(page = q.page, error = %error, attempt = attempt + 1, "request failed; retrying");
+                    tracing::warn!(at = %at(page), error = %error, attempt = attempt + 1, "request failed; retrying");
                     if rate_limited {
                         let wait = retry_after.unwrap_or_else(|| self.retry.delay(attempt));
                         self.pause_all(wait);
@@ -410,7 +497,8 @@ impl QontoClient {
     }
 
     /// One HTTP exchange, classified.
-    async fn attempt(&self, q: &ListQuery<'_>) -> Result<Attempt, ApiError> {
+    async fn attempt(&self, target: Target<'_>) -> Result<Attempt, ApiError> {
+        let page = target.page();
         self.check_refusal_budget()?;
         self.wait_for_pause().await;
         // The credentials first (an OAuth refresh may take a while), so that the request goes
@@ -423,18 +511,41 @@ impl QontoClient {
         if !held.is_zero() {
             self.log_held();
         }
-        let mut req = self
-            .http
-            .get(&self.url)
-            .header(AUTHORIZATION, header)
-            .header(ACCEPT, "application/json")
-            .query(&[("page", q.page), ("per_page", q.per_page)]);
-        for s in q.statuses {
-            req = req.query(&[("status[]", s)]);
+        let mut req = match target {
+            Target::List(q) => {
+                let mut req = self
+                    .http
+                    .get(&self.url)
+                    .query(&[("page", q.page), ("per_page", q.per_page)]);
+                for s in q.statuses {
+                    req = req.query(&[("status[]", s)]);
+                }
+                if let Some(sort) = q.sort_by {
+                    req = req.query(&[("sort_by", sort)]);
+                }
+                req
+            }
+            Target::Connection => self.http.get(format!("{}/connections", self.url)),
+            Target::Payments { link, page } => {
+                // The id goes into the path as one segment, percent-encoded whatever it holds.
+                let mut url = reqwest::Url::parse(&self.url).map_err(|e| ApiError::Transport {
+                    page,
+                    message: format!("the API URL: {e}"),
+                })?;
+                url.path_segments_mut()
+                    .map_err(|()| ApiError::Transport {
+                        page,
+                        message: "the API URL cannot take a path".into(),
+                    })?
+                    .push(link)
+                    .push("payments");
+                self.http
+                    .get(url)
+                    .query(&[("page", page), ("per_page", 100)])
+            }
         }
-        if let Some(sort) = q.sort_by {
-            req = req.query(&[("sort_by", sort)]);
-        }
+        .header(AUTHORIZATION, header)
+        .header(ACCEPT, "application/json");
         if let Some(st) = &self.staging {
             req = req.header("X-Qonto-Staging-Token", st.clone());
         }
@@ -444,21 +555,30 @@ impl QontoClient {
             Ok(r) => r,
             Err(e) => {
                 self.observer.request(None, started.elapsed());
-                return Ok(Attempt::transport(q.page, &e));
+                return Ok(Attempt::transport(page, &e));
             }
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await;
+        let body = read_capped(resp).await;
         self.observer
             .request(Some(status.as_u16()), started.elapsed());
         let trace_id = trace_id(&headers);
         let body = match body {
-            Ok(b) => b,
-            Err(e) => return Ok(Attempt::transport(q.page, &e)),
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Ok(Attempt::Fail(ApiError::Transport {
+                    page,
+                    message: format!(
+                        "HTTP {status}: the response is larger than {} MiB, which no page of 100 links needs; not read further",
+                        MAX_RESPONSE_BYTES / 1024 / 1024
+                    ),
+                }));
+            }
+            Err(e) => return Ok(Attempt::transport(page, &e)),
         };
         Ok(classify(
-            q.page,
+            page,
             status,
             &headers,
             body,
@@ -543,6 +663,28 @@ impl QontoClient {
     async fn wait_for_pause(&self) {
         self.budget.wait_pause().await;
     }
+}
+
+/// The largest response body read: a page of 100 links is about 60 KiB; a body beyond this is
+/// not the API's (a misrouted download, a hostile server) and must not fill the memory.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The body of `resp`, `None` once it exceeds [`MAX_RESPONSE_BYTES`] (the rest is not read).
+async fn read_capped(mut resp: reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// The one reqwest client builder of the process, for the API, the OAuth token endpoint and

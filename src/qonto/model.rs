@@ -200,6 +200,58 @@ pub enum PageError {
     NotJson { start: String },
     #[error("response is not a payment-links page: {0}")]
     Shape(String),
+    #[error("response is not a connection status: {0}")]
+    Connection(String),
+    #[error("response is not a page of payments: {0}")]
+    Payments(String),
+}
+
+/// The one field of `GET /v2/payment_links/connections` the exporter reads.
+#[derive(Deserialize)]
+struct Connection {
+    status: String,
+}
+
+/// Parses a connection status body: its `status`, as sent (an open set of values).
+pub fn parse_connection(body: &[u8]) -> Result<String, PageError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first != Some(b'{') {
+        let start: String = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        return Err(PageError::NotJson { start });
+    }
+    serde_json::from_slice::<Connection>(body)
+        .map(|c| c.status)
+        .map_err(|e| PageError::Connection(e.to_string()))
+}
+
+/// One payment of a link (`GET /v2/payment_links/{id}/payments`), the fields the exporter
+/// reads; `status` and `payment_method` are open sets, as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Payment {
+    pub status: String,
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    /// ISO 8601; absent or null until paid.
+    #[serde(default)]
+    pub paid_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PaymentsPage {
+    payments: Vec<Payment>,
+    meta: Meta,
+}
+
+/// Parses one page of a link's payments.
+pub fn parse_payments(body: &[u8]) -> Result<(Vec<Payment>, Meta), PageError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first != Some(b'{') {
+        let start: String = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        return Err(PageError::NotJson { start });
+    }
+    serde_json::from_slice::<PaymentsPage>(body)
+        .map(|p| (p.payments, p.meta))
+        .map_err(|e| PageError::Payments(e.to_string()))
 }
 
 /// Parses one list response body.

@@ -215,12 +215,26 @@ async fn api(
     let path = req.uri().path();
     let method = req.method();
     let error = |status, code, detail| Ok(error_response(status, code, detail, None, trace_id));
+    if method == Method::GET {
+        if let Some(link) = payments_path(path) {
+            let id = shared.identify(req.headers());
+            let org = shared.org(id.org);
+            return (id.org, Ok(payments(org, id.verdict, &req, link, trace_id)));
+        }
+    }
     match (method, path) {
         (&Method::GET, "/v2/payment_links") => {
             let id = shared.identify(req.headers());
             (
                 id.org,
                 list(shared.org(id.org), id.verdict, req, trace_id).await,
+            )
+        }
+        (&Method::GET, "/v2/payment_links/connections") => {
+            let id = shared.identify(req.headers());
+            (
+                id.org,
+                Ok(connection(shared.org(id.org), id.verdict, &req, trace_id)),
             )
         }
         (_, "/v2/payment_links") => (
@@ -246,6 +260,128 @@ async fn api(
     }
 }
 
+/// The link id of `/v2/payment_links/{id}/payments`.
+fn payments_path(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix("/v2/payment_links/")?
+        .strip_suffix("/payments")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// `GET /v2/payment_links/{id}/payments` for `org`: the link's payments (see
+/// [`super::payments`]), a page of up to `per_page` (1 to 100, default 100).
+fn payments(
+    org: &Org,
+    verdict: Verdict,
+    req: &Request<Incoming>,
+    link: &str,
+    trace_id: &str,
+) -> Response<Body> {
+    if !staging_token_ok(org, req) {
+        return html_response();
+    }
+    if let Some(refusal) = refusal(verdict, trace_id) {
+        return refusal;
+    }
+    // The same paging rules as the list endpoint's.
+    let (page, per_page) = match parse_list_query(req.uri().query()) {
+        Ok(q) => (q.page, q.per_page),
+        Err(bad) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &bad.detail,
+                Some(&bad.parameter),
+                trace_id,
+            );
+        }
+    };
+    let wanted = u128::from_str_radix(&link.replace('-', ""), 16).ok();
+    let all = {
+        let store = org.store.read().unwrap_or_else(PoisonError::into_inner);
+        (0..store.len() as u32)
+            .map(|p| store.link(p))
+            .find(|l| Some(l.id) == wanted)
+            .map(|l| super::payments::payments_of(l, unix_now()))
+    };
+    let Some(all) = all else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "payment link not found",
+            None,
+            trace_id,
+        );
+    };
+    let total = all.len() as u64;
+    let start = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+    let items: Vec<_> = all
+        .into_iter()
+        .skip(start)
+        .take(per_page as usize)
+        .collect();
+    let meta = Meta::new(page, per_page, total);
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({"payments": items, "meta": meta})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+/// False when `org` requires a staging token and the request lacks it (the sandbox then
+/// answers an HTML page).
+fn staging_token_ok(org: &Org, req: &Request<Incoming>) -> bool {
+    org.cfg.staging_token.as_ref().is_none_or(|expected| {
+        req.headers()
+            .get("x-qonto-staging-token")
+            .map(HeaderValue::as_bytes)
+            == Some(expected.as_bytes())
+    })
+}
+
+/// `GET /v2/payment_links/connections` for `org`: `{connection_location, status,
+/// bank_account_id}` as documented, or the 500 of a scripted failure.
+fn connection(
+    org: &Org,
+    verdict: Verdict,
+    req: &Request<Incoming>,
+    trace_id: &str,
+) -> Response<Body> {
+    if !staging_token_ok(org, req) {
+        return html_response();
+    }
+    if let Some(refusal) = refusal(verdict, trace_id) {
+        return refusal;
+    }
+    let status = {
+        let mut state = lock(&org.connection);
+        if state.fail > 0 {
+            state.fail -= 1;
+            None
+        } else {
+            Some(state.status.clone())
+        }
+    };
+    match status {
+        None => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            "scripted connection failure",
+            None,
+            trace_id,
+        ),
+        Some(status) => {
+            let body = serde_json::json!({
+                "connection_location": "https://pay.qonto.com/onboarding/simulated",
+                "status": status,
+                "bank_account_id": "46e9e0d2-f1af-4d2e-a6be-a536a604b89e",
+            });
+            json_response(StatusCode::OK, body.to_string().into_bytes())
+        }
+    }
+}
+
 /// `GET /v2/payment_links` for `org`, whose credentials got `verdict`.
 async fn list(
     org: &Org,
@@ -264,14 +400,8 @@ async fn list(
         Some(GatewayFault::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
-    if let Some(expected) = &org.cfg.staging_token {
-        let sent = req
-            .headers()
-            .get("x-qonto-staging-token")
-            .map(HeaderValue::as_bytes);
-        if sent != Some(expected.as_bytes()) {
-            return Ok(html_response());
-        }
+    if !staging_token_ok(org, &req) {
+        return Ok(html_response());
     }
     if let Some(refusal) = refusal(verdict, trace_id) {
         return Ok(refusal);

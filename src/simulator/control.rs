@@ -135,6 +135,7 @@ enum Endpoint {
     ResetRequests,
     Peak,
     Organizations,
+    Connection,
 }
 
 impl Endpoint {
@@ -152,6 +153,7 @@ impl Endpoint {
             (&Method::POST, "/_sim/requests/reset") => Endpoint::ResetRequests,
             (&Method::GET, "/_sim/requests/peak") => Endpoint::Peak,
             (&Method::GET, "/_sim/organizations") => Endpoint::Organizations,
+            (&Method::POST, "/_sim/connection") => Endpoint::Connection,
             (
                 _,
                 "/_sim/faults"
@@ -163,7 +165,8 @@ impl Endpoint {
                 | "/_sim/requests"
                 | "/_sim/requests/reset"
                 | "/_sim/requests/peak"
-                | "/_sim/organizations",
+                | "/_sim/organizations"
+                | "/_sim/connection",
             ) => return Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
             _ => return Err((StatusCode::NOT_FOUND, "no such control endpoint")),
         })
@@ -263,6 +266,21 @@ pub(crate) async fn handle(
                     json_value(serde_json::json!({"affected": affected, "links": org.len()}))
                 }
                 Err(e) => bad(&e),
+            }
+        }
+        Endpoint::Connection => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
+            };
+            match serde_json::from_slice::<super::organization::ConnectionState>(&body) {
+                Ok(state) => {
+                    *lock(&org.connection) = state;
+                    no_content()
+                }
+                Err(e) => bad(&format!(
+                    "not a connection state ({{\"status\":\"disabled\",\"fail\":0}}): {e}"
+                )),
             }
         }
         Endpoint::Links => json_response(StatusCode::OK, org.links_json_bytes()),

@@ -30,6 +30,7 @@ mod data;
 mod faults;
 mod oauth;
 mod organization;
+mod payments;
 mod query;
 mod rate_limit;
 mod render;

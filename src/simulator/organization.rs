@@ -111,6 +111,28 @@ pub(crate) struct Org {
     pub(crate) transitions: Mutex<TransitionLog>,
     /// Set once a background evolution task runs, so starting twice does not evolve twice as fast.
     pub(crate) evolving: AtomicBool,
+    /// `GET /v2/payment_links/connections`: the status answered, and how many of the next
+    /// requests fail with a 500 (`POST /_sim/connection`).
+    pub(crate) connection: Mutex<ConnectionState>,
+}
+
+/// The simulated connection to the payment links provider.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionState {
+    /// `enabled` unless switched: `pending`, `disabled`, `not_connected`, or any other string.
+    pub status: String,
+    /// The next requests of this many answer HTTP 500.
+    #[serde(default)]
+    pub fail: u32,
+}
+
+impl Default for ConnectionState {
+    fn default() -> ConnectionState {
+        ConnectionState {
+            status: "enabled".into(),
+            fail: 0,
+        }
+    }
 }
 
 impl Org {
@@ -126,6 +148,7 @@ impl Org {
             stats: Mutex::new(SimStats::default()),
             transitions: Mutex::new(TransitionLog::default()),
             evolving: AtomicBool::new(false),
+            connection: Mutex::new(ConnectionState::default()),
         }
     }
 

@@ -249,6 +249,15 @@ pub fn recount(
     let mut expiring: BTreeMap<(String, String, String), (u64, Decimal)> = BTreeMap::new();
     let mut past: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut next: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut aging: BTreeMap<(String, String, String), (u64, Decimal)> = BTreeMap::new();
+    let mut oldest: BTreeMap<(String, String), i64> = BTreeMap::new();
+    const AGE_BOUNDS: [(&str, i64); 4] = [
+        ("7d", 7 * 86_400),
+        ("30d", 30 * 86_400),
+        ("60d", 60 * 86_400),
+        ("90d", 90 * 86_400),
+    ];
+    const AGES: [&str; 6] = ["<=7d", "7d-30d", "30d-60d", "60d-90d", ">90d", "unknown"];
     let mut currencies = std::collections::BTreeSet::new();
     for l in links.as_array().expect("links array") {
         let status = l["status"].as_str().unwrap().to_owned();
@@ -268,6 +277,34 @@ pub fn recount(
         e.0 += 1;
         e.1 += amount;
         if status == "open" {
+            // Age since created_at, in the default --aging.buckets (7d,30d,60d,90d); an age
+            // exactly on a bound belongs to the younger bucket.
+            let created = l["created_at"].as_str().and_then(|c| {
+                time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()
+            });
+            let bucket = match created {
+                None => "unknown",
+                Some(c) => {
+                    let created = c.unix_timestamp();
+                    let o = oldest
+                        .entry((currency.clone(), rt.clone()))
+                        .or_insert(created);
+                    *o = (*o).min(created);
+                    let age = now - created;
+                    match AGE_BOUNDS.iter().position(|(_, b)| age <= *b) {
+                        Some(0) => "<=7d",
+                        Some(1) => "7d-30d",
+                        Some(2) => "30d-60d",
+                        Some(3) => "60d-90d",
+                        _ => ">90d",
+                    }
+                }
+            };
+            let e = aging
+                .entry((currency.clone(), rt.clone(), bucket.to_owned()))
+                .or_default();
+            e.0 += 1;
+            e.1 += amount;
             if exp <= now {
                 *past.entry((currency.clone(), rt.clone())).or_default() += 1;
             } else {
@@ -301,7 +338,28 @@ pub fn recount(
                     .or_default();
             }
             past.entry((c.clone(), t.to_owned())).or_default();
+            for a in AGES {
+                aging
+                    .entry((c.clone(), t.to_owned(), a.to_owned()))
+                    .or_default();
+            }
         }
+    }
+    for ((c, t, a), (n, sum)) in aging {
+        let labels = format!("{{age=\"{a}\",currency=\"{c}\",resource_type=\"{t}\"}}");
+        out.insert(format!("qonto_payment_links_open_by_age{labels}"), n as f64);
+        out.insert(
+            format!("qonto_payment_links_open_by_age_amount{labels}"),
+            sum.to_f64().unwrap(),
+        );
+    }
+    for ((c, t), o) in oldest {
+        out.insert(
+            format!(
+                "qonto_payment_links_oldest_open_created_timestamp_seconds{{currency=\"{c}\",resource_type=\"{t}\"}}"
+            ),
+            o as f64,
+        );
     }
     for ((s, c, t), (n, a)) in counts {
         let labels = format!("{{currency=\"{c}\",resource_type=\"{t}\",status=\"{s}\"}}");
@@ -338,11 +396,20 @@ pub fn recount(
     out
 }
 
-/// The `qonto_payment_links*` series of a scrape.
+/// The `qonto_payment_links*` gauges of a scrape that a poll's snapshot holds: not the
+/// connection status (another endpoint), nor counters and histograms (what polls observed
+/// changing, not what the links are now).
 pub fn business(text: &str) -> BTreeMap<String, f64> {
     parse_metrics(text)
         .into_iter()
-        .filter(|(k, _)| k.starts_with("qonto_payment_links"))
+        .filter(|(k, _)| {
+            let name = k.split('{').next().unwrap_or(k);
+            name.starts_with("qonto_payment_links")
+                && name != "qonto_payment_links_connection_status"
+                && !["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+        })
         .collect()
 }
 
