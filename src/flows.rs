@@ -64,12 +64,21 @@
 //! created within [`CREATED_ALLOWANCE`] of the poll (16 bytes each; a few minutes of links).
 //! Terminal links cost nothing more. Per link read, one id hash and a few binary searches.
 //!
+//! # Series
+//! From the first complete poll on, every `(currency, resource_type)` of the published figures
+//! (each currency seen, with every known resource type) has its created counters, its
+//! transitions from `new`, `open` and `processing` into each terminal status, and its
+//! time-to-pay histogram, at 0 until something is counted: `increase()` and `rate()` then see
+//! the first event, and an alert on "nothing paid for a while" has a series to look at. Other
+//! label sets (`to="open"`, `to="processing"`, a status Qonto adds) appear at their first event.
+//!
 //! # Cardinality
 //! `from` is `new`, `open` or `processing`; `to`, `currency` and `resource_type` are label values
 //! the aggregator admitted, and the counters keep their own ceilings over the process's life
 //! (the exporter's [`Limits`]: 16 statuses, 64 currencies, 8 resource types); an event beyond
 //! them is dropped and logged. At most 3 × 16 × 64 × 8 transition series per organisation, in
-//! practice 3 × 5 per currency and resource type.
+//! practice 13 per currency and resource type (3 `from` × 5 statuses, less open → open and
+//! processing → processing; 9 of them from the first poll).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -439,8 +448,9 @@ impl FlowMetrics {
     }
 
     /// Adds one complete poll's events. Every `(currency, resource_type)` of `snapshot` gets
-    /// its created counters and its transitions into a terminal status at 0 if absent, so that
-    /// `increase()` sees the first event and alerts on "no payment for a while" have a series.
+    /// its created counters, its transitions into a terminal status and its time-to-pay
+    /// histogram at 0 if absent, so that `increase()` sees the first event and alerts on "no
+    /// payment for a while" have a series.
     pub fn record(&self, events: &FlowEvents, snapshot: &Snapshot) {
         let mut c = self.counted.lock().unwrap_or_else(|p| p.into_inner());
         let limits = self.limits;
@@ -469,6 +479,7 @@ impl FlowMetrics {
             c.created
                 .entry((currency.to_owned(), rt.to_owned()))
                 .or_default();
+            self.time_to_pay.with_label_values(&[currency, rt]);
             for from in [NEW, OPEN, PROCESSING] {
                 for to in TERMINAL_STATUSES {
                     c.transitions
@@ -939,6 +950,11 @@ mod tests {
             ),
             (
                 r#"qonto_payment_links_time_to_pay_seconds_bucket{currency="EUR",resource_type="Invoice",organization="acme",le="300"}"#,
+                "0",
+            ),
+            // An empty histogram for a group of the figures without payments.
+            (
+                r#"qonto_payment_links_time_to_pay_seconds_count{currency="EUR",resource_type="Basket",organization="acme"}"#,
                 "0",
             ),
         ] {
