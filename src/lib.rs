@@ -2,6 +2,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod fleet;
+pub mod flows;
 pub mod healthcheck;
 pub mod html;
 pub mod metrics;

@@ -71,6 +71,8 @@ pub struct SelfMetrics {
     pub connection_status: GaugeVec,
     pub connection_checks: IntCounter,
     pub connection_check_failures: IntCounter,
+    /// Links created, status transitions and time to pay (see [`crate::flows`]).
+    pub flows: crate::flows::FlowMetrics,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -254,7 +256,9 @@ impl SelfMetrics {
             "qonto_exporter_connection_check_failures_total",
             "Connection status checks that failed (the API's answer, or an unusable status); qonto_payment_links_connection_status keeps the last known status, and the links figures are not affected.",
         );
+        let flows = crate::flows::FlowMetrics::new(&registry);
         Arc::new(SelfMetrics {
+            flows,
             organization: organization.to_owned(),
             connection_status,
             connection_checks,

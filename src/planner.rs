@@ -57,6 +57,7 @@ use crate::aggregate::{
     Aggregator, InvalidReason, KNOWN_STATUSES, LinkData, OPEN, Outcome, Snapshot, StatusRows,
     TERMINAL_STATUSES, Totals, canonical_status, parse_date_upper_bound, read,
 };
+use crate::flows::{FlowMemory, FlowTally};
 use crate::qonto::model::{Link, Page};
 
 /// Statuses walked in full on every incremental poll.
@@ -115,6 +116,18 @@ pub(crate) struct Memory {
     /// False when that poll published while its listing kept moving: a later check could
     /// then blame the API for a link that poll missed, so none is made.
     pub(crate) settled: bool,
+    /// What the flow counters need (see [`crate::flows`]); absent from state files written
+    /// before them, whose first poll then counts no flow.
+    #[serde(default)]
+    pub(crate) flows: Option<FlowMemory>,
+    /// True for a memory read back from a state file (never written: absent means read back),
+    /// false for one a poll of this process built.
+    #[serde(skip_serializing, default = "read_back")]
+    pub(crate) restored: bool,
+}
+
+fn read_back() -> bool {
+    true
 }
 
 impl Memory {
@@ -131,6 +144,9 @@ impl Memory {
         }
         self.live.sort_unstable();
         self.unknown.ids.sort_unstable();
+        if let Some(flows) = &mut self.flows {
+            flows.repair();
+        }
         Ok(())
     }
 }
@@ -299,6 +315,9 @@ pub(crate) struct Tally<'m> {
     pub(crate) prev_before_at: BTreeMap<&'static str, OffsetDateTime>,
     pub(crate) before_prev: Groups,
     pub(crate) resync: Option<ResyncCheck<'m>>,
+    /// Links created and status transitions (see [`crate::flows`]); off until
+    /// [`Tally::with_flows`].
+    pub(crate) flows: FlowTally<'m>,
 }
 
 impl<'m> Tally<'m> {
@@ -334,7 +353,14 @@ impl<'m> Tally<'m> {
             prev_before_at,
             before_prev: Groups::default(),
             resync,
+            flows: FlowTally::default(),
         }
+    }
+
+    /// Counts flows against `memory` (the previous poll's) for a poll started at `now`.
+    pub(crate) fn with_flows(mut self, memory: Option<&'m Memory>, now: OffsetDateTime) -> Self {
+        self.flows = FlowTally::new(memory, now);
+        self
     }
 
     /// The expiration stored in the live memory: the poll's start stands in for a missing or
@@ -362,6 +388,9 @@ impl<'m> Tally<'m> {
         if LIVE_STATUSES.contains(&status) {
             let exp = self.live_expiration(expiration);
             self.live.push((hash, exp));
+            if status == "processing" {
+                self.flows.processing(hash);
+            }
         } else {
             self.others.push(hash);
         }
@@ -399,6 +428,8 @@ impl<'m> Tally<'m> {
         }
         match self.agg.add_read(&data) {
             Outcome::Added => {
+                self.flows
+                    .observe(id_key.hash_one(data.id), &data, link.created_at.as_deref());
                 if data.expiration_unusable() {
                     // Counted in its status, in no expiry figure: reported, not skipped.
                     let reason = InvalidReason::ExpirationDate;
@@ -708,6 +739,8 @@ pub(crate) fn next_memory(
         unknown,
         polled_at: now.unix_timestamp(),
         settled,
+        flows: t.flows.memory(prev),
+        restored: false,
     }
 }
 
@@ -821,6 +854,8 @@ mod tests {
             unknown: UnknownMemory::default(),
             polled_at: before_at.unix_timestamp(),
             settled: true,
+            flows: None,
+            restored: false,
         }
     }
 

@@ -427,13 +427,16 @@ impl Poller {
                     self.cfg.full_resync,
                 );
             let incremental = !self.cfg.full_resync.is_zero();
-            let tally = Mutex::new(Tally::new(
-                Aggregator::new(now, &self.cfg.windows, self.cfg.limits)
-                    .with_aging(self.cfg.aging.clone()),
-                incremental.then_some(now),
-                self.memory.as_ref(),
-                full && incremental,
-            ));
+            let tally = Mutex::new(
+                Tally::new(
+                    Aggregator::new(now, &self.cfg.windows, self.cfg.limits)
+                        .with_aging(self.cfg.aging.clone()),
+                    incremental.then_some(now),
+                    self.memory.as_ref(),
+                    full && incremental,
+                )
+                .with_flows(self.memory.as_ref(), now),
+            );
             let id_key = &self.id_key;
             let on_page = |page: &Page<'_>| {
                 tally
@@ -530,6 +533,8 @@ impl Poller {
             );
             let excluded = excluded_links(&memory, &t, &snapshot, unknown_carried);
             self.metrics.excluded_links.set(excluded as f64);
+            // Flows are counted exactly when the memory they were measured against advances.
+            self.metrics.flows.record(&t.flows.events, &snapshot);
             self.memory = Some(memory);
             return Ok(Collected {
                 snapshot,

@@ -11,6 +11,8 @@
 //! - `POST /_sim/mutate` — a mutation (see [`MutationJson`]) → 200 `{"affected":N,"links":TOTAL}`
 //! - `GET /_sim/links` — every link, newest first, exactly as the API renders them → 200 array
 //! - `GET /_sim/stats` → 200 [`SimStats`](super::SimStats); `POST /_sim/stats/reset` → 204
+//! - `GET /_sim/transitions` → 200 [`SimTransitions`](super::SimTransitions): links created and
+//!   status changes made by mutations since start (net per link and mutation)
 //! - `GET /_sim/requests` → 200 [`RequestLog`](super::RequestLog): every API request logged, oldest
 //!   first, with its arrival time; `POST /_sim/requests/reset` → 204 (empties the log, not the
 //!   rate-limit windows)
@@ -128,6 +130,7 @@ enum Endpoint {
     Links,
     Stats,
     ResetStats,
+    Transitions,
     Requests,
     ResetRequests,
     Peak,
@@ -145,6 +148,7 @@ impl Endpoint {
             (&Method::GET, "/_sim/links") => Endpoint::Links,
             (&Method::GET, "/_sim/stats") => Endpoint::Stats,
             (&Method::POST, "/_sim/stats/reset") => Endpoint::ResetStats,
+            (&Method::GET, "/_sim/transitions") => Endpoint::Transitions,
             (&Method::GET, "/_sim/requests") => Endpoint::Requests,
             (&Method::POST, "/_sim/requests/reset") => Endpoint::ResetRequests,
             (&Method::GET, "/_sim/requests/peak") => Endpoint::Peak,
@@ -157,6 +161,7 @@ impl Endpoint {
                 | "/_sim/links"
                 | "/_sim/stats"
                 | "/_sim/stats/reset"
+                | "/_sim/transitions"
                 | "/_sim/requests"
                 | "/_sim/requests/reset"
                 | "/_sim/requests/peak"
@@ -287,6 +292,10 @@ pub(crate) async fn handle(
             org.reset_stats();
             no_content()
         }
+        Endpoint::Transitions => json_response(
+            StatusCode::OK,
+            serde_json::to_vec(&org.transitions()).unwrap_or_default(),
+        ),
         Endpoint::Requests => json_response(
             StatusCode::OK,
             serde_json::to_vec(&log()).unwrap_or_default(),

@@ -12,7 +12,7 @@
 //! `SmallRng` is used for speed (a million links in well under a second in release builds); its
 //! stream is stable within one build of the crate, which is all tests and benchmarks need.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,6 +134,16 @@ impl Currency {
 pub(crate) enum ResourceType {
     Invoice,
     Basket,
+}
+
+impl ResourceType {
+    /// The spec's spelling.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ResourceType::Invoice => "Invoice",
+            ResourceType::Basket => "Basket",
+        }
+    }
 }
 
 /// Payment methods, as bits of [`Link::methods`], in the order they are rendered.
@@ -393,6 +403,23 @@ pub(crate) struct Store {
     next_invoice_number: u32,
     /// How links are written, and which spec-valid variations are switched on.
     variants: Variants,
+    /// During one [`Store::mutate`]: the links changed so far, by position, with their status
+    /// before it (`None` for links it created).
+    touched: BTreeMap<u32, Option<Status>>,
+}
+
+/// The net change of one link across one [`Store::mutate`] (which no request sees half done):
+/// what a client reading before and after it can see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// `None` for a link the mutation created.
+    pub(crate) from: Option<Status>,
+    pub(crate) to: Status,
+    pub(crate) currency: Currency,
+    pub(crate) resource_type: ResourceType,
+    pub(crate) amount_minor: i64,
+    /// Unix seconds.
+    pub(crate) created_at: i64,
 }
 
 impl Store {
@@ -408,6 +435,7 @@ impl Store {
             rng: SmallRng::seed_from_u64(seed),
             next_invoice_number: 1,
             variants: Variants::new(spec, seed),
+            touched: BTreeMap::new(),
         };
         let start = now - HISTORY;
         for i in 0..n {
@@ -643,12 +671,48 @@ impl Store {
     }
 
     /// Applies a mutation at `now` (Unix seconds); returns how many links were created, changed
-    /// or removed.
+    /// or removed, and the net change of each link whose status it changed or that it created
+    /// (a link changed twice counts once, from its status before to its status after; a link
+    /// removed counts nothing).
+    pub(crate) fn mutate(&mut self, m: &Mutation, now: i64) -> (usize, Vec<Change>) {
+        self.touched.clear();
+        let n = self.apply_inner(m, now);
+        let changes = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter_map(|(p, before)| {
+                let l = &self.links[p as usize];
+                (before != Some(l.status)).then_some(Change {
+                    from: before,
+                    to: l.status,
+                    currency: l.currency,
+                    resource_type: l.resource_type,
+                    amount_minor: l.amount_minor,
+                    created_at: l.created_at,
+                })
+            })
+            .collect();
+        (n, changes)
+    }
+
+    /// Notes the status of the link at `p` before the first change of this mutation.
+    fn touch(&mut self, p: usize) {
+        let status = self.links[p].status;
+        self.touched.entry(p as u32).or_insert(Some(status));
+    }
+
+    /// [`Store::mutate`] without the changes.
+    #[cfg(test)]
     pub(crate) fn apply(&mut self, m: &Mutation, now: i64) -> usize {
+        self.mutate(m, now).0
+    }
+
+    fn apply_inner(&mut self, m: &Mutation, now: i64) -> usize {
         let open = Status::Open.bit();
         let mut resort = false;
         let changed = match *m {
-            Mutation::Batch(ref all) => return all.iter().map(|m| self.apply(m, now)).sum(),
+            Mutation::Batch(ref all) => {
+                return all.iter().map(|m| self.apply_inner(m, now)).sum();
+            }
             Mutation::Step => {
                 let (n, created, moved) = self.step(now);
                 resort = created > 0 || moved > 0;
@@ -667,6 +731,7 @@ impl Store {
             Mutation::Expire(count) => {
                 let chosen = self.pick(open, count);
                 for &p in &chosen {
+                    self.touch(p as usize);
                     let link = &mut self.links[p as usize];
                     link.status = Status::Expired;
                     link.expiration = link.expiration.min(now);
@@ -726,6 +791,7 @@ impl Store {
         let chosen = chosen.to_vec();
         for &p in &chosen {
             let ahead = self.rng.random_range(DAY..30 * DAY);
+            self.touch(p as usize);
             let link = &mut self.links[p as usize];
             link.status = Status::Open;
             if link.expiration <= now {
@@ -738,6 +804,7 @@ impl Store {
     fn recast(&mut self, count: usize, from: Status, to: Status, now: i64) -> usize {
         let chosen = self.pick(from.bit(), count);
         for &p in &chosen {
+            self.touch(p as usize);
             let link = &mut self.links[p as usize];
             link.status = to;
             if to == Status::Expired {
@@ -754,6 +821,19 @@ impl Store {
         for &p in &chosen {
             gone[p as usize] = true;
         }
+        // Links changed earlier in this mutation move down by the removed links before them;
+        // removed ones are forgotten.
+        let mut before = 0u32;
+        let mut shift = Vec::with_capacity(gone.len());
+        for g in &gone {
+            shift.push(before);
+            before += u32::from(*g);
+        }
+        self.touched = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter(|(p, _)| !gone[*p as usize])
+            .map(|(p, s)| (p - shift[p as usize], s))
+            .collect();
         let mut i = 0;
         // `retain` keeps the order, so storage order stays creation order.
         self.links.retain(|_| {
@@ -783,6 +863,7 @@ impl Store {
     fn set_status(&mut self, from: StatusMask, count: usize, to: Status) -> usize {
         let chosen = self.pick(from, count);
         for &p in &chosen {
+            self.touch(p as usize);
             self.links[p as usize].status = to;
         }
         chosen.len()
@@ -799,6 +880,7 @@ impl Store {
             } else {
                 now + self.rng.random_range(HOUR..60 * DAY)
             };
+            self.touched.insert(self.links.len() as u32, None);
             self.links.push(link);
         }
     }
@@ -846,6 +928,7 @@ impl Store {
                 _ => None,
             };
             if let Some(next) = next {
+                self.touch(i);
                 self.links[i].status = next;
                 changed += 1;
             }
@@ -998,6 +1081,60 @@ mod tests {
             assert_eq!((l.status, l.expiration), (status, exp));
         }
         assert!(s.len() > 3000, "steps create links");
+    }
+
+    /// The changes a mutation reports are the net change of each link between a reading
+    /// before it and one after it, recounted here from two copies of the links.
+    #[test]
+    fn mutations_report_the_net_change_of_each_link() {
+        let mut s = Store::generate(600, 4, NOW, SpecVariants::default());
+        let state = |s: &Store| -> HashMap<u128, Status> {
+            s.links.iter().map(|l| (l.id, l.status)).collect()
+        };
+        let batches = [
+            Mutation::Batch(vec![
+                Mutation::Create(5),
+                Mutation::Pay(1_000_000),
+                Mutation::Create(3),
+            ]),
+            Mutation::Batch(vec![
+                Mutation::Process(4),
+                Mutation::Recast {
+                    count: 1_000,
+                    from: Status::Processing,
+                    to: Status::Open,
+                },
+            ]),
+            Mutation::Batch(vec![
+                Mutation::Cancel(2),
+                Mutation::Remove {
+                    count: 50,
+                    status: Status::Paid,
+                },
+                Mutation::Expire(2),
+            ]),
+            Mutation::Step,
+        ];
+        let mut now = NOW;
+        for m in batches {
+            now += 60;
+            let before = state(&s);
+            let (_, changes) = s.mutate(&m, now);
+            let after = state(&s);
+            let mut want: Vec<(Option<Status>, Status)> = after
+                .iter()
+                .filter_map(|(id, to)| match before.get(id) {
+                    None => Some((None, *to)),
+                    Some(from) if from != to => Some((Some(*from), *to)),
+                    Some(_) => None,
+                })
+                .collect();
+            let mut got: Vec<(Option<Status>, Status)> =
+                changes.iter().map(|c| (c.from, c.to)).collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{m:?}");
+        }
     }
 
     #[test]

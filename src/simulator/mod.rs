@@ -59,7 +59,7 @@ pub use faults::{Fault, FaultRates, InvalidKind};
 pub use organization::{OrganizationHandle, SimConfigError, SimOrganization};
 pub use rate_limit::{RateLimits, RateWindow};
 pub use request_log::{RequestLog, RequestRecord, WindowPeak, max_in_window};
-pub use stats::SimStats;
+pub use stats::{SimCreated, SimStats, SimTransition, SimTransitions};
 pub use variants::{DateForm, SpecVariants};
 
 use api::lock;
@@ -403,6 +403,12 @@ impl Simulator {
     /// Zeroes the first organisation's request counters.
     pub fn reset_stats(&self) {
         self.first().reset_stats();
+    }
+
+    /// The links the first organisation's mutations created and the status changes they made
+    /// since start (`GET /_sim/transitions`): see [`SimTransitions`].
+    pub fn transitions(&self) -> SimTransitions {
+        self.first().transitions()
     }
 
     /// The API requests answered so far (or since [`clear_request_log`](Self::clear_request_log))

@@ -18,7 +18,7 @@ use super::data::{Mutation, Store};
 use super::faults::{Fault, FaultQueue, FaultRates};
 use super::oauth::OAuthState;
 use super::render::LinkJson;
-use super::stats::SimStats;
+use super::stats::{SimStats, SimTransitions, TransitionLog};
 use super::variants::SpecVariants;
 use super::{Shared, SimOAuth};
 
@@ -107,6 +107,8 @@ pub(crate) struct Org {
     pub(crate) faults: Mutex<FaultQueue>,
     pub(crate) oauth: Option<Mutex<OAuthState>>,
     pub(crate) stats: Mutex<SimStats>,
+    /// Links created and status changes made (`GET /_sim/transitions`).
+    pub(crate) transitions: Mutex<TransitionLog>,
     /// Set once a background evolution task runs, so starting twice does not evolve twice as fast.
     pub(crate) evolving: AtomicBool,
     /// `GET /v2/payment_links/connections`: the status answered, and how many of the next
@@ -144,6 +146,7 @@ impl Org {
             faults: Mutex::new(FaultQueue::default()),
             oauth,
             stats: Mutex::new(SimStats::default()),
+            transitions: Mutex::new(TransitionLog::default()),
             evolving: AtomicBool::new(false),
             connection: Mutex::new(ConnectionState::default()),
         }
@@ -163,10 +166,18 @@ impl Org {
 
     pub(crate) fn mutate(&self, m: Mutation) -> usize {
         let now = super::api::unix_now();
-        self.store
+        let mut store = self
+            .store
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .apply(&m, now)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (n, changes) = store.mutate(&m, now);
+        // Recorded before any request can read the new data.
+        lock(&self.transitions).record(&changes, now);
+        n
+    }
+
+    pub(crate) fn transitions(&self) -> SimTransitions {
+        lock(&self.transitions).snapshot()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -262,5 +273,11 @@ impl OrganizationHandle {
     /// Zeroes this organisation's counters.
     pub fn reset_stats(&self) {
         self.org().reset_stats();
+    }
+
+    /// The links this organisation's mutations created and the status changes they made
+    /// (`GET /_sim/transitions?organization=NAME`).
+    pub fn transitions(&self) -> SimTransitions {
+        self.org().transitions()
     }
 }
