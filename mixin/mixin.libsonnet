@@ -9,3 +9,4 @@
 + (import 'rules.libsonnet')
 + (import 'alerts.libsonnet')
 + (import 'dashboards.libsonnet')
++ (import 'flows.libsonnet')

@@ -268,6 +268,7 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
                processLabels: ['instance', 'pod', 'node'],\n\
                connectionNotEnabledFor: '7m',\n\
                connectionStatusKeptFor: '2h',\n\
+               collectionsStalledAfter: '3d',\n\
                runbookUrlBase: 'https://runbooks.example/qonto.md',\n\
              }} }}\n",
             repo_mixin.to_str().unwrap()
@@ -376,7 +377,11 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
         .unwrap()
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap().clone())
-        .filter(|r| r["record"].is_string())
+        .filter(|r| {
+            r["record"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("qonto:expiring_amount_threshold"))
+        })
         .map(|r| format!("{} {} {}", r["record"], r["labels"]["currency"], r["expr"]))
         .collect();
     assert_eq!(
