@@ -18,7 +18,8 @@
 //!
 //! Money twins add the link's amount as read in its new status (exact decimals, converted to
 //! `f64` only when published). The time to pay of a link seen becoming paid is the start of the
-//! poll that saw it paid minus its `created_at` (0 at least).
+//! poll that saw it paid minus its `created_at` (0 at least), or, when `--collect.payments`
+//! read its payments, the paid payment's `paid_at` minus its `created_at` (exact).
 //!
 //! # Guarantees
 //! - **Exact** relative to what polls observe: every counter is a sum over links of the change
@@ -157,6 +158,19 @@ pub struct FlowEvents {
     pub transitions: BTreeMap<(&'static str, String, String, String), Totals>,
     /// `(currency, resource_type, seconds)` of the links seen becoming paid.
     pub time_to_pay: Vec<(String, String, f64)>,
+    /// The links seen becoming paid, for their payments (`--collect.payments`).
+    pub paid: Vec<PaidLink>,
+}
+
+/// A link seen becoming paid: what reading its payments needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaidLink {
+    pub id: String,
+    /// Unix seconds, when usable.
+    pub created: Option<i64>,
+    /// Its entry in [`FlowEvents::time_to_pay`], if it has one: the payment's `paid_at`
+    /// replaces the poll's time there.
+    pub time_to_pay: Option<usize>,
 }
 
 fn add(t: &mut Totals, amount: Decimal) {
@@ -283,13 +297,20 @@ impl<'m> FlowTally<'m> {
                 data.amount,
             );
         }
-        if to == PAID && self.fresh {
-            if let Some(c) = created {
+        if to == PAID {
+            let mut time_to_pay = None;
+            if let (true, Some(c)) = (self.fresh, created) {
                 let seconds = self.now.saturating_sub(c.at).max(0) as f64;
+                time_to_pay = Some(self.events.time_to_pay.len());
                 self.events
                     .time_to_pay
                     .push((currency.clone(), resource_type.clone(), seconds));
             }
+            self.events.paid.push(PaidLink {
+                id: data.id.to_owned(),
+                created: created.map(|c| c.at),
+                time_to_pay,
+            });
         }
         add(
             self.events
@@ -376,7 +397,7 @@ fn help(name: &str) -> String {
             "Sum of the gross amounts (VAT included) of the links counted in qonto_payment_links_transitions_total, in units of `currency`; rate() of to=\"paid\" is the money collected per second. {OBSERVED} {BOUND}"
         ),
         _ => format!(
-            "Time from created_at to payment of the links seen becoming paid, in seconds. The payment time is the start of the poll that saw the link paid: late by at most the time since the previous complete poll started (one --poll.interval while polls succeed), early by at most the poll's duration. Not observed at the first poll after a restart from --storage.path. {OBSERVED} {BOUND}"
+            "Time from created_at to payment of the links seen becoming paid, in seconds. The payment time is the paid payment's paid_at when --collect.payments read the link's payments, else the start of the poll that saw the link paid: late by at most the time since the previous complete poll started (one --poll.interval while polls succeed), early by at most the poll's duration. Not observed at the first poll after a restart from --storage.path. {OBSERVED} {BOUND}"
         ),
     }
 }

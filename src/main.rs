@@ -243,6 +243,7 @@ async fn run(args: RunArgs) -> ExitCode {
             },
             windows: args.expiry_windows.0.clone(),
             aging: args.aging_buckets.clone(),
+            collect_payments: args.collect_payments as usize,
             limits: args.limits(),
             concurrency: usize::from(args.max_concurrency),
             full_resync: args.full_resync_interval,

@@ -71,6 +71,11 @@ pub struct SelfMetrics {
     pub connection_status: GaugeVec,
     pub connection_checks: IntCounter,
     pub connection_check_failures: IntCounter,
+    /// `qonto_payment_links_payments_total{status,payment_method}`.
+    pub payments: IntCounterVec,
+    pub payment_reads: IntCounter,
+    pub payment_read_failures: IntCounter,
+    pub payment_reads_skipped: IntCounter,
     /// Links created, status transitions and time to pay (see [`crate::flows`]).
     pub flows: crate::flows::FlowMetrics,
 }
@@ -257,7 +262,34 @@ impl SelfMetrics {
             "Connection status checks that failed (the API's answer, or an unusable status); qonto_payment_links_connection_status keeps the last known status, and the links figures are not affected.",
         );
         let flows = crate::flows::FlowMetrics::new(&registry);
+        let payments = IntCounterVec::new(
+            Opts::new(
+                "qonto_payment_links_payments_total",
+                "Payments of the links seen becoming paid (with --collect.payments: GET /v2/payment_links/{id}/payments, each link read once, when a poll sees it paid), by payment status (paid, failed, …) and payment_method (none when absent); statuses and methods in lower case, at most 16 distinct values each, beyond which `other`.",
+            ),
+            &["status", "payment_method"],
+        )
+        .expect("static metric is valid");
+        registry
+            .register(Box::new(payments.clone()))
+            .expect("metric registered once");
+        let payment_reads = counter(
+            "qonto_exporter_payment_reads_total",
+            "Links whose payments were read (--collect.payments), one or more requests each.",
+        );
+        let payment_read_failures = counter(
+            "qonto_exporter_payment_read_failures_total",
+            "Reads of a link's payments that failed; never a failed poll, the link's time to pay is then the poll's.",
+        );
+        let payment_reads_skipped = counter(
+            "qonto_exporter_payment_reads_skipped_total",
+            "Links seen becoming paid whose payments were not read because the poll's --collect.payments cap was reached.",
+        );
         Arc::new(SelfMetrics {
+            payments,
+            payment_reads,
+            payment_read_failures,
+            payment_reads_skipped,
             flows,
             organization: organization.to_owned(),
             connection_status,

@@ -44,6 +44,8 @@ pub struct PollerConfig {
     pub windows: Vec<Window>,
     /// The receivables' age buckets (`--aging.buckets`).
     pub aging: crate::aggregate::AgeBuckets,
+    /// Links seen becoming paid whose payments a poll reads, at most (`--collect.payments`).
+    pub collect_payments: usize,
     pub limits: Limits,
     pub concurrency: usize,
     /// A full walk at least this often; zero disables incremental polls.
@@ -88,11 +90,16 @@ pub struct Poller {
     /// The last connection status checked, and the undocumented ones seen.
     connection: Option<String>,
     connection_seen: HashSet<String>,
+    /// The payment statuses and methods counted by name so far.
+    payment_statuses: HashSet<String>,
+    payment_methods: HashSet<String>,
 }
 
 /// What one complete poll collected.
 struct Collected {
     snapshot: Snapshot,
+    /// What this poll saw changing, recorded once its payments (if collected) are read.
+    flows: crate::flows::FlowEvents,
     /// Pages (requests) the walks fetched.
     pages: u64,
     /// Whether every link was walked.
@@ -105,6 +112,16 @@ struct Found {
     found: u64,
     /// Pages read.
     pages: u64,
+}
+
+/// Most distinct payment statuses, and payment methods, counted by name (others: `other`).
+const MAX_PAYMENT_VALUES: usize = 16;
+
+/// The two labels of the payments counter.
+#[derive(Clone, Copy)]
+enum PaymentField {
+    Status,
+    Method,
 }
 
 /// Most undocumented connection statuses exported (a bound on the state set's series).
@@ -133,6 +150,8 @@ impl Poller {
             saving: Arc::default(),
             connection: None,
             connection_seen: HashSet::new(),
+            payment_statuses: HashSet::new(),
+            payment_methods: HashSet::new(),
         }
     }
 
@@ -198,6 +217,100 @@ impl Poller {
         }
     }
 
+    /// Reads the payments of the links this poll saw becoming paid, at most
+    /// `--collect.payments` of them (0: none): counts them by status and method, and gives the
+    /// time to pay the paid payment's `paid_at` instead of the poll's time. A failure is
+    /// counted and logged once per poll, never a failed poll; the links not read (over the cap,
+    /// or failed) keep the poll's time.
+    async fn read_payments(&mut self, flows: &mut crate::flows::FlowEvents) {
+        let cap = self.cfg.collect_payments;
+        if cap == 0 || flows.paid.is_empty() {
+            return;
+        }
+        let skipped = flows.paid.len().saturating_sub(cap);
+        self.metrics.payment_reads_skipped.inc_by(skipped as u64);
+        let mut failed = Vec::new();
+        for link in flows.paid.iter().take(cap) {
+            self.metrics.payment_reads.inc();
+            let read =
+                tokio::time::timeout(self.cfg.timeout, self.client.link_payments(&link.id)).await;
+            let (payments, more) = match read {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    self.metrics.payment_read_failures.inc();
+                    failed.push(format!("{}: {e}", crate::planner::truncate(&link.id, 64)));
+                    continue;
+                }
+                Err(_) => {
+                    self.metrics.payment_read_failures.inc();
+                    failed.push(format!(
+                        "{}: no answer within {}",
+                        crate::planner::truncate(&link.id, 64),
+                        humantime::format_duration(self.cfg.timeout)
+                    ));
+                    continue;
+                }
+            };
+            if more {
+                tracing::warn!(
+                    id = crate::planner::truncate(&link.id, 64),
+                    "payment link with more payments than are read; the rest are not counted"
+                );
+            }
+            let mut paid_at = None;
+            for p in &payments {
+                let status = self.payment_label(&p.status, PaymentField::Status);
+                let method = match p.payment_method.as_deref() {
+                    Some(m) => self.payment_label(m, PaymentField::Method),
+                    None => "none".to_owned(),
+                };
+                self.metrics
+                    .payments
+                    .with_label_values(&[&status, &method])
+                    .inc();
+                if status == "paid" {
+                    paid_at = p
+                        .paid_at
+                        .as_deref()
+                        .and_then(crate::aggregate::parse_date)
+                        .map(|t| t.unix_timestamp())
+                        .or(paid_at);
+                }
+            }
+            if let (Some(i), Some(created), Some(paid)) = (link.time_to_pay, link.created, paid_at)
+            {
+                if let Some(entry) = flows.time_to_pay.get_mut(i) {
+                    entry.2 = paid.saturating_sub(created).max(0) as f64;
+                }
+            }
+        }
+        if !failed.is_empty() {
+            tracing::warn!(
+                failed = failed.len(),
+                first = %failed[0],
+                "payments of paid links not read; their time to pay is the poll's"
+            );
+        }
+    }
+
+    /// A payment status or method as a label value: lower case, as sent while usable and under
+    /// the ceiling of distinct values per field ([`MAX_PAYMENT_VALUES`]), else `other`.
+    fn payment_label(&mut self, value: &str, field: PaymentField) -> String {
+        let v = crate::aggregate::canonical_status(value.trim()).into_owned();
+        let seen = match field {
+            PaymentField::Status => &mut self.payment_statuses,
+            PaymentField::Method => &mut self.payment_methods,
+        };
+        if seen.contains(&v) {
+            return v;
+        }
+        if crate::aggregate::is_label_value(&v) && seen.len() < MAX_PAYMENT_VALUES {
+            seen.insert(v.clone());
+            return v;
+        }
+        "other".to_owned()
+    }
+
     /// True when `status` is documented, already seen, or fits under the ceiling of
     /// [`MAX_CONNECTION_STATUSES`] distinct values (the state set's cardinality bound).
     fn connection_statuses(&mut self, status: &str) -> bool {
@@ -231,6 +344,7 @@ impl Poller {
         match result {
             Ok(Collected {
                 snapshot,
+                mut flows,
                 pages,
                 full,
             }) => {
@@ -271,6 +385,8 @@ impl Poller {
                     full,
                     "poll complete"
                 );
+                self.read_payments(&mut flows).await;
+                self.metrics.flows.record(&flows, &published.snapshot);
                 // After every figure of this poll is out: a slow disk delays nothing served.
                 self.save(&published).await;
                 Ok(())
@@ -533,11 +649,13 @@ impl Poller {
             );
             let excluded = excluded_links(&memory, &t, &snapshot, unknown_carried);
             self.metrics.excluded_links.set(excluded as f64);
-            // Flows are counted exactly when the memory they were measured against advances.
-            self.metrics.flows.record(&t.flows.events, &snapshot);
+            // Flows are counted for exactly the poll whose memory advances here (recorded by
+            // `poll_once` once published, after the payments of the links paid are read).
+            let flows = std::mem::take(&mut t.flows.events);
             self.memory = Some(memory);
             return Ok(Collected {
                 snapshot,
+                flows,
                 pages,
                 full,
             });

@@ -212,3 +212,132 @@ async fn a_links_payments_are_read_whole_and_ids_stay_one_segment() {
         log.requests.iter().map(|r| &r.path).collect::<Vec<_>>()
     );
 }
+
+/// `--collect.payments`: the payments of the links a poll sees becoming paid are counted by
+/// status and method, exactly as the simulator serves them, each link once; the time to pay
+/// is then the paid payment's paid_at − created_at; without the flag nothing is read.
+#[tokio::test]
+async fn payments_of_links_seen_becoming_paid_are_counted_once() {
+    use qonto_exporter::simulator::Mutation;
+    use std::collections::BTreeMap;
+    let sim = Sim::start(SimConfig {
+        links: 400,
+        seed: 9,
+        ..SimConfig::default()
+    })
+    .await;
+    let args = fast_args(&sim.url(), &[("--collect.payments", "1000")]);
+    let e = Exporter::start_owned(&args, &[("QONTO_ACCESS_TOKEN", "t")]);
+    let off = Exporter::start_owned(&fast_args(&sim.url(), &[]), &[("QONTO_ACCESS_TOKEN", "t")]);
+    e.wait_ready(Duration::from_secs(20)).await;
+    off.wait_ready(Duration::from_secs(20)).await;
+    e.wait_polls(2, Duration::from_secs(10)).await;
+    off.wait_polls(2, Duration::from_secs(10)).await;
+    let paid_before: Vec<String> = sim
+        .sim
+        .links_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["status"] == "paid")
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(sim.sim.mutate(Mutation::Pay(12)) == 12);
+    let paid_now: Vec<serde_json::Value> = sim
+        .sim
+        .links_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["status"] == "paid" && !paid_before.contains(&l["id"].as_str().unwrap().to_owned())
+        })
+        .cloned()
+        .collect();
+    assert_eq!(paid_now.len(), 12);
+    // What the simulator serves for them, read independently over HTTP.
+    let mut want: BTreeMap<String, f64> = BTreeMap::new();
+    for l in &paid_now {
+        let body = payments_json(&sim, l["id"].as_str().unwrap()).await;
+        for p in body["payments"].as_array().unwrap() {
+            let key = format!(
+                "qonto_payment_links_payments_total{{payment_method=\"{}\",status=\"{}\"}}",
+                p["payment_method"].as_str().unwrap(),
+                p["status"].as_str().unwrap()
+            );
+            *want.entry(key).or_default() += 1.0;
+        }
+    }
+    let m = e
+        .wait_until(
+            "the paid links' payments counted",
+            Duration::from_secs(10),
+            |m| m.get("qonto_exporter_payment_reads_total").copied() == Some(12.0),
+        )
+        .await;
+    // Several more polls: each link is read once.
+    let m2 = e.wait_polls(3, Duration::from_secs(10)).await;
+    for m in [&m, &m2] {
+        let got: BTreeMap<String, f64> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("qonto_payment_links_payments_total{"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(m["qonto_exporter_payment_read_failures_total"], 0.0);
+    }
+    // The time to pay of each: paid_at − created_at, from the payments (the simulator's are
+    // 1 minute to 3 days), never the poll's time (seconds after the Pay mutation's).
+    let count: f64 = m2
+        .iter()
+        .filter(|(k, _)| k.starts_with("qonto_payment_links_time_to_pay_seconds_count"))
+        .map(|(_, v)| v)
+        .sum();
+    let sum: f64 = m2
+        .iter()
+        .filter(|(k, _)| k.starts_with("qonto_payment_links_time_to_pay_seconds_sum"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(count, 12.0);
+    let mut want_sum = 0.0;
+    for l in &paid_now {
+        let body = payments_json(&sim, l["id"].as_str().unwrap()).await;
+        let paid = body["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["status"] == "paid")
+            .unwrap();
+        let at = |s: &serde_json::Value| {
+            time::OffsetDateTime::parse(
+                s.as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+            .unix_timestamp()
+        };
+        want_sum += (at(&paid["paid_at"]) - at(&l["created_at"])).max(0) as f64;
+    }
+    assert_eq!(sum, want_sum);
+    // Without the flag: no payment read, no payment series moved.
+    let m = off.wait_polls(2, Duration::from_secs(10)).await;
+    assert_eq!(m["qonto_exporter_payment_reads_total"], 0.0);
+    assert!(
+        !m.keys()
+            .any(|k| k.starts_with("qonto_payment_links_payments_total{"))
+    );
+}
+
+/// `GET /v2/payment_links/{id}/payments` of the simulator, read directly.
+async fn payments_json(sim: &Sim, id: &str) -> serde_json::Value {
+    let text = http()
+        .get(format!("{}/v2/payment_links/{id}/payments", sim.url()))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
