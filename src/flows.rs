@@ -231,9 +231,12 @@ impl<'m> FlowTally<'m> {
             return;
         }
         let to = &*data.status;
-        let created = Created::read(created_at, self.now);
+        // Parsed only when needed: not for a live link still in the status it had.
+        let now = self.now;
+        let parsed = std::cell::OnceCell::new();
+        let created = || *parsed.get_or_init(|| Created::read(created_at, now));
         if TERMINAL_STATUSES.contains(&to) {
-            if let Some(c) = created.filter(|c| c.latest > self.now - CREATED_ALLOWANCE) {
+            if let Some(c) = created().filter(|c| c.latest > now - CREATED_ALLOWANCE) {
                 self.recent.push((hash, c.latest));
             }
         }
@@ -260,7 +263,7 @@ impl<'m> FlowTally<'m> {
         {
             return;
         } else {
-            match created {
+            match created() {
                 Some(c)
                     if self.fresh
                         && c.latest > prev.memory.polled_at.saturating_sub(CREATED_ALLOWANCE) =>
@@ -284,8 +287,8 @@ impl<'m> FlowTally<'m> {
             );
         }
         if to == PAID && self.fresh {
-            if let Some(c) = created {
-                let seconds = self.now.saturating_sub(c.at).max(0) as f64;
+            if let Some(c) = created() {
+                let seconds = now.saturating_sub(c.at).max(0) as f64;
                 self.events
                     .time_to_pay
                     .push((currency.clone(), resource_type.clone(), seconds));
