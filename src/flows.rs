@@ -245,9 +245,12 @@ impl<'m> FlowTally<'m> {
             return;
         }
         let to = &*data.status;
-        let created = Created::read(created_at, self.now);
+        // Parsed only when needed: not for a live link still in the status it had.
+        let now = self.now;
+        let parsed = std::cell::OnceCell::new();
+        let created = || *parsed.get_or_init(|| Created::read(created_at, now));
         if TERMINAL_STATUSES.contains(&to) {
-            if let Some(c) = created.filter(|c| c.latest > self.now - CREATED_ALLOWANCE) {
+            if let Some(c) = created().filter(|c| c.latest > now - CREATED_ALLOWANCE) {
                 self.recent.push((hash, c.latest));
             }
         }
@@ -274,7 +277,7 @@ impl<'m> FlowTally<'m> {
         {
             return;
         } else {
-            match created {
+            match created() {
                 Some(c)
                     if self.fresh
                         && c.latest > prev.memory.polled_at.saturating_sub(CREATED_ALLOWANCE) =>
@@ -298,9 +301,10 @@ impl<'m> FlowTally<'m> {
             );
         }
         if to == PAID {
+            let created = created();
             let mut time_to_pay = None;
             if let (true, Some(c)) = (self.fresh, created) {
-                let seconds = self.now.saturating_sub(c.at).max(0) as f64;
+                let seconds = now.saturating_sub(c.at).max(0) as f64;
                 time_to_pay = Some(self.events.time_to_pay.len());
                 self.events
                     .time_to_pay
