@@ -41,15 +41,19 @@
 //!   status it was remembered in. A link that leaves open or processing and vanishes (deleted)
 //!   counts nothing. A link without a usable `created_at` (or one more than a day ahead of the
 //!   poll) is never counted as created, and has no time to pay. A poll that publishes while the
-//!   listing still moved (after its re-walks) may have missed links; their changes are then
-//!   counted from what the next poll sees.
+//!   listing still moved (after its re-walks) may have missed links: a missed open link that
+//!   reaches a terminal status before the next poll is not counted (lost, not counted later).
+//!   And when a terminal status's count holds (a link moved in while another of that status
+//!   was deleted), the status is carried and the move in is not observed.
 //! - **Time to pay** is late by at most the time between the starts of the two polls (one
 //!   `--poll.interval` while polls succeed; longer across failed polls), or early by at most the
 //!   poll's duration for a link paid while the poll ran.
 //! - **First polls.** The first poll of a process counts nothing: it has no previous poll. After
 //!   a restart from `--storage.path`, the first poll compares with the memory in the state file:
 //!   links that were open or processing then and moved while the exporter was down count as
-//!   transitions (they did happen, once), but no link counts as created (nor `from="new"`), as
+//!   transitions (they did happen, once — unless the last state write before the restart failed
+//!   or was skipped, a hung or full volume: the moves the previous process counted after the
+//!   file was written are then counted again), but no link counts as created (nor `from="new"`), as
 //!   what was created during the downtime cannot be told from what the state file did not cover,
 //!   and no time to pay is observed (its error would be the downtime). A state file written
 //!   before this module existed has no flow memory: its first poll counts nothing.

@@ -265,7 +265,7 @@ impl SelfMetrics {
         let payments = IntCounterVec::new(
             Opts::new(
                 "qonto_payment_links_payments_total",
-                "Payments of the links seen becoming paid (with --collect.payments: GET /v2/payment_links/{id}/payments, each link read once, when a poll sees it paid), by payment status (paid, failed, …) and payment_method (none when absent); statuses and methods in lower case, at most 16 distinct values each, beyond which `other`.",
+                "Payments of the links seen becoming paid (with --collect.payments: GET /v2/payment_links/{id}/payments, read when a poll sees the link become paid; a reusable link paid again is read again, and its earlier payments count again), by payment status (paid, failed, …) and payment_method (none when absent); statuses and methods in lower case, at most 16 distinct values each, beyond which `other`. Only links that became paid are read: failed attempts on links that expire or are canceled are not seen.",
             ),
             &["status", "payment_method"],
         )
@@ -283,7 +283,7 @@ impl SelfMetrics {
         );
         let payment_reads_skipped = counter(
             "qonto_exporter_payment_reads_skipped_total",
-            "Links seen becoming paid whose payments were not read because the poll's --collect.payments cap was reached.",
+            "Links seen becoming paid whose payments were not read: over the poll's --collect.payments cap, past the poll's deadline for payments (one poll interval), or within the hour after Qonto refused the credentials for this endpoint.",
         );
         Arc::new(SelfMetrics {
             payments,

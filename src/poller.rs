@@ -93,6 +93,9 @@ pub struct Poller {
     /// The payment statuses and methods counted by name so far.
     payment_statuses: HashSet<String>,
     payment_methods: HashSet<String>,
+    /// Until when the connection check, and the payments, wait after a refusal.
+    connection_refused_until: Option<Instant>,
+    payments_refused_until: Option<Instant>,
 }
 
 /// What one complete poll collected.
@@ -113,6 +116,10 @@ struct Found {
     /// Pages read.
     pages: u64,
 }
+
+/// How long the connection status, or the payments, are not asked again after Qonto refused
+/// the credentials for them (a grant without those endpoints).
+const REFUSED_ENDPOINT_PAUSE: Duration = Duration::from_secs(3600);
 
 /// Most distinct payment statuses, and payment methods, counted by name (others: `other`).
 const MAX_PAYMENT_VALUES: usize = 16;
@@ -152,6 +159,8 @@ impl Poller {
             connection_seen: HashSet::new(),
             payment_statuses: HashSet::new(),
             payment_methods: HashSet::new(),
+            connection_refused_until: None,
+            payments_refused_until: None,
         }
     }
 
@@ -179,11 +188,23 @@ impl Poller {
     /// counted and logged, never a failed poll; skipped while the credentials are refused (the
     /// request would be refused too, and Qonto throttles callers refused too often).
     async fn check_connection(&mut self) {
-        if self.refused {
+        if self.refused
+            || self
+                .connection_refused_until
+                .is_some_and(|t| Instant::now() < t)
+        {
             return;
         }
         self.metrics.connection_checks.inc();
-        let checked = tokio::time::timeout(self.cfg.timeout, self.client.connection_status()).await;
+        let deadline = self.cfg.interval.min(self.cfg.timeout);
+        let checked = tokio::time::timeout(deadline, self.client.connection_status()).await;
+        if let Ok(Err(e)) = &checked {
+            if e.is_credentials() {
+                // A grant without this endpoint: not asked again for an hour (Qonto throttles
+                // callers refused too often), and the listings are not affected.
+                self.connection_refused_until = Instant::now().checked_add(REFUSED_ENDPOINT_PAUSE);
+            }
+        }
         let status = match checked {
             Ok(Ok(status)) => {
                 let status = crate::aggregate::canonical_status(status.trim()).into_owned();
@@ -199,7 +220,7 @@ impl Poller {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
                 "no answer within {}",
-                humantime::format_duration(self.cfg.timeout)
+                humantime::format_duration(deadline)
             )),
         };
         match status {
@@ -218,37 +239,60 @@ impl Poller {
     }
 
     /// Reads the payments of the links this poll saw becoming paid, at most
-    /// `--collect.payments` of them (0: none): counts them by status and method, and gives the
-    /// time to pay the paid payment's `paid_at` instead of the poll's time. A failure is
-    /// counted and logged once per poll, never a failed poll; the links not read (over the cap,
-    /// or failed) keep the poll's time.
-    async fn read_payments(&mut self, flows: &mut crate::flows::FlowEvents) {
+    /// `--collect.payments` of them (0: none) and within one deadline (the poll interval, so
+    /// the next poll is not pushed back): counts them by status and method, and gives the time
+    /// to pay the latest plausible `paid_at` of a paid payment instead of the poll's time. A
+    /// failure is counted and logged once per poll, never a failed poll; after a refusal of
+    /// the credentials for this endpoint, payments are not read for an hour. The links not read
+    /// keep the poll's time. A reusable link paid again is read again, and its earlier
+    /// payments count again.
+    async fn read_payments(&mut self, flows: &mut crate::flows::FlowEvents, now: i64) {
         let cap = self.cfg.collect_payments;
         if cap == 0 || flows.paid.is_empty() {
             return;
         }
-        let skipped = flows.paid.len().saturating_sub(cap);
-        self.metrics.payment_reads_skipped.inc_by(skipped as u64);
+        if self
+            .payments_refused_until
+            .is_some_and(|t| Instant::now() < t)
+        {
+            self.metrics
+                .payment_reads_skipped
+                .inc_by(flows.paid.len() as u64);
+            return;
+        }
+        let until = now.saturating_add(crate::flows::CREATED_ALLOWANCE);
+        // All reads share one deadline: the next poll is not pushed back by them.
+        let deadline = Instant::now() + self.cfg.interval.min(self.cfg.timeout);
         let mut failed = Vec::new();
-        for link in flows.paid.iter().take(cap) {
+        let mut read = 0usize;
+        for link in &flows.paid {
+            if read == cap || Instant::now() >= deadline {
+                break;
+            }
+            read += 1;
             self.metrics.payment_reads.inc();
-            let read =
-                tokio::time::timeout(self.cfg.timeout, self.client.link_payments(&link.id)).await;
-            let (payments, more) = match read {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = tokio::time::timeout(left, self.client.link_payments(&link.id)).await;
+            let (payments, more) = match answer {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => {
                     self.metrics.payment_read_failures.inc();
+                    let refused = e.is_credentials();
                     failed.push(format!("{}: {e}", crate::planner::truncate(&link.id, 64)));
+                    if refused {
+                        self.payments_refused_until =
+                            Instant::now().checked_add(REFUSED_ENDPOINT_PAUSE);
+                        break;
+                    }
                     continue;
                 }
                 Err(_) => {
                     self.metrics.payment_read_failures.inc();
                     failed.push(format!(
-                        "{}: no answer within {}",
-                        crate::planner::truncate(&link.id, 64),
-                        humantime::format_duration(self.cfg.timeout)
+                        "{}: no answer before the poll's payments deadline",
+                        crate::planner::truncate(&link.id, 64)
                     ));
-                    continue;
+                    break;
                 }
             };
             if more {
@@ -257,7 +301,11 @@ impl Poller {
                     "payment link with more payments than are read; the rest are not counted"
                 );
             }
-            let mut paid_at = None;
+            let at = |s: Option<&str>| {
+                s.and_then(crate::aggregate::parse_date)
+                    .map(|t| t.unix_timestamp())
+            };
+            let mut paid_at: Option<i64> = None;
             for p in &payments {
                 let status = self.payment_label(&p.status, PaymentField::Status);
                 let method = match p.payment_method.as_deref() {
@@ -268,13 +316,13 @@ impl Poller {
                     .payments
                     .with_label_values(&[&status, &method])
                     .inc();
+                // The latest plausible paid_at: not before the link's creation, not after
+                // this poll (with the allowance); an absurd one keeps the poll's time.
+                let plausible = |t: i64| t <= until && link.created.is_none_or(|c| t >= c);
                 if status == "paid" {
-                    paid_at = p
-                        .paid_at
-                        .as_deref()
-                        .and_then(crate::aggregate::parse_date)
-                        .map(|t| t.unix_timestamp())
-                        .or(paid_at);
+                    if let Some(t) = at(p.paid_at.as_deref()).filter(|t| plausible(*t)) {
+                        paid_at = Some(paid_at.map_or(t, |a| a.max(t)));
+                    }
                 }
             }
             if let (Some(i), Some(created), Some(paid)) = (link.time_to_pay, link.created, paid_at)
@@ -284,6 +332,8 @@ impl Poller {
                 }
             }
         }
+        let skipped = flows.paid.len().saturating_sub(read);
+        self.metrics.payment_reads_skipped.inc_by(skipped as u64);
         if !failed.is_empty() {
             tracing::warn!(
                 failed = failed.len(),
@@ -385,7 +435,7 @@ impl Poller {
                     full,
                     "poll complete"
                 );
-                self.read_payments(&mut flows).await;
+                self.read_payments(&mut flows, now.unix_timestamp()).await;
                 self.metrics.flows.record(&flows, &published.snapshot);
                 // After every figure of this poll is out: a slow disk delays nothing served.
                 self.save(&published).await;

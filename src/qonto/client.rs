@@ -227,6 +227,12 @@ enum Target<'a> {
 }
 
 impl Target<'_> {
+    /// True for the listings only: a refusal of the connection status or of a link's payments
+    /// (a grant without that endpoint) must not spend the refusal budget the listings need.
+    fn counts_refusals(&self) -> bool {
+        matches!(self, Target::List(_))
+    }
+
     /// The `page` of its errors ([`CONNECTION_PAGE`] for the connection status).
     fn page(&self) -> u64 {
         match self {
@@ -385,6 +391,14 @@ impl QontoClient {
     /// `GET /v2/payment_links/{id}/payments`, every page up to [`MAX_PAYMENT_PAGES`]: the
     /// payments of one link, and whether there were more than were read.
     pub async fn link_payments(&self, link: &str) -> Result<(Vec<Payment>, bool), ApiError> {
+        // One path segment, whatever it holds; the URL parser drops `.` and `..` segments, so
+        // they are refused here rather than sent as another path.
+        if matches!(link, "" | "." | "..") {
+            return Err(ApiError::Transport {
+                page: 1,
+                message: format!("link id {link:?} cannot be a path segment; not requested"),
+            });
+        }
         let mut all = Vec::new();
         let mut page = 1;
         loop {
@@ -448,7 +462,9 @@ impl QontoClient {
                         reauthenticated = true;
                         continue;
                     }
-                    self.note_refusal();
+                    if target.counts_refusals() {
+                        self.note_refusal();
+                    }
                     return Err(ApiError::CredentialsRefused {
                         status,
                         failure,
@@ -456,7 +472,7 @@ impl QontoClient {
                     });
                 }
                 Attempt::Fail(error) => {
-                    if error.is_credentials() {
+                    if error.is_credentials() && target.counts_refusals() {
                         self.note_refusal();
                     }
                     return Err(error);
@@ -527,7 +543,8 @@ impl QontoClient {
             }
             Target::Connection => self.http.get(format!("{}/connections", self.url)),
             Target::Payments { link, page } => {
-                // The id goes into the path as one segment, percent-encoded whatever it holds.
+                // The id goes into the path as one segment, percent-encoded (`.` and `..` are
+                // refused by `link_payments` before this).
                 let mut url = reqwest::Url::parse(&self.url).map_err(|e| ApiError::Transport {
                     page,
                     message: format!("the API URL: {e}"),

@@ -236,6 +236,9 @@ pub struct Payment {
     pub paid_at: Option<String>,
 }
 
+/// Most payments one page may hold: `per_page` is at most 100.
+const MAX_PAYMENTS_PER_PAGE: usize = 100;
+
 #[derive(Deserialize)]
 struct PaymentsPage {
     payments: Vec<Payment>,
@@ -249,9 +252,15 @@ pub fn parse_payments(body: &[u8]) -> Result<(Vec<Payment>, Meta), PageError> {
         let start: String = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
         return Err(PageError::NotJson { start });
     }
-    serde_json::from_slice::<PaymentsPage>(body)
-        .map(|p| (p.payments, p.meta))
-        .map_err(|e| PageError::Payments(e.to_string()))
+    let page = serde_json::from_slice::<PaymentsPage>(body)
+        .map_err(|e| PageError::Payments(e.to_string()))?;
+    if page.payments.len() > MAX_PAYMENTS_PER_PAGE {
+        return Err(PageError::Payments(format!(
+            "{} payments in one page, more than per_page allows ({MAX_PAYMENTS_PER_PAGE})",
+            page.payments.len()
+        )));
+    }
+    Ok((page.payments, page.meta))
 }
 
 /// Parses one list response body.
