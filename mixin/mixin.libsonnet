@@ -10,3 +10,4 @@
 + (import 'alerts.libsonnet')
 + (import 'dashboards.libsonnet')
 + (import 'flows.libsonnet')
++ (import 'payments.libsonnet')

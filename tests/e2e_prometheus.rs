@@ -5,9 +5,9 @@
 //! Three exporters are scraped as three targets (told apart by `instance`) of the one job
 //! `qonto-exporter`, the job name both bundled setups produce and the rules' default selector
 //! `job="qonto-exporter"` selects:
-//! - the dashboard's: two organisations (`--config.file`) of an evolving in-process simulator;
-//!   every query of the Grafana dashboard must return data, and every per-organisation query
-//!   data for each of the two organisations; then the simulator disables the payment links
+//! - the dashboard's: two organisations (`--config.file`) of an evolving in-process simulator,
+//!   with `--collect.payments` (the payments panels); every query of the Grafana dashboard must
+//!   return data, and every per-organisation query data for each of the two organisations; then the simulator disables the payment links
 //!   connection of the second, so `QontoPaymentLinksConnectionNotEnabled` must fire for it (with
 //!   its `organization` label) and reach the webhook, and must not fire for any other;
 //! - the auth scenario: two organisations of one simulator, one of which starts being answered
@@ -75,22 +75,27 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         e.wait_ready(Duration::from_secs(30)).await;
     }
     // The connection status is checked right after each poll: give the first check time to end
-    // on both organisations, so that its state set is among the names exported.
+    // on both organisations, so that its state set is among the names exported. The payments
+    // counter appears at the first payment read (a link seen becoming paid: from the second poll,
+    // the simulator evolving every second): wait for it too on both organisations.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let exposition = demo.scrape().await;
+        let has = |prefix: &str, o: &str| {
+            exposition
+                .lines()
+                .any(|l| l.starts_with(prefix) && l.contains(&format!("organization=\"{o}\"")))
+        };
         let checked = DASHBOARD_ORGS.iter().all(|o| {
-            exposition.lines().any(|l| {
-                l.starts_with("qonto_payment_links_connection_status{")
-                    && l.contains(&format!("organization=\"{o}\""))
-            })
+            has("qonto_payment_links_connection_status{", o)
+                && has("qonto_payment_links_payments_total{", o)
         });
         if checked {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no connection status for both organisations within 15s:\n{exposition}"
+            "no connection status or no payments read for both organisations within 15s:\n{exposition}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -563,7 +568,8 @@ fn two_organisations(links: usize, evolve: Option<Duration>, names: [&str; 2]) -
 }
 
 /// An exporter polling both organisations of `sim` every second (`--config.file`, tokens by
-/// file).
+/// file), reading the payments of up to 100 links a poll sees becoming paid (`--collect.payments`,
+/// off by default), so that the dashboard's payments panels have data.
 fn organisations_exporter(sim: &Sim, names: [&str; 2], dir: &std::path::Path) -> Exporter {
     let mut config = String::from("organizations:\n");
     for n in names {
@@ -583,6 +589,8 @@ fn organisations_exporter(sim: &Sim, names: [&str; 2], dir: &std::path::Path) ->
             &file.display().to_string(),
             "--poll.interval",
             "1s",
+            "--collect.payments",
+            "100",
             "--log.level",
             "debug",
         ],

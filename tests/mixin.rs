@@ -269,6 +269,9 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
                connectionNotEnabledFor: '7m',\n\
                connectionStatusKeptFor: '2h',\n\
                collectionsStalledAfter: '3d',\n\
+               failedPaymentsRatio: 0.4,\n\
+               failedPaymentsWindow: '2h',\n\
+               failedPaymentsMin: 8,\n\
                runbookUrlBase: 'https://runbooks.example/qonto.md',\n\
              }} }}\n",
             repo_mixin.to_str().unwrap()
@@ -332,6 +335,22 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
     assert!(
         description.contains("at least 7m") && description.contains("within the last 2h"),
         "{description}"
+    );
+
+    // The failed payments' ratio, window and minimum count: the recording rule counts over the
+    // window (and the series that existed the window before), the alert reads it.
+    let recorded = expr_of("qonto:payment_links_payments:increase2h");
+    assert!(
+        recorded.contains("[2h]") && recorded.contains("offset 2h") && !recorded.contains("1h"),
+        "{recorded}"
+    );
+    let failing = expr_of("QontoPaymentsFailing");
+    assert!(
+        failing.contains("qonto:payment_links_payments:increase2h")
+            && failing.contains("> 0.4")
+            && failing.contains(">= 8")
+            && !failing.contains("increase1h"),
+        "{failing}"
     );
 
     // The window, the stale-data threshold, the runbook URL.
