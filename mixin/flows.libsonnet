@@ -7,9 +7,10 @@
 //   qonto_payment_links_time_to_pay_seconds{currency, resource_type} (histogram)
 // all per organisation (`organization`), counted from what two consecutive complete polls saw
 // (src/flows.rs). Facts the expressions rely on:
-// - the counters' series appear at the first event of their label set in a process (none at a
-//   first poll: it has no previous poll to compare with), so "no series" means "nothing counted
-//   yet", and a series that appears with a value counted that value in the process that made it;
+// - from a process's first complete poll, every currency and resource type of its figures has
+//   the created and the terminal transition counters at 0 (and series of other labels appear at
+//   their first event), so a series that appears with a value above 0 counted that value in the
+//   process that made it, and one at 0 counted nothing;
 // - they reset on restart (not saved in the state file); the transitions made during a downtime
 //   are counted by the first poll after it when --storage.path restores the memory;
 // - qonto_exporter_polls_total exists from the organisation's poller's start.
@@ -83,8 +84,9 @@
             // been polled since before the window began, and saw no paid transition in it.
             // - Activity is either an increase of a paid counter in the window (increase() adds
             //   the count after a reset: a restarted process's paid links count), or a paid
-            //   series that was not there when the window began (its first event made it, with
-            //   its value: increase() alone would miss a series' first events).
+            //   series above 0 that was not there when the window began (its first events made
+            //   it, with its value: increase() alone would miss them); a series a restarted
+            //   process made at 0 is not activity.
             // - "Polled since before the window began": qonto_exporter_polls_total (there from
             //   the poller's start) existed in the hour before the window: a fresh deployment, or
             //   an organisation a reload added, waits the whole window; a restart does not begin
@@ -101,7 +103,7 @@
               unless
                 sum without (%(p)s, from, to, currency, resource_type) (increase(%(paid)s[%(w)s])) > 0
               unless
-                count without (%(p)s, from, to, currency, resource_type) (max_over_time(%(paid)s[%(w)s]) unless %(paid)s offset %(w)s)
+                count without (%(p)s, from, to, currency, resource_type) ((max_over_time(%(paid)s[%(w)s]) > 0) unless %(paid)s offset %(w)s)
             ||| % { s: sel, p: processes, w: c.collectionsStalledAfter, stale: c.dataStaleAfterSeconds, paid: paid },
             'for': '15m',
             labels: { severity: 'warning' },

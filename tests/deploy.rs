@@ -11,16 +11,31 @@ use std::time::Duration;
 use common::servers::{metric_families, require_tool, sample_names};
 use common::{Exporter, promtool, repo};
 
-/// The `/metrics` body of a `--demo` exporter after its first complete poll and the connection
-/// check that follows it (the last series to appear).
+/// The `/metrics` body of a `--demo` exporter reading payments, once every family is there:
+/// after its first complete poll, the connection check that follows it, and the first payments
+/// read (the demo's links get paid every few seconds).
 async fn demo_exposition() -> String {
-    let exporter = Exporter::start(&["--demo", "--poll.interval", "1s"], &[]);
+    let exporter = Exporter::start(
+        &[
+            "--demo",
+            "--poll.interval",
+            "1s",
+            "--collect.payments",
+            "100",
+        ],
+        &[],
+    );
     exporter.wait_ready(Duration::from_secs(30)).await;
     exporter
-        .wait_until("the connection status", Duration::from_secs(30), |m| {
-            m.keys()
-                .any(|k| k.starts_with("qonto_payment_links_connection_status{"))
-        })
+        .wait_until(
+            "the connection status and payments",
+            Duration::from_secs(60),
+            |m| {
+                let has = |p: &str| m.keys().any(|k| k.starts_with(p));
+                has("qonto_payment_links_connection_status{")
+                    && has("qonto_payment_links_payments_total{")
+            },
+        )
         .await;
     exporter.scrape().await
 }
