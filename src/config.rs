@@ -166,7 +166,7 @@ pub struct RunArgs {
     /// Upper bounds of the open links' age buckets (age since created_at), ascending, comma-separated: 7d,30d,60d,90d gives the `age` labels <=7d, 7d-30d, 30d-60d, 60d-90d, >90d (and unknown).
     #[arg(long = "aging.buckets", env = "QONTO_AGING_BUCKETS", default_value = "7d,30d,60d,90d", value_parser = parse_age_buckets, value_name = "LIST")]
     pub aging_buckets: crate::aggregate::AgeBuckets,
-    /// Read the payments (GET /v2/payment_links/{id}/payments) of at most this many links a poll sees becoming paid: payments by status and method, and the exact paid_at for the time to pay. 0 (the default) reads none; each read costs one request of the budget (more for a link with over 100 payments).
+    /// Read the payments (GET /v2/payment_links/{id}/payments) of at most this many links a poll sees becoming paid: payments by status and method, and the exact paid_at for the time to pay. 0 (the default; 100 with --demo unless given) reads none; each read costs one request of the budget (more for a link with over 100 payments).
     #[arg(long = "collect.payments", env = "QONTO_COLLECT_PAYMENTS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000), value_name = "N")]
     pub collect_payments: u32,
     /// Address to serve on; `:PORT` means every interface.

@@ -28,6 +28,10 @@ const USAGE: u8 = 2;
 /// `1m` default suits Qonto, not a demo). Its few requests a poll go to loopback, not to Qonto.
 const DEMO_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// `--collect.payments` of `--demo` when neither the flag nor its variable sets it: the demo's
+/// payments panels move too (its requests go to loopback, not to Qonto).
+const DEMO_COLLECT_PAYMENTS: u32 = 100;
+
 fn main() -> ExitCode {
     let parsed = Cli::command()
         .try_get_matches()
@@ -41,6 +45,13 @@ fn main() -> ExitCode {
             );
             if cli.run.demo && !interval_given {
                 cli.run.poll_interval = DEMO_POLL_INTERVAL;
+            }
+            let payments_given = matches!(
+                matches.value_source("collect_payments"),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if cli.run.demo && !payments_given {
+                cli.run.collect_payments = DEMO_COLLECT_PAYMENTS;
             }
             cli
         }
