@@ -262,7 +262,10 @@ impl Poller {
         }
         let until = now.saturating_add(crate::flows::CREATED_ALLOWANCE);
         // All reads share one deadline: the next poll is not pushed back by them.
-        let deadline = Instant::now() + self.cfg.interval.min(self.cfg.timeout);
+        // Flags can be absurd (`--poll.interval 1000y`): an `Instant` must never overflow.
+        let deadline = Instant::now()
+            .checked_add(self.cfg.interval.min(self.cfg.timeout))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         let mut failed = Vec::new();
         let mut read = 0usize;
         for link in &flows.paid {
