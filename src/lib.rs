@@ -23,3 +23,4 @@ pub mod simulator;
 pub mod state;
 pub mod supervisor;
 pub mod webconfig;
+pub mod webhook;
