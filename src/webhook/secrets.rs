@@ -2,15 +2,15 @@
 //! side), from `--webhook.secret-file` (one per line; blank lines and `#` comments skipped) or
 //! from `QONTO_WEBHOOK_SECRET` (the secret itself, or several on separate lines).
 //!
-//! The file is re-read when its modification time or size changes, checked at most once a
-//! second ([`WebhookSecrets::watch`]), so a rotation needs no restart. A re-read that fails
+//! The file is re-read when its modification time or size changes, checked once a second
+//! ([`WebhookSecrets::watch`]), so a rotation needs no restart. A re-read that fails
 //! (file gone, empty, unreadable) keeps the last good secrets and is logged once, not every
 //! second, until a read succeeds again. Only HMAC keys are kept in memory after loading, and
 //! neither `Debug` nor any error shows a secret.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use ring::hmac;
@@ -45,7 +45,6 @@ type Stamp = Option<(SystemTime, u64)>;
 
 struct FileState {
     stamp: Stamp,
-    last_check: Option<Instant>,
     /// A re-read failed and was logged; cleared by the next good read.
     failing: bool,
 }
@@ -116,7 +115,6 @@ impl WebhookSecrets {
             keys: ArcSwap::from_pointee(keys_of(&secrets)),
             state: Mutex::new(FileState {
                 stamp,
-                last_check: Some(Instant::now()),
                 failing: false,
             }),
         })
@@ -130,7 +128,6 @@ impl WebhookSecrets {
             keys: ArcSwap::from_pointee(keys_of(&secrets)),
             state: Mutex::new(FileState {
                 stamp: None,
-                last_check: None,
                 failing: false,
             }),
         })
@@ -151,21 +148,13 @@ impl WebhookSecrets {
         self.keys.load().is_empty()
     }
 
-    /// Re-reads the file if it changed since the last read, at most once per
-    /// [`CHECK_INTERVAL`]; returns true when new secrets were taken. Blocking (file I/O).
+    /// Re-reads the file if it changed since the last read; returns true when new secrets were
+    /// taken. Blocking (file I/O): [`watch`](Self::watch) calls it once per [`CHECK_INTERVAL`].
     pub fn refresh(&self) -> bool {
         let Source::File(path) = &self.source else {
             return false;
         };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if state
-            .last_check
-            .is_some_and(|t| now.saturating_duration_since(t) < CHECK_INTERVAL)
-        {
-            return false;
-        }
-        state.last_check = Some(now);
         let current = stamp(path);
         // Unchanged since the last read, good or bad: a bad one was logged already. The stamp
         // is taken before the read, so a write that lands during it is seen next time.
@@ -216,13 +205,6 @@ impl WebhookSecrets {
             // A stat and a small read, off the async workers (a stuck volume must not stall them).
             let _ = tokio::task::spawn_blocking(move || me.refresh()).await;
         }
-    }
-
-    /// Forgets when the file was last checked, so the next [`refresh`](Self::refresh) looks
-    /// at it (tests, without sleeping a second).
-    #[doc(hidden)]
-    pub fn check_now(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).last_check = None;
     }
 }
 
@@ -280,28 +262,21 @@ mod tests {
         let s = WebhookSecrets::from_file(&path).unwrap();
         assert!(!valid(&s));
         // Unchanged: nothing re-read.
-        s.check_now();
         assert!(!s.refresh());
         // Rotation: the new secret is added beside the old one (a different size, so the
         // change is seen even within the file system's time resolution).
         std::fs::write(&path, "old-secret\ntest-secret\n").unwrap();
-        // Checked at most once a second.
-        assert!(!s.refresh());
-        s.check_now();
         assert!(s.refresh());
         assert_eq!(s.len(), 2);
         assert!(valid(&s));
         // A broken file keeps the last good secrets, then a good one is taken again.
         std::fs::write(&path, "# emptied by mistake\n").unwrap();
-        s.check_now();
         assert!(!s.refresh());
         assert!(valid(&s));
         std::fs::remove_file(&path).unwrap();
-        s.check_now();
         assert!(!s.refresh());
         assert!(valid(&s));
         std::fs::write(&path, "other\n").unwrap();
-        s.check_now();
         assert!(s.refresh());
         assert!(!valid(&s));
         assert_eq!(s.len(), 1);
