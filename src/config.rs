@@ -416,7 +416,9 @@ impl RunArgs {
                 let w = crate::webconfig::WebConfig::load(path)
                     .map_err(|e| err(format!("--webhook.web-config.file: {e}")))?;
                 if w.requires_auth() {
-                    return Err(err(crate::webhook::receiver::WebhookError::BasicAuth.to_string()));
+                    return Err(err(
+                        crate::webhook::receiver::WebhookError::BasicAuth.to_string()
+                    ));
                 }
                 Some(std::sync::Arc::new(w))
             }
@@ -818,7 +820,10 @@ mod tests {
         // No secret: one line naming the flag.
         let cli = parse(&["--demo", "--webhook.listen-address", ":9999"]).unwrap();
         let e = cli.run.webhook_with(None).unwrap_err().0;
-        assert!(e.contains("--webhook.secret-file") && !e.contains('\n'), "{e}");
+        assert!(
+            e.contains("--webhook.secret-file") && !e.contains('\n'),
+            "{e}"
+        );
         let w = cli
             .run
             .webhook_with(Some("test-secret".into()))
@@ -863,8 +868,18 @@ mod tests {
         ])
         .unwrap();
         let e = cli.run.webhook_with(Some("s".into())).unwrap_err().0;
-        assert!(e.contains("basic_auth_users") && e.contains("--webhook.web-config.file"), "{e}");
+        assert!(
+            e.contains("basic_auth_users") && e.contains("--webhook.web-config.file"),
+            "{e}"
+        );
         std::fs::write(&web, "").unwrap();
-        assert!(cli.run.webhook_with(Some("s".into())).unwrap().unwrap().web.is_some());
+        assert!(
+            cli.run
+                .webhook_with(Some("s".into()))
+                .unwrap()
+                .unwrap()
+                .web
+                .is_some()
+        );
     }
 }

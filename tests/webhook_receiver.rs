@@ -151,7 +151,12 @@ impl Rig {
     }
 
     /// POSTs `body` as JSON to the organisation's path with `signature`, if any.
-    async fn post(&self, path: &str, body: impl Into<Vec<u8>>, signature: Option<&str>) -> (u16, String) {
+    async fn post(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+        signature: Option<&str>,
+    ) -> (u16, String) {
         let mut req = self
             .http
             .post(format!("{}{path}", self.base))
@@ -245,7 +250,11 @@ async fn the_documented_test_vector_passes_the_signature_check_at_its_time() {
     rig.now.store(VECTOR_T, Ordering::Relaxed);
     let body = event("evt-vector");
     let (status, answer) = rig
-        .post("/vector", body.clone(), Some(&sign("test-secret", VECTOR_T, body.as_bytes())))
+        .post(
+            "/vector",
+            body.clone(),
+            Some(&sign("test-secret", VECTOR_T, body.as_bytes())),
+        )
         .await;
     assert_eq!((status, answer.as_str()), (200, "accepted\n"));
     let mut rig = rig;
@@ -282,7 +291,10 @@ async fn bad_signatures_are_401_and_never_queued() {
     ] {
         let (status, answer) = rig.post("", body.clone(), signature.as_deref()).await;
         assert_eq!(status, 401, "{signature:?}");
-        assert!(!answer.contains(MARK) && !answer.contains("evt-forged"), "{answer}");
+        assert!(
+            !answer.contains(MARK) && !answer.contains("evt-forged"),
+            "{answer}"
+        );
     }
     // Wrongly signed and stale: a forgery, not a stale delivery.
     let old = sign("S3CR3T-wrong-secret", t - 3600, body.as_bytes());
@@ -307,7 +319,11 @@ async fn bad_signatures_are_401_and_never_queued() {
             })
             .count()
     };
-    assert_eq!((warnings("bad_signature"), warnings("stale")), (1, 1), "{logs}");
+    assert_eq!(
+        (warnings("bad_signature"), warnings("stale")),
+        (1, 1),
+        "{logs}"
+    );
     rig.stop().await;
 }
 
@@ -326,7 +342,10 @@ async fn either_secret_is_accepted_during_a_rotation_and_the_file_is_reread() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while rig.deliver("S3CR3T-old", &event("evt-4")).await.0 == 200 {
         // Still the old secrets (evt-4 queued once, then duplicates): try again.
-        assert!(std::time::Instant::now() < deadline, "the file was not re-read");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file was not re-read"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(rig.deliver("S3CR3T-new", &event("evt-5")).await.0, 200);
@@ -334,7 +353,10 @@ async fn either_secret_is_accepted_during_a_rotation_and_the_file_is_reread() {
     std::fs::write(&file, "# nothing\n").unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !log_text().contains("keeping the last good secrets") {
-        assert!(std::time::Instant::now() < deadline, "the broken file was not noticed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken file was not noticed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(rig.deliver("S3CR3T-new", &event("evt-6")).await.0, 200);
@@ -364,7 +386,14 @@ async fn bodies_must_be_json_and_at_most_64_kib() {
         .await;
     assert_eq!((status, answer.as_str()), (413, "body over 64 KiB\n"));
     // Chunked, with no Content-Length: cut off while streaming.
-    let port = rig.base.split(':').nth(2).unwrap().split('/').next().unwrap();
+    let port = rig
+        .base
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
     let mut conn = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
         .await
         .unwrap();
@@ -390,10 +419,11 @@ async fn bodies_must_be_json_and_at_most_64_kib() {
     // Not JSON: 415, whatever the signature.
     let body = event("evt-text");
     for content_type in [Some("text/plain"), Some("application/jsonx"), None] {
-        let mut req = rig.http.post(&rig.base).body(body.clone()).header(
-            "x-qonto-signature",
-            sign("s3cret", t, body.as_bytes()),
-        );
+        let mut req = rig
+            .http
+            .post(&rig.base)
+            .body(body.clone())
+            .header("x-qonto-signature", sign("s3cret", t, body.as_bytes()));
         if let Some(c) = content_type {
             req = req.header("content-type", c);
         }
@@ -411,7 +441,12 @@ async fn bodies_must_be_json_and_at_most_64_kib() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // Signed, but not an event.
-    for bad in ["not json", "{}", r#"{"id":"","type":"v1/payment-links"}"#, "[1,2]"] {
+    for bad in [
+        "not json",
+        "{}",
+        r#"{"id":"","type":"v1/payment-links"}"#,
+        "[1,2]",
+    ] {
         assert_eq!(rig.deliver("s3cret", bad).await.0, 400, "{bad}");
     }
     assert_eq!(rig.counts(), ["unknown/malformed=9"]);
@@ -439,14 +474,15 @@ async fn a_duplicate_is_acknowledged_and_queued_once() {
     }
     // Concurrent copies too.
     let other = event("evt-dup-2");
-    let answers = futures_util::future::join_all((0..8).map(|_| rig.deliver("s3cret", &other))).await;
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| rig.deliver("s3cret", &other))).await;
     assert!(answers.iter().all(|(s, _)| *s == 200));
     let ids: Vec<String> = std::iter::from_fn(|| rig.rx.try_recv().ok())
         .map(|d| d.event.id)
         .collect();
     assert_eq!(ids, ["evt-dup", "evt-dup-2"]);
     assert_eq!(rig.count(PAYMENT_LINKS, "duplicate"), 9);
-    assert_eq!(rig.metrics.webhook.delivery_lag.get_sample_count(), 2);
+    assert_eq!(rig.metrics.webhook.delivery_lag().get_sample_count(), 2);
     rig.stop().await;
 }
 
@@ -455,7 +491,10 @@ async fn a_full_queue_answers_503_and_the_retry_is_not_lost() {
     let mut rig = Rig::start("full", secrets("s3cret"), 1).await;
     assert_eq!(rig.deliver("s3cret", &event("evt-a")).await.0, 200);
     let (status, answer) = rig.deliver("s3cret", &event("evt-b")).await;
-    assert_eq!((status, answer.as_str()), (503, "queue full, retry later\n"));
+    assert_eq!(
+        (status, answer.as_str()),
+        (503, "queue full, retry later\n")
+    );
     assert_eq!(rig.count(PAYMENT_LINKS, "queue_full"), 1);
     // The ledger drains the queue; Qonto's retry of evt-b is then queued, not a duplicate.
     assert_eq!(rig.rx.recv().await.unwrap().event.id, "evt-a");
@@ -507,14 +546,20 @@ async fn no_secret_body_or_signature_reaches_the_logs_or_answers() {
     answers.push(rig.deliver(secret, &body).await);
     answers.push(rig.deliver(secret, &body).await); // duplicate
     answers.push(rig.deliver(secret, &event("evt-BODYMARK-2")).await); // queue full
-    answers.push(rig.post("", body.clone(), Some(&signature.replace("v1=", "v1=0"))).await);
+    answers.push(
+        rig.post("", body.clone(), Some(&signature.replace("v1=", "v1=0")))
+            .await,
+    );
     answers.push(rig.deliver(secret, "{\"BODYMARK\": true}").await);
     answers.push(rig.deliver("S3CR3T-wrong", &body).await);
     let _ = rig.rx.try_recv();
     let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
     assert_eq!(statuses, [200, 200, 503, 401, 400, 401]);
     let logs = log_text();
-    assert!(logs.contains("organization=quiet"), "nothing captured: {logs}");
+    assert!(
+        logs.contains("organization=quiet"),
+        "nothing captured: {logs}"
+    );
     for (what, needle) in [
         ("a secret", MARK),
         ("a body", "BODYMARK"),
@@ -581,7 +626,10 @@ async fn tls_from_the_web_config_and_counters_from_a_fresh_start() {
         .http
         .post(&rig.base)
         .header("content-type", "application/json")
-        .header("x-qonto-signature", sign("s3cret", unix_now(), body.as_bytes()))
+        .header(
+            "x-qonto-signature",
+            sign("s3cret", unix_now(), body.as_bytes()),
+        )
         .body(body)
         .send()
         .await

@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use super::event::{CONNECTIONS, PAYMENT_LINKS, UNKNOWN};
 
@@ -66,8 +66,9 @@ pub struct WebhookMetrics {
     pub enabled: Gauge,
     /// `qonto_exporter_webhook_last_event_timestamp_seconds`.
     pub last_event: Gauge,
-    /// `qonto_exporter_webhook_delivery_lag_seconds`.
-    pub delivery_lag: Histogram,
+    /// `qonto_exporter_webhook_delivery_lag_seconds`: a vector without labels, so that its
+    /// 17 series exist only once [`enable`](Self::enable)d, not for every organisation.
+    delivery_lag: HistogramVec,
 }
 
 impl std::fmt::Debug for WebhookMetrics {
@@ -78,7 +79,7 @@ impl std::fmt::Debug for WebhookMetrics {
 
 impl WebhookMetrics {
     /// The webhook metrics, registered in `registry`. Until [`enable`](Self::enable) only the
-    /// gauges (at 0) and the empty histogram show.
+    /// two gauges show, at 0.
     pub fn new(registry: &Registry) -> WebhookMetrics {
         let events = IntCounterVec::new(
             Opts::new(
@@ -98,12 +99,13 @@ impl WebhookMetrics {
             "Unix time at which the receiver last queued an event for this organisation (its receipt, not its creation); 0 before the first.",
         )
         .expect("static metric is valid");
-        let delivery_lag = Histogram::with_opts(
+        let delivery_lag = HistogramVec::new(
             HistogramOpts::new(
                 "qonto_exporter_webhook_delivery_lag_seconds",
                 "Time from an event's created_at (whole seconds, as Qonto's envelope gives it) to its receipt, for the events queued; negative differences (clock skew) count as 0. Retries after a refusal or a 503 show as long lags.",
             )
             .buckets(LAG_BUCKETS.to_vec()),
+            &[],
         )
         .expect("static histogram is valid");
         for c in [
@@ -127,6 +129,7 @@ impl WebhookMetrics {
     /// refusals counted before a type is known.
     pub fn enable(&self) {
         self.enabled.set(1.0);
+        self.delivery_lag();
         for t in [PAYMENT_LINKS, CONNECTIONS] {
             for o in Outcome::ALL {
                 self.events.with_label_values(&[t, o.as_str()]);
@@ -140,6 +143,11 @@ impl WebhookMetrics {
     /// Marks the organisation as no longer routed (its counters stay).
     pub fn disable(&self) {
         self.enabled.set(0.0);
+    }
+
+    /// The delivery lag histogram (created at the first call).
+    pub fn delivery_lag(&self) -> Histogram {
+        self.delivery_lag.with_label_values(&[] as &[&str])
     }
 
     /// Counts one delivery.
@@ -158,7 +166,7 @@ impl WebhookMetrics {
         if let Some(created) = created_at {
             // i64 to f64 loses precision only past 2^53 s, long after any real date.
             let lag = received - created as f64;
-            self.delivery_lag
+            self.delivery_lag()
                 .observe(if lag.is_finite() { lag.max(0.0) } else { 0.0 });
         }
     }
@@ -182,9 +190,11 @@ mod tests {
         let m = WebhookMetrics::new(&r);
         assert!(text(&r).contains("qonto_exporter_webhook_enabled 0"));
         assert!(!text(&r).contains("qonto_exporter_webhook_events_total{"));
+        assert!(!text(&r).contains("qonto_exporter_webhook_delivery_lag_seconds"));
         m.enable();
         let t = text(&r);
         assert!(t.contains("qonto_exporter_webhook_enabled 1"));
+        assert!(t.contains("qonto_exporter_webhook_delivery_lag_seconds_count 0"));
         for o in Outcome::ALL {
             for ty in [PAYMENT_LINKS, CONNECTIONS] {
                 let series = format!(
@@ -211,11 +221,17 @@ mod tests {
         m.queued(at, Some(i64::MIN));
         m.queued(at, Some(i64::MAX));
         m.queued(at, None);
-        assert_eq!(m.delivery_lag.get_sample_count(), 4);
+        assert_eq!(m.delivery_lag().get_sample_count(), 4);
         assert_eq!(m.last_event.get(), 1000.0);
         let t = text(&r);
         // 10 s, 0 (clamped), i64::MIN (huge), 0 (clamped).
-        assert!(t.contains("qonto_exporter_webhook_delivery_lag_seconds_bucket{le=\"0.1\"} 2"), "{t}");
-        assert!(t.contains("qonto_exporter_webhook_delivery_lag_seconds_bucket{le=\"10\"} 3"), "{t}");
+        assert!(
+            t.contains("qonto_exporter_webhook_delivery_lag_seconds_bucket{le=\"0.1\"} 2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("qonto_exporter_webhook_delivery_lag_seconds_bucket{le=\"10\"} 3"),
+            "{t}"
+        );
     }
 }

@@ -228,7 +228,11 @@ mod tests {
 
     #[test]
     fn lines_comments_and_blanks() {
-        let s = parse_secrets("# rotated 2026-11\n\n  old-secret  \r\nnew-secret\n#x\n", "f").unwrap();
+        let s = parse_secrets(
+            "# rotated 2026-11\n\n  old-secret  \r\nnew-secret\n#x\n",
+            "f",
+        )
+        .unwrap();
         let v: Vec<_> = s.iter().map(|s| s.expose()).collect();
         assert_eq!(v, ["old-secret", "new-secret"]);
         assert!(matches!(
@@ -251,7 +255,10 @@ mod tests {
         let e = parse_secrets(&"S3CR3T\n".repeat(9), "QONTO_WEBHOOK_SECRET")
             .unwrap_err()
             .to_string();
-        assert!(!e.contains("S3CR3T") && e.contains("QONTO_WEBHOOK_SECRET"), "{e}");
+        assert!(
+            !e.contains("S3CR3T") && e.contains("QONTO_WEBHOOK_SECRET"),
+            "{e}"
+        );
     }
 
     #[test]
