@@ -79,6 +79,8 @@ pub struct SelfMetrics {
     pub payment_reads_skipped: IntCounter,
     /// Links created, status transitions and time to pay (see [`crate::flows`]).
     pub flows: crate::flows::FlowMetrics,
+    /// The webhook receiver's counts and the last event's time (see [`crate::webhook`]).
+    pub webhook: crate::webhook::metrics::WebhookMetrics,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -267,6 +269,7 @@ impl SelfMetrics {
             "Connection status checks that failed (the API's answer, or an unusable status); qonto_payment_links_connection_status keeps the last known status, and the links figures are not affected.",
         );
         let flows = crate::flows::FlowMetrics::new(&registry);
+        let webhook = crate::webhook::metrics::WebhookMetrics::new(&registry);
         let payments = IntCounterVec::new(
             Opts::new(
                 "qonto_payment_links_payments_total",
@@ -296,6 +299,7 @@ impl SelfMetrics {
             payment_read_failures,
             payment_reads_skipped,
             flows,
+            webhook,
             organization: organization.to_owned(),
             connection_status,
             connection_checks,
