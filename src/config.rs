@@ -186,7 +186,7 @@ pub struct RunArgs {
     #[arg(long = "webhook.listen-address", env = "QONTO_WEBHOOK_LISTEN_ADDRESS", value_parser = parse_listen, value_name = "ADDR")]
     pub webhook_listen_address: Option<SocketAddr>,
     /// Path Qonto delivers to: PATH/ORGANIZATION routes to that organisation, PATH alone to the only one configured.
-    #[arg(long = "webhook.path", env = "QONTO_WEBHOOK_PATH", default_value = "/webhooks/qonto", value_parser = parse_webhook_path, value_name = "PATH")]
+    #[arg(long = "webhook.path", env = "QONTO_WEBHOOK_PATH", default_value = DEFAULT_WEBHOOK_PATH, value_parser = parse_webhook_path, value_name = "PATH")]
     pub webhook_path: String,
     /// File of the webhook subscription secrets, one a line (two during a rotation; blank lines and # comments skipped), re-read when it changes (or set QONTO_WEBHOOK_SECRET to the secret).
     #[arg(long = "webhook.secret-file", value_name = "PATH")]
@@ -245,6 +245,9 @@ impl CredentialSource {
         }
     }
 }
+
+/// `--webhook.path`'s default.
+pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/qonto";
 
 /// The webhook receiver's settings, resolved and loaded (see [`RunArgs::webhook`]).
 #[derive(Debug, Clone)]

@@ -58,6 +58,7 @@ use crate::qonto::model::Link;
 use crate::shutdown::stopped;
 use crate::webhook::Delivery;
 use crate::webhook::event::{LinkEvent, Payload};
+use crate::webhook::metrics::Outcome;
 
 /// Least time between two republishes of one organisation's figures.
 pub const REPUBLISH_SPACING: Duration = Duration::from_millis(500);
@@ -364,17 +365,17 @@ fn handle(state: &EventState, metrics: &SelfMetrics, d: Delivery) -> bool {
             let status = canonical_status(link.status.trim()).into_owned();
             let link = LinkEvent { status, ..link };
             match state.apply(link) {
-                Applied::Applied => ("applied", true),
-                Applied::Ignored => ("ignored", false),
+                Applied::Applied => (Outcome::Applied, true),
+                Applied::Ignored => (Outcome::Ignored, false),
             }
         }
         Payload::Connection { event } => {
             tracing::info!(event = %event, "connection event received; the connection check after the next poll reads the status");
-            ("ignored", false)
+            (Outcome::Ignored, false)
         }
-        Payload::Other => ("ignored", false),
+        Payload::Other => (Outcome::Ignored, false),
     };
-    metrics.webhook_outcome(d.event.type_label, outcome);
+    metrics.webhook.count(d.event.type_label, outcome);
     moved
 }
 

@@ -357,9 +357,6 @@ impl SelfMetrics {
     }
 
     /// The organisation these metrics belong to.
-    /// Counts one webhook event's outcome. XXX-MERGE: the receiver's WebhookMetrics.
-    pub fn webhook_outcome(&self, _type_label: &str, _outcome: &str) {}
-
     pub fn organization(&self) -> &str {
         &self.organization
     }
