@@ -7,6 +7,7 @@
 //! organisation's event ledger applies it.
 
 pub mod event;
+pub mod subscribe;
 
 use std::time::SystemTime;
 
