@@ -368,7 +368,8 @@ struct ListAnswer {
     webhook_subscriptions: Vec<SubscriptionJson>,
 }
 
-/// The signing secret and whether this run made it.
+/// The signing secret and whether this run made it (Debug shows no secret: [`Secret`] hides it).
+#[derive(Debug)]
 struct SigningSecret {
     value: Secret,
     generated: bool,
@@ -470,14 +471,27 @@ struct Api {
     base: String,
     credentials: Credentials,
     staging: Option<Secret>,
-    session: Option<(std::sync::Arc<OAuthSession>, PathBuf)>,
+    session: Option<OAuth>,
 }
 
-/// The OAuth session's reports, unused here: failures come back as errors.
-struct Quiet;
+/// The OAuth session of a run, its refresh-token file, and whether it rotated the token.
+struct OAuth {
+    session: std::sync::Arc<OAuthSession>,
+    file: PathBuf,
+    rotations: std::sync::Arc<Rotations>,
+}
 
-impl RefreshObserver for Quiet {
-    fn refreshed(&self, _ok: bool) {}
+/// The OAuth session's reports: only whether a refresh (hence a rotation) happened; failures
+/// come back as errors.
+#[derive(Default)]
+struct Rotations(std::sync::atomic::AtomicBool);
+
+impl RefreshObserver for Rotations {
+    fn refreshed(&self, ok: bool) {
+        if ok {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
     fn persist_failed(&self) {}
     fn unsaved(&self, _unsaved: bool) {}
 }
@@ -562,15 +576,20 @@ impl Api {
                 token_url,
             } => {
                 let endpoint = TokenEndpoint::new(http.clone(), token_url, client_id, client_secret);
+                let rotations = std::sync::Arc::new(Rotations::default());
                 let session = std::sync::Arc::new(OAuthSession::new(
                     endpoint,
                     refresh_token_file.clone(),
                     refresh_token,
-                    std::sync::Arc::new(Quiet),
+                    rotations.clone(),
                 ));
                 (
                     Credentials::OAuth(session.clone()),
-                    Some((session, refresh_token_file)),
+                    Some(OAuth {
+                        session,
+                        file: refresh_token_file,
+                        rotations,
+                    }),
                 )
             }
         };
@@ -648,11 +667,17 @@ impl Api {
     /// Ends the OAuth session: a rotated refresh token is written back (bounded wait), and the
     /// user is told, since the file is shared with the exporter.
     async fn finish(&self) {
-        let Some((session, file)) = &self.session else {
+        let Some(OAuth {
+            session,
+            file,
+            rotations,
+        }) = &self.session
+        else {
             return;
         };
-        let rotated = session.shutdown().await.is_ok();
-        if rotated {
+        // A failure to save is logged by the session itself, naming the file and what to do.
+        let saved = session.shutdown().await.is_ok();
+        if saved && rotations.0.load(std::sync::atomic::Ordering::SeqCst) {
             eprintln!(
                 "note: the OAuth refresh token was rotated and the new one written to {}; an exporter using that file takes it up at its next token refresh (no restart needed). To avoid rotations, use --qonto.access-token-file or QONTO_ACCESS_TOKEN.",
                 file.display()
