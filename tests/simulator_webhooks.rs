@@ -39,7 +39,8 @@ async fn subscribe(sim: &Sim, body: Value) -> (u16, Value) {
     let resp = http()
         .post(format!("{}/v2/webhook_subscriptions", sim.url()))
         .bearer_auth(TOKEN)
-        .header("content-type", "application/json").body(body.to_string())
+        .header("content-type", "application/json")
+        .body(body.to_string())
         .send()
         .await
         .unwrap();
@@ -155,7 +156,10 @@ async fn every_change_is_a_signed_delivery_whose_data_is_the_link() {
         let t = verify(r, SECRET);
         assert!(t.abs_diff(now()) < 60, "t={t}");
         let e = json_of(r);
-        assert!(ids.insert(e["id"].as_str().unwrap().to_owned()), "ids unique");
+        assert!(
+            ids.insert(e["id"].as_str().unwrap().to_owned()),
+            "ids unique"
+        );
         assert_eq!(e["id"].as_str().unwrap().len(), 36);
         assert_eq!(e["subscription_id"], sub.as_str());
         assert_eq!(e["type"], "v1/payment-links");
@@ -184,7 +188,11 @@ async fn every_change_is_a_signed_delivery_whose_data_is_the_link() {
         );
         // Microseconds, and strictly increasing (RFC 3339 in UTC sorts as text).
         let updated = d["updated_at"].as_str().unwrap().to_owned();
-        assert_eq!(updated.len(), "2026-01-01T00:00:00.000000Z".len(), "{updated}");
+        assert_eq!(
+            updated.len(),
+            "2026-01-01T00:00:00.000000Z".len(),
+            "{updated}"
+        );
         assert!(updated > last_updated, "{updated} after {last_updated}");
         last_updated = updated;
         events.push(d["event"].as_str().unwrap().to_owned());
@@ -257,7 +265,8 @@ async fn fault_switches_do_what_they_say() {
         async move {
             http()
                 .post(url)
-                .header("content-type", "application/json").body(v.to_string())
+                .header("content-type", "application/json")
+                .body(v.to_string())
                 .send()
                 .await
                 .unwrap()
@@ -305,7 +314,12 @@ async fn fault_switches_do_what_they_say() {
     let got = wait_requests(&server, 4, Duration::from_secs(10)).await;
     let updated: Vec<String> = got
         .iter()
-        .map(|r| json_of(r)["data"]["updated_at"].as_str().unwrap().to_owned())
+        .map(|r| {
+            json_of(r)["data"]["updated_at"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert!(updated[0] > updated[1], "{updated:?}");
     assert!(updated[2] > updated[3], "{updated:?}");
@@ -360,7 +374,16 @@ async fn connection_changes_are_connection_events() {
     let set = |status: &str| {
         let url = format!("{}/_sim/connection", sim.url());
         let body = json!({ "status": status });
-        async move { http().post(url).header("content-type", "application/json").body(body.to_string()).send().await.unwrap().status() }
+        async move {
+            http()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     };
     assert_eq!(set("disabled").await, 204);
     assert_eq!(set("disabled").await, 204); // no change, no event
@@ -404,16 +427,30 @@ async fn subscriptions_are_validated_listed_and_deleted() {
     ] {
         let (status, answer) = subscribe(&sim, body.clone()).await;
         assert_eq!(status, 422, "{body} → {answer}");
-        assert_eq!(answer["errors"][0]["source"]["parameter"], parameter, "{answer}");
+        assert_eq!(
+            answer["errors"][0]["source"]["parameter"], parameter,
+            "{answer}"
+        );
         assert!(!answer.to_string().contains("ssssssssss"), "{answer}");
     }
     // Not an object, or a secret of the wrong type: 422 without echoing the value.
-    let (status, answer) = subscribe(&sim, json!({"callback_url": hook, "types": types, "secret": 12345678901234567890u64})).await;
+    let (status, answer) = subscribe(
+        &sim,
+        json!({"callback_url": hook, "types": types, "secret": 12345678901234567890u64}),
+    )
+    .await;
     assert_eq!(status, 422);
-    assert!(!answer.to_string().contains("12345678901234567890"), "{answer}");
+    assert!(
+        !answer.to_string().contains("12345678901234567890"),
+        "{answer}"
+    );
 
     // Without a secret, the simulator makes one and shows it once.
-    let (status, made) = subscribe(&sim, json!({"callback_url": hook, "types": types, "description": "ops"})).await;
+    let (status, made) = subscribe(
+        &sim,
+        json!({"callback_url": hook, "types": types, "description": "ops"}),
+    )
+    .await;
     assert_eq!(status, 201, "{made}");
     let s = &made["webhook_subscription"];
     let secret = s["secret"].as_str().unwrap();
@@ -461,7 +498,14 @@ async fn subscriptions_are_validated_listed_and_deleted() {
     let delete = |id: String| {
         let url = format!("{}/v2/webhook_subscriptions/{id}", sim.url());
         let c = c.clone();
-        async move { c.delete(url).bearer_auth(TOKEN).send().await.unwrap().status() }
+        async move {
+            c.delete(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     };
     assert_eq!(delete(id.to_owned()).await, 204);
     assert_eq!(delete(id.to_owned()).await, 404);
@@ -472,7 +516,11 @@ async fn subscriptions_are_validated_listed_and_deleted() {
 async fn the_in_process_subscription_delivers_like_the_api() {
     let sim = sim().await;
     let server = receiver(200).await;
-    assert!(sim.sim.subscribe_webhook("http://example.com/x", SECRET).is_err());
+    assert!(
+        sim.sim
+            .subscribe_webhook("http://example.com/x", SECRET)
+            .is_err()
+    );
     assert!(
         sim.sim
             .subscribe_webhook(&format!("{}/hook", server.uri()), "short")

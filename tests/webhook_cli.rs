@@ -94,7 +94,10 @@ async fn subscribe_list_delete_with_a_generated_secret() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&secret_file).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&secret_file)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     assert!(!stdout.contains(secret) && !stderr.contains(secret));
@@ -142,7 +145,10 @@ async fn subscribe_list_delete_with_a_generated_secret() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("read from"), "{stdout}");
-    assert_eq!(std::fs::read_to_string(&secret_file).unwrap().trim(), secret);
+    assert_eq!(
+        std::fs::read_to_string(&secret_file).unwrap().trim(),
+        secret
+    );
     assert!(!stdout.contains(secret) && !stderr.contains(secret));
     let second = sim
         .sim
@@ -156,7 +162,10 @@ async fn subscribe_list_delete_with_a_generated_secret() {
     let out = run(&sim, &["list"], &env).await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains(id.as_str()) && stdout.contains(&second.id), "{stdout}");
+    assert!(
+        stdout.contains(id.as_str()) && stdout.contains(&second.id),
+        "{stdout}"
+    );
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
 
     // delete removes one; deleting it again is an API error: one line, exit 1.
@@ -179,7 +188,11 @@ async fn bad_input_exits_2_naming_the_flag() {
     let secret_file = dir.path().join("secret");
     let env = [("QONTO_ACCESS_TOKEN", TOKEN)];
     let long = format!("https://hooks.example.com/{}", "a".repeat(600));
-    for url in ["http://hooks.example.com/webhooks/qonto", "not a url", &long] {
+    for url in [
+        "http://hooks.example.com/webhooks/qonto",
+        "not a url",
+        &long,
+    ] {
         let out = run(
             &sim,
             &[
@@ -196,7 +209,10 @@ async fn bad_input_exits_2_naming_the_flag() {
         assert_eq!(out.status.code(), Some(2), "{url}: {stdout}{stderr}");
         assert!(stderr.contains("--callback-url"), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-        assert!(!secret_file.exists(), "no secret written for a refused command");
+        assert!(
+            !secret_file.exists(),
+            "no secret written for a refused command"
+        );
     }
     // A secret file that holds a short secret is refused and left alone.
     std::fs::write(&secret_file, "too-short\n").unwrap();
@@ -214,15 +230,24 @@ async fn bad_input_exits_2_naming_the_flag() {
     .await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--secret-file") && !stderr.contains("too-short"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), "too-short\n");
+    assert!(
+        stderr.contains("--secret-file") && !stderr.contains("too-short"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret_file).unwrap(),
+        "too-short\n"
+    );
     // No credentials: exit 2; refused credentials: exit 1; both one line.
     let out = run(&sim, &["list"], &[]).await;
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
     let out = run(&sim, &["list"], &[("QONTO_ACCESS_TOKEN", "wrong")]).await;
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("401") && !stderr.contains("wrong"), "{stderr}");
+    assert!(
+        stderr.contains("401") && !stderr.contains("wrong"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(sim.sim.webhook_subscriptions().is_empty());
 }
@@ -230,7 +255,11 @@ async fn bad_input_exits_2_naming_the_flag() {
 #[tokio::test]
 async fn a_refresh_token_is_rotated_and_written_back_with_a_note() {
     let sim = Sim::start(SimConfig {
-        oauth: Some(SimOAuth::new("cli-client", "cli-client-secret", "refresh-0")),
+        oauth: Some(SimOAuth::new(
+            "cli-client",
+            "cli-client-secret",
+            "refresh-0",
+        )),
         ..SimConfig::default()
     })
     .await;
@@ -257,7 +286,10 @@ async fn a_refresh_token_is_rotated_and_written_back_with_a_note() {
     let now = std::fs::read_to_string(&file).unwrap();
     assert_ne!(now.trim(), "refresh-0", "the rotated token is written back");
     assert!(!now.trim().is_empty());
-    assert!(stderr.contains("rotated") && stderr.contains(file.to_str().unwrap()), "{stderr}");
+    assert!(
+        stderr.contains("rotated") && stderr.contains(file.to_str().unwrap()),
+        "{stderr}"
+    );
     assert!(!stderr.contains(now.trim()) && !stdout.contains(now.trim()));
     // The file works for the next run (the exporter would take it up the same way).
     let out = run(

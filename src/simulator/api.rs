@@ -310,7 +310,13 @@ async fn webhook_subscriptions(
             let body = match read_body(req.into_body()).await {
                 Ok(b) => b,
                 Err(e) => {
-                    return error_response(StatusCode::BAD_REQUEST, "bad_request", &e, None, trace_id);
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        &e,
+                        None,
+                        trace_id,
+                    );
                 }
             };
             // serde's message may quote a value (a secret of the wrong type): only its place.
@@ -323,11 +329,15 @@ async fn webhook_subscriptions(
                     )
                 });
             let created = match parsed {
-                Ok(r) => hooks.subscribe(r).map_err(|e| (e.detail, Some(e.parameter))),
+                Ok(r) => hooks
+                    .subscribe(r)
+                    .map_err(|e| (e.detail, Some(e.parameter))),
                 Err(e) => Err((e, None)),
             };
             match created {
-                Ok((s, generated)) => json_response(StatusCode::CREATED, one(&s, generated.as_deref())),
+                Ok((s, generated)) => {
+                    json_response(StatusCode::CREATED, one(&s, generated.as_deref()))
+                }
                 Err((detail, parameter)) => error_response(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "unprocessable_entity",

@@ -408,6 +408,10 @@ pub(crate) struct Store {
     touched: BTreeMap<u32, Option<Status>>,
 }
 
+/// A link a mutation created or changed, as it is after it, with its status before (`None`
+/// for a link created).
+pub(crate) type Observed = (Option<Status>, Link);
+
 /// The net change of one link across one [`Store::mutate`] (which no request sees half done):
 /// what a client reading before and after it can see.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -689,7 +693,7 @@ impl Store {
         m: &Mutation,
         now: i64,
         observe: bool,
-    ) -> (usize, Vec<Change>, Vec<(Option<Status>, Link)>) {
+    ) -> (usize, Vec<Change>, Vec<Observed>) {
         self.touched.clear();
         let n = self.apply_inner(m, now);
         let touched = std::mem::take(&mut self.touched);

@@ -294,9 +294,11 @@ impl Webhooks {
                 format!("give between 1 and {MAX_TYPES} event types"),
             ));
         }
-        if let Some(bad) = req.types.iter().find(|t| {
-            t.is_empty() || t.len() > MAX_TYPE_LEN || t.chars().any(|c| c.is_control())
-        }) {
+        if let Some(bad) = req
+            .types
+            .iter()
+            .find(|t| t.is_empty() || t.len() > MAX_TYPE_LEN || t.chars().any(|c| c.is_control()))
+        {
             let shown: String = bad.chars().take(MAX_TYPE_LEN).collect();
             return Err(invalid("types", format!("{shown:?} is not an event type")));
         }
@@ -720,7 +722,10 @@ mod tests {
 
     #[test]
     fn micro_dates_are_rfc3339() {
-        assert_eq!(rfc3339_micros(1_704_110_400_000_001), "2024-01-01T12:00:00.000001Z");
+        assert_eq!(
+            rfc3339_micros(1_704_110_400_000_001),
+            "2024-01-01T12:00:00.000001Z"
+        );
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000Z");
     }
 

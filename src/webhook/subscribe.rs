@@ -306,8 +306,11 @@ async fn subscribe(a: SubscribeArgs) -> Result<(), WebhookCliError> {
         )
         .await
         .and_then(|answer| {
-            serde_json::from_slice::<OneAnswer>(&answer)
-                .map_err(|_| WebhookCliError::Api("the API answered something that is not a webhook subscription".into()))
+            serde_json::from_slice::<OneAnswer>(&answer).map_err(|_| {
+                WebhookCliError::Api(
+                    "the API answered something that is not a webhook subscription".into(),
+                )
+            })
         });
     client.finish().await;
     let sub = result?.webhook_subscription;
@@ -331,7 +334,9 @@ async fn list(client: &Api) -> Result<(), WebhookCliError> {
         .call(reqwest::Method::GET, "/v2/webhook_subscriptions", None)
         .await?;
     let all: ListAnswer = serde_json::from_slice(&answer).map_err(|_| {
-        WebhookCliError::Api("the API answered something that is not a list of webhook subscriptions".into())
+        WebhookCliError::Api(
+            "the API answered something that is not a list of webhook subscriptions".into(),
+        )
     })?;
     if all.webhook_subscriptions.is_empty() {
         eprintln!("no webhook subscription");
@@ -435,7 +440,12 @@ pub fn generate_secret() -> Secret {
 /// file when `replace_empty`, else only if `path` still does not exist.
 fn write_new_secret(path: &Path, replace_empty: bool) -> Result<SigningSecret, WebhookCliError> {
     use std::io::Write;
-    let fail = |e: std::io::Error| flag("--secret-file", format!("cannot write {}: {e}", path.display()));
+    let fail = |e: std::io::Error| {
+        flag(
+            "--secret-file",
+            format!("cannot write {}: {e}", path.display()),
+        )
+    };
     let secret = generate_secret();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -511,8 +521,14 @@ impl Api {
         add("--qonto.api-url", Some(a.api_url.clone().into()));
         add("--qonto.oauth.token-url", Some(a.token_url.clone().into()));
         if a.config_file.is_none() {
-            add("--qonto.access-token-file", a.access_token_file.clone().map(Into::into));
-            add("--qonto.oauth.client-id", a.client_id.clone().map(Into::into));
+            add(
+                "--qonto.access-token-file",
+                a.access_token_file.clone().map(Into::into),
+            );
+            add(
+                "--qonto.oauth.client-id",
+                a.client_id.clone().map(Into::into),
+            );
             add(
                 "--qonto.oauth.client-secret-file",
                 a.client_secret_file.clone().map(Into::into),
@@ -522,7 +538,10 @@ impl Api {
                 a.refresh_token_file.clone().map(Into::into),
             );
             add("--qonto.login", a.login.clone().map(Into::into));
-            add("--qonto.secret-key-file", a.secret_key_file.clone().map(Into::into));
+            add(
+                "--qonto.secret-key-file",
+                a.secret_key_file.clone().map(Into::into),
+            );
             add(
                 "--qonto.staging-token-file",
                 a.staging_token_file.clone().map(Into::into),
@@ -575,7 +594,8 @@ impl Api {
                 refresh_token,
                 token_url,
             } => {
-                let endpoint = TokenEndpoint::new(http.clone(), token_url, client_id, client_secret);
+                let endpoint =
+                    TokenEndpoint::new(http.clone(), token_url, client_id, client_secret);
                 let rotations = std::sync::Arc::new(Rotations::default());
                 let session = std::sync::Arc::new(OAuthSession::new(
                     endpoint,
@@ -654,10 +674,7 @@ impl Api {
             if status.is_success() {
                 return Ok(answer.unwrap_or_default());
             }
-            let detail = answer
-                .as_deref()
-                .map(api_error_text)
-                .unwrap_or_default();
+            let detail = answer.as_deref().map(api_error_text).unwrap_or_default();
             return Err(WebhookCliError::Api(format!(
                 "{method} {path}: the API answered {status}{detail}"
             )));
