@@ -539,3 +539,75 @@ async fn the_in_process_subscription_delivers_like_the_api() {
     assert_eq!(e["data"]["status"], "expired");
     assert_eq!(e["data"]["event"], "updated");
 }
+
+#[tokio::test]
+async fn simulate_subscribes_at_start_from_its_flags() {
+    use common::BIN;
+    use common::servers::Daemon;
+    let server = receiver(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let args: Vec<String> = [
+        "simulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--links",
+        "10",
+        "--evolve-every",
+        "off",
+        "--webhook-url",
+        &format!("{}/hook", server.uri()),
+        "--webhook-secret-file",
+        secret_file.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut daemon = Daemon::spawn("simulate", std::path::Path::new(BIN), &args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        if let Some(u) = daemon
+            .logs()
+            .lines()
+            .find_map(|l| l.strip_prefix("listening on "))
+        {
+            break u.to_owned();
+        }
+        daemon.assert_running();
+        assert!(Instant::now() < deadline, "simulate did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let status = http()
+        .post(format!("{url}/_sim/mutate"))
+        .body(r#"{"kind":"create","count":1}"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let got = wait_requests(&server, 1, Duration::from_secs(10)).await;
+    verify(&got[0], SECRET);
+    assert_eq!(json_of(&got[0])["data"]["event"], "created");
+    assert!(!daemon.logs().contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_its_oldest_events_and_counts_them() {
+    use qonto_exporter::simulator::WEBHOOK_QUEUE_CAPACITY;
+    let sim = sim().await;
+    // Nobody listens: nothing is delivered, and the API never waits for the deliveries.
+    let port = common::free_port();
+    sim.sim
+        .subscribe_webhook(&format!("http://127.0.0.1:{port}/hook"), SECRET)
+        .unwrap();
+    let extra = 500;
+    let started = Instant::now();
+    sim.sim
+        .mutate(Mutation::Create(WEBHOOK_QUEUE_CAPACITY + extra));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let s = sim.sim.webhook_stats();
+    assert_eq!(s.sent, (WEBHOOK_QUEUE_CAPACITY + extra) as u64);
+    // Made in one change, under one lock: the task could take none before the queue filled.
+    assert_eq!(s.overflowed, extra as u64);
+}

@@ -308,3 +308,45 @@ async fn a_refresh_token_is_rotated_and_written_back_with_a_note() {
     .await;
     assert!(out.status.success(), "{:?}", text(&out));
 }
+
+#[tokio::test]
+async fn config_file_organizations_use_their_own_credentials() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("organizations.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "organizations:\n  - name: acme\n    api_url: {url}\n    access_token_env: TOKEN_ACME\n  - name: globex\n    api_url: {url}\n    access_token_env: TOKEN_GLOBEX\n",
+            url = sim.url()
+        ),
+    )
+    .unwrap();
+    let env = [("TOKEN_ACME", TOKEN), ("TOKEN_GLOBEX", "not-the-token")];
+    let config = config.to_str().unwrap();
+    let with = |org: &'static str| ["list", "--config.file", config, "--organization", org];
+    let out = run(&sim, &with("acme"), &env).await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = run(&sim, &with("globex"), &env).await;
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let out = run(&sim, &with("initech"), &env).await;
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("initech"), "{stderr}");
+    // --config.file and credential flags do not mix.
+    let out = run(
+        &sim,
+        &[
+            "list",
+            "--config.file",
+            config,
+            "--organization",
+            "acme",
+            "--qonto.access-token-file",
+            config,
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+}

@@ -64,9 +64,10 @@ pub use request_log::{RequestLog, RequestRecord, WindowPeak, max_in_window};
 pub use stats::{SimCreated, SimStats, SimTransition, SimTransitions};
 pub use variants::{DateForm, SpecVariants};
 pub use webhooks::{
-    CONNECTIONS as WEBHOOK_CONNECTIONS, PAYMENT_LINKS as WEBHOOK_PAYMENT_LINKS, SubscriptionError,
-    WebhookFaults, WebhookStats, WebhookSubscription, check_callback_url,
-    generate_secret as generate_webhook_secret, signature as webhook_signature,
+    CONNECTIONS as WEBHOOK_CONNECTIONS, PAYMENT_LINKS as WEBHOOK_PAYMENT_LINKS,
+    QUEUE_CAPACITY as WEBHOOK_QUEUE_CAPACITY, SubscriptionError, WebhookFaults, WebhookStats,
+    WebhookSubscription, check_callback_url, generate_secret as generate_webhook_secret,
+    signature as webhook_signature,
 };
 
 use api::lock;

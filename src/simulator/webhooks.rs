@@ -49,7 +49,7 @@ pub const SECRET_LEN: std::ops::RangeInclusive<usize> = 32..=128;
 /// Attempts per delivery, the first included.
 pub const MAX_ATTEMPTS: u32 = 8;
 /// Events waiting to be sent, per organisation, before the oldest is dropped.
-pub const QUEUE_CAPACITY: usize = 100_000;
+pub const QUEUE_CAPACITY: usize = 20_000;
 /// Subscriptions per organisation (a bound on the work one change makes).
 pub const MAX_SUBSCRIPTIONS: usize = 100;
 /// Timeout of one delivery attempt: Qonto's callbacks must answer within 1 s.
