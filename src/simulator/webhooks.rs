@@ -151,8 +151,8 @@ fn invalid(parameter: &'static str, detail: impl Into<String>) -> SubscriptionEr
     }
 }
 
-/// The body of `POST /v2/webhook_subscriptions`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v2/webhook_subscriptions`. No `Debug`: it holds the secret.
+#[derive(Deserialize)]
 pub(crate) struct SubscriptionRequest {
     pub(crate) callback_url: String,
     pub(crate) types: Vec<String>,
