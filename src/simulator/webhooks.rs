@@ -5,9 +5,9 @@
 //!
 //! Each organisation has its own [`Webhooks`]: its subscriptions, its fault switches and seeded
 //! random stream, its delivery counters and a bounded queue of events waiting to be sent. Events
-//! are made where the data changes (`Org::mutate`, the connection switch), under the store's
-//! lock, so their `updated_at` follow the order of the changes; making one only pushes onto the
-//! queue, so no API handler and no evolution step ever waits for a delivery. A full queue drops
+//! are made where the data changes: link events in `Org::mutate`, under the store's lock, so
+//! their `updated_at` follow the order of the changes; connection events where the connection
+//! status is switched. Making one only pushes onto the queue, so no API handler and no evolution step ever waits for a delivery. A full queue drops
 //! its oldest event and counts it (`overflowed`).
 //!
 //! One delivery task per organisation ([`run`], started with the listener) sends the queue in
