@@ -3531,8 +3531,11 @@ fn webhooks_ingress_routes_only_to_the_webhook_port_over_tls() {
     }
 }
 
-/// The admitted (namespace, pod) label pairs of a NetworkPolicy rule, and its ports by name.
-fn policy_rules(policy: &Value) -> Vec<(Vec<(Value, Value)>, Vec<String>)> {
+/// A NetworkPolicy peer: its namespace and pod `matchLabels`.
+type Peer = (Value, Value);
+
+/// The admitted peers of each rule of a NetworkPolicy, and its ports by name.
+fn policy_rules(policy: &Value) -> Vec<(Vec<Peer>, Vec<String>)> {
     policy["spec"]["ingress"]
         .as_array()
         .expect("ingress rules")
@@ -3587,7 +3590,7 @@ fn webhooks_network_policy_admits_the_ingress_controller_to_the_webhook_port_onl
     assert_eq!(policies.len(), 2, "the base's policy and the webhooks one");
     let readme = read(&repo().join("README.md"));
     let monitoring = find(&applied_set(), "NetworkPolicy", "qonto-exporter").clone();
-    let prometheus_peers: Vec<(Value, Value)> = policy_rules(&monitoring)
+    let prometheus_peers: Vec<Peer> = policy_rules(&monitoring)
         .into_iter()
         .flat_map(|(peers, _)| peers)
         .collect();
