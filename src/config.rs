@@ -182,6 +182,22 @@ pub struct RunArgs {
         value_name = "PATH"
     )]
     pub web_config_file: Option<PathBuf>,
+    /// Address of the webhook receiver (off unless given): its own listener, as it faces the internet while the metrics stay internal; `:PORT` means every interface. Needs --webhook.secret-file or QONTO_WEBHOOK_SECRET.
+    #[arg(long = "webhook.listen-address", env = "QONTO_WEBHOOK_LISTEN_ADDRESS", value_parser = parse_listen, value_name = "ADDR")]
+    pub webhook_listen_address: Option<SocketAddr>,
+    /// Path Qonto delivers to: PATH/ORGANIZATION routes to that organisation, PATH alone to the only one configured.
+    #[arg(long = "webhook.path", env = "QONTO_WEBHOOK_PATH", default_value = DEFAULT_WEBHOOK_PATH, value_parser = parse_webhook_path, value_name = "PATH")]
+    pub webhook_path: String,
+    /// File of the webhook subscription secrets, one a line (two during a rotation; blank lines and # comments skipped), re-read when it changes (or set QONTO_WEBHOOK_SECRET to the secret).
+    #[arg(long = "webhook.secret-file", value_name = "PATH")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// exporter-toolkit web config YAML file for the webhook listener: TLS and headers (basic_auth_users is refused: Qonto sends no credentials).
+    #[arg(
+        long = "webhook.web-config.file",
+        env = "QONTO_WEBHOOK_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub webhook_web_config_file: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long = "log.level", env = "QONTO_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"], value_name = "LEVEL")]
     pub log_level: String,
@@ -228,6 +244,21 @@ impl CredentialSource {
             CredentialSource::OAuth { client_id, .. } => vec!["oauth", client_id],
         }
     }
+}
+
+/// `--webhook.path`'s default.
+pub const DEFAULT_WEBHOOK_PATH: &str = "/webhooks/qonto";
+
+/// The webhook receiver's settings, resolved and loaded (see [`RunArgs::webhook`]).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub listen_address: SocketAddr,
+    /// `--webhook.path`, without a trailing slash.
+    pub path: String,
+    /// The secrets, kept current from `--webhook.secret-file` while the receiver runs.
+    pub secrets: std::sync::Arc<crate::webhook::secrets::WebhookSecrets>,
+    /// TLS and headers of `--webhook.web-config.file`; never basic auth.
+    pub web: Option<std::sync::Arc<crate::webconfig::WebConfig>>,
 }
 
 /// A configuration error: one line, naming the flag or variable.
@@ -343,6 +374,64 @@ impl RunArgs {
         Err(err(
             "no credentials: set OAuth (--qonto.oauth.client-id, QONTO_OAUTH_CLIENT_SECRET, --qonto.oauth.refresh-token-file), an API key (--qonto.login, QONTO_SECRET_KEY) or QONTO_ACCESS_TOKEN; or run with --demo",
         ))
+    }
+
+    /// The webhook receiver's settings: `None` without `--webhook.listen-address`. Reads the
+    /// secrets and the web config now, so a mistake stops the start (exit 2).
+    pub fn webhook(&self) -> Result<Option<WebhookConfig>, ConfigError> {
+        self.webhook_with(std::env::var("QONTO_WEBHOOK_SECRET").ok())
+    }
+
+    /// [`RunArgs::webhook`] with the value of `QONTO_WEBHOOK_SECRET` given (tests).
+    pub fn webhook_with(
+        &self,
+        secret_value: Option<String>,
+    ) -> Result<Option<WebhookConfig>, ConfigError> {
+        use crate::webhook::secrets::WebhookSecrets;
+        let Some(listen_address) = self.webhook_listen_address else {
+            return Ok(None);
+        };
+        if listen_address == self.listen_address {
+            return Err(err(format!(
+                "--webhook.listen-address: {listen_address} is also --web.listen-address; the webhook receiver needs its own port"
+            )));
+        }
+        let secret_value = secret_value.filter(|v| !v.trim().is_empty());
+        let secrets = match (&self.webhook_secret_file, secret_value) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "--webhook.secret-file and QONTO_WEBHOOK_SECRET are both set; give the secrets in one place",
+                ));
+            }
+            (Some(path), None) => WebhookSecrets::from_file(path)
+                .map_err(|e| err(format!("--webhook.secret-file: {e}")))?,
+            (None, Some(v)) => WebhookSecrets::from_value(&Secret::new(v))
+                .map_err(|e| err(format!("QONTO_WEBHOOK_SECRET: {e}")))?,
+            (None, None) => {
+                return Err(err(
+                    "--webhook.listen-address needs the webhook secret: --webhook.secret-file (one secret per line) or QONTO_WEBHOOK_SECRET",
+                ));
+            }
+        };
+        let web = match &self.webhook_web_config_file {
+            None => None,
+            Some(path) => {
+                let w = crate::webconfig::WebConfig::load(path)
+                    .map_err(|e| err(format!("--webhook.web-config.file: {e}")))?;
+                if w.requires_auth() {
+                    return Err(err(
+                        crate::webhook::receiver::WebhookError::BasicAuth.to_string()
+                    ));
+                }
+                Some(std::sync::Arc::new(w))
+            }
+        };
+        Ok(Some(WebhookConfig {
+            listen_address,
+            path: self.webhook_path.clone(),
+            secrets: std::sync::Arc::new(secrets),
+            web,
+        }))
     }
 
     /// The staging token, if any.
@@ -530,6 +619,20 @@ fn parse_path(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// `--webhook.path`: absolute, not `/`, no trailing slash (organisations are appended as
+/// `/NAME`), no query or fragment.
+fn parse_webhook_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/')
+        || s.ends_with('/')
+        || s.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+    {
+        return Err(
+            "must start with /, not end with / (organisations are appended as /NAME), and hold no space, ? or #".into(),
+        );
+    }
+    Ok(s.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,5 +795,94 @@ mod tests {
         );
         let cli = parse(&["--demo", "--qonto.access-token-file", tok]).unwrap();
         assert!(cli.run.credentials().unwrap_err().0.contains("--demo"));
+    }
+
+    #[test]
+    fn webhook_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::write(&secrets, "# rotation\nold-secret\nnew-secret\n").unwrap();
+        let secrets = secrets.to_str().unwrap();
+        // Off by default, whatever else is given.
+        let cli = parse(&["--demo", "--webhook.secret-file", secrets]).unwrap();
+        assert!(cli.run.webhook_with(None).unwrap().is_none());
+        assert_eq!(cli.run.webhook_path, "/webhooks/qonto");
+        let cli = parse(&[
+            "--demo",
+            "--webhook.listen-address",
+            "127.0.0.1:9999",
+            "--webhook.secret-file",
+            secrets,
+        ])
+        .unwrap();
+        let w = cli.run.webhook_with(None).unwrap().unwrap();
+        assert_eq!(w.listen_address.port(), 9999);
+        assert_eq!(w.secrets.len(), 2);
+        assert!(!format!("{w:?}").contains("secret\""));
+        assert!(!format!("{w:?}").contains("new-secret"));
+        // No secret: one line naming the flag.
+        let cli = parse(&["--demo", "--webhook.listen-address", ":9999"]).unwrap();
+        let e = cli.run.webhook_with(None).unwrap_err().0;
+        assert!(
+            e.contains("--webhook.secret-file") && !e.contains('\n'),
+            "{e}"
+        );
+        let w = cli
+            .run
+            .webhook_with(Some("test-secret".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.secrets.len(), 1);
+        // Both: refused, quoting no secret.
+        let cli = parse(&[
+            "--demo",
+            "--webhook.listen-address",
+            ":9999",
+            "--webhook.secret-file",
+            secrets,
+        ])
+        .unwrap();
+        let e = cli.run.webhook_with(Some("S3CR3T".into())).unwrap_err().0;
+        assert!(e.contains("both") && !e.contains("S3CR3T"), "{e}");
+        // The port of /metrics.
+        let cli = parse(&["--demo", "--webhook.listen-address", ":10157"]).unwrap();
+        let e = cli.run.webhook_with(Some("s".into())).unwrap_err().0;
+        assert!(e.contains("its own port"), "{e}");
+        for bad in ["webhooks", "/webhooks/", "/", "/a b", "/a?b"] {
+            let e = parse(&["--demo", "--webhook.path", bad]).unwrap_err();
+            assert!(e.to_string().contains("--webhook.path"), "{e}");
+        }
+        let e = parse(&["--demo", "--webhook.listen-address", "nowhere"]).unwrap_err();
+        assert!(e.to_string().contains("--webhook.listen-address"), "{e}");
+    }
+
+    #[test]
+    fn a_webhook_web_config_with_basic_auth_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path().join("web.yml");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&web, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+        let cli = parse(&[
+            "--demo",
+            "--webhook.listen-address",
+            ":9999",
+            "--webhook.web-config.file",
+            web.to_str().unwrap(),
+        ])
+        .unwrap();
+        let e = cli.run.webhook_with(Some("s".into())).unwrap_err().0;
+        assert!(
+            e.contains("basic_auth_users") && e.contains("--webhook.web-config.file"),
+            "{e}"
+        );
+        std::fs::write(&web, "").unwrap();
+        assert!(
+            cli.run
+                .webhook_with(Some("s".into()))
+                .unwrap()
+                .unwrap()
+                .web
+                .is_some()
+        );
     }
 }

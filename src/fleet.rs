@@ -115,6 +115,8 @@ pub struct Common {
     pub api_note: Option<&'static str>,
     /// One HTTP client (one connection pool) for every organisation and token endpoint.
     pub http: reqwest::Client,
+    /// Where the webhook receiver routes each organisation's events, when it runs.
+    pub webhooks: Option<Arc<crate::webhook::receiver::Router>>,
 }
 
 /// Reads the configuration again, for a reload.
@@ -219,6 +221,11 @@ impl Fleet {
         // organisation starts again only once its old poller has stopped and its OAuth session
         // has written its last token: two sessions must never rotate one refresh token.
         if !leaving.is_empty() {
+            if let Some(router) = &self.common.webhooks {
+                for r in &leaving {
+                    router.remove(&r.view.name);
+                }
+            }
             self.publish_view();
             stop_all(leaving).await;
         }
@@ -296,9 +303,23 @@ impl Fleet {
                 timeout: self.common.poll_timeout,
                 max_rewalks: 2,
             },
-            metrics,
-            shared,
+            metrics.clone(),
+            shared.clone(),
         );
+        if let Some(router) = &self.common.webhooks {
+            let events = crate::events::EventState::new(crate::events::OverlayConfig {
+                windows: self.common.windows.clone(),
+                limits: self.common.limits,
+                aging: self.common.aging.clone(),
+            });
+            let (inbox, queue) = mpsc::channel(crate::webhook::QUEUE_CAPACITY);
+            router.insert(&org.name, inbox, metrics.webhook.clone());
+            tokio::spawn(
+                crate::events::run(events.clone(), queue, shared, metrics, stop_rx.clone())
+                    .instrument(tracing::info_span!("events", organization = %org.name)),
+            );
+            poller = poller.with_events(events);
+        }
         let storage = self
             .common
             .storage

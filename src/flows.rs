@@ -199,6 +199,39 @@ impl Created {
     }
 }
 
+/// Whether the poll that built `memory` did not know the link `hash`: not live, not among the
+/// recent terminal links it held, not of a status the exporter does not know. (Older terminal
+/// links are not remembered one by one: pair this with [`created_since`].)
+fn unknown_to(memory: &Memory, flows: &FlowMemory, hash: u64) -> bool {
+    memory
+        .live
+        .binary_search_by_key(&hash, |(h, _)| *h)
+        .is_err()
+        && flows
+            .recent
+            .binary_search_by_key(&hash, |(h, _)| *h)
+            .is_err()
+        && memory.unknown.ids.binary_search(&hash).is_err()
+}
+
+/// Whether a link was certainly created after the poll that started at `polled_at`, less
+/// [`CREATED_ALLOWANCE`].
+fn created_since(c: Created, polled_at: i64) -> bool {
+    c.latest > polled_at.saturating_sub(CREATED_ALLOWANCE)
+}
+
+/// Whether a link is a newcomer since the poll that built `memory`: unknown to it and certainly
+/// created after it started (less the allowance). Such a link was in no status that poll held,
+/// wherever it is now. `false` for a memory without flows (a state file written before them),
+/// and for a `created_at` that is missing, unusable or more than a day ahead of `now`.
+pub(crate) fn newcomer(memory: &Memory, hash: u64, created_at: Option<&str>, now: i64) -> bool {
+    let Some(flows) = &memory.flows else {
+        return false;
+    };
+    unknown_to(memory, flows, hash)
+        && Created::read(created_at, now).is_some_and(|c| created_since(c, memory.polled_at))
+}
+
 /// The previous poll, as far as flows need it.
 struct Prev<'m> {
     memory: &'m Memory,
@@ -272,22 +305,11 @@ impl<'m> FlowTally<'m> {
             } else {
                 OPEN
             }
-        } else if prev
-            .flows
-            .recent
-            .binary_search_by_key(&hash, |(h, _)| *h)
-            .is_ok()
-            || prev.memory.unknown.ids.binary_search(&hash).is_ok()
-        {
+        } else if !unknown_to(prev.memory, prev.flows, hash) {
             return;
         } else {
             match created() {
-                Some(c)
-                    if self.fresh
-                        && c.latest > prev.memory.polled_at.saturating_sub(CREATED_ALLOWANCE) =>
-                {
-                    NEW
-                }
+                Some(c) if self.fresh && created_since(c, prev.memory.polled_at) => NEW,
                 _ => return,
             }
         };

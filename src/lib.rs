@@ -1,6 +1,7 @@
 //! qonto-exporter: a Prometheus exporter for Qonto payment links.
 pub mod aggregate;
 pub mod config;
+pub mod events;
 pub mod fleet;
 pub mod flows;
 pub mod healthcheck;

@@ -198,6 +198,35 @@ async fn run(args: RunArgs) -> ExitCode {
             ));
         }
     };
+    // The webhook receiver: off unless asked for; the demo runs one on loopback (its own
+    // simulator delivers to it), so the demo's figures move in real time.
+    let webhook = match args.webhook() {
+        Ok(Some(w)) => Some(w),
+        Ok(None) if demo_asked => match demo_webhook() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("qonto-exporter: demo webhook secret: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Ok(None) => None,
+        Err(e) => return usage_error(e),
+    };
+    let webhook = match webhook {
+        Some(w) => match server::bind(w.listen_address) {
+            Ok(l) => Some((l, w)),
+            Err(e) => {
+                return usage_error(format!(
+                    "--webhook.listen-address: cannot listen on {}: {e}",
+                    w.listen_address
+                ));
+            }
+        },
+        None => None,
+    };
+    let router = webhook
+        .as_ref()
+        .map(|(_, w)| qonto_exporter::webhook::receiver::Router::new(&w.path));
     let storage = match &args.storage_path {
         Some(_) if demo_asked => {
             return usage_error(
@@ -263,6 +292,7 @@ async fn run(args: RunArgs) -> ExitCode {
             shard,
             api_note: demo.is_some().then_some("demo organisation"),
             http,
+            webhooks: router.clone(),
         },
         budget.clone(),
         process.clone(),
@@ -328,7 +358,30 @@ async fn run(args: RunArgs) -> ExitCode {
             .await
             .map(|ok| kept.store(ok, Ordering::SeqCst))
     });
-    let server_task = tokio::spawn(server::serve(listener, app, shutdown_tx.subscribe()));
+    let web = server::serve(listener, app, shutdown_tx.subscribe());
+    let receiver = match (webhook, router) {
+        (Some((l, cfg)), Some(router)) => {
+            tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), path = %cfg.path, "webhook receiver started");
+            Some(qonto_exporter::webhook::receiver::serve(
+                l,
+                cfg,
+                router,
+                shutdown_tx.subscribe(),
+            ))
+        }
+        _ => None,
+    };
+    // Either listener failing ends the process (the supervisor reports it).
+    let server_task = tokio::spawn(async move {
+        match receiver {
+            Some(r) => tokio::try_join!(
+                async { web.await.map_err(|e| e.to_string()) },
+                async { r.await.map_err(|e| e.to_string()) },
+            )
+            .map(|_| ()),
+            None => web.await.map_err(|e| e.to_string()),
+        }
+    });
     let outcome = supervise(
         fleet_task,
         server_task,
@@ -349,6 +402,23 @@ async fn run(args: RunArgs) -> ExitCode {
         // Already logged by the supervisor.
         Outcome::Unexpected { .. } => ExitCode::FAILURE,
     }
+}
+
+/// The demo's webhook receiver: loopback, a port the system picks, a fresh random secret.
+fn demo_webhook()
+-> Result<qonto_exporter::config::WebhookConfig, qonto_exporter::webhook::secrets::SecretsError> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(qonto_exporter::config::WebhookConfig {
+        listen_address: ([127, 0, 0, 1], 0).into(),
+        path: qonto_exporter::config::DEFAULT_WEBHOOK_PATH.to_owned(),
+        secrets: Arc::new(
+            qonto_exporter::webhook::secrets::WebhookSecrets::from_value(&Secret::new(secret))?,
+        ),
+        web: None,
+    })
 }
 
 /// SIGHUP asks for a reload of `--config.file`, as it does of Prometheus's configuration. A

@@ -60,6 +60,7 @@ pub struct SelfMetrics {
     pub normalized_values: IntCounterVec,
     pub resync_corrections: IntCounterVec,
     pub resync_checks: IntCounter,
+    pub webhook_polls_settled: IntCounter,
     pub excluded_links: Gauge,
     pub snapshot_restored: Gauge,
     pub state_write_failures: IntCounter,
@@ -78,6 +79,8 @@ pub struct SelfMetrics {
     pub payment_reads_skipped: IntCounter,
     /// Links created, status transitions and time to pay (see [`crate::flows`]).
     pub flows: crate::flows::FlowMetrics,
+    /// The webhook receiver's counts and the last event's time (see [`crate::webhook`]).
+    pub webhook: crate::webhook::metrics::WebhookMetrics,
 }
 
 impl std::fmt::Debug for SelfMetrics {
@@ -213,6 +216,10 @@ impl SelfMetrics {
         for s in crate::aggregate::TERMINAL_STATUSES {
             resync_corrections.with_label_values(&[s]);
         }
+        let webhook_polls_settled = counter(
+            "qonto_exporter_webhook_polls_settled_total",
+            "Incremental polls in which some terminal status (paid, expired, canceled) grew and webhook events named every newcomer, so no terminal listing was read (only with --webhook.listen-address).",
+        );
         let resync_checks = counter(
             "qonto_exporter_resync_checks_total",
             "Full resyncs that checked the links the incremental polls had carried (skipped when the listing moved during the walk or the previous poll).",
@@ -262,6 +269,7 @@ impl SelfMetrics {
             "Connection status checks that failed (the API's answer, or an unusable status); qonto_payment_links_connection_status keeps the last known status, and the links figures are not affected.",
         );
         let flows = crate::flows::FlowMetrics::new(&registry);
+        let webhook = crate::webhook::metrics::WebhookMetrics::new(&registry);
         let payments = IntCounterVec::new(
             Opts::new(
                 "qonto_payment_links_payments_total",
@@ -291,6 +299,7 @@ impl SelfMetrics {
             payment_read_failures,
             payment_reads_skipped,
             flows,
+            webhook,
             organization: organization.to_owned(),
             connection_status,
             connection_checks,
@@ -304,6 +313,7 @@ impl SelfMetrics {
             normalized_values,
             resync_corrections,
             resync_checks,
+            webhook_polls_settled,
             excluded_links,
             snapshot_restored,
             state_write_failures,

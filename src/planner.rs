@@ -318,6 +318,9 @@ pub(crate) struct Tally<'m> {
     /// Links created and status transitions (see [`crate::flows`]); off until
     /// [`Tally::with_flows`].
     pub(crate) flows: FlowTally<'m>,
+    /// The open and processing links counted, kept whole when webhooks need them (see
+    /// [`crate::events`]); `None` otherwise.
+    pub(crate) live_links: Option<Vec<Link<'static>>>,
 }
 
 impl<'m> Tally<'m> {
@@ -354,12 +357,19 @@ impl<'m> Tally<'m> {
             before_prev: Groups::default(),
             resync,
             flows: FlowTally::default(),
+            live_links: None,
         }
     }
 
     /// Counts flows against `memory` (the previous poll's) for a poll started at `now`.
     pub(crate) fn with_flows(mut self, memory: Option<&'m Memory>, now: OffsetDateTime) -> Self {
         self.flows = FlowTally::new(memory, now);
+        self
+    }
+
+    /// Keeps the open and processing links counted, whole (webhooks overlay events on them).
+    pub(crate) fn keeping_live_links(mut self, keep: bool) -> Self {
+        self.live_links = keep.then(Vec::new);
         self
     }
 
@@ -441,6 +451,11 @@ impl<'m> Tally<'m> {
                     });
                 }
                 if !TERMINAL_STATUSES.contains(&&*data.status) {
+                    if let Some(kept) = &mut self.live_links {
+                        if LIVE_STATUSES.contains(&&*data.status) {
+                            kept.push(owned(link));
+                        }
+                    }
                     self.remember(&data.status, data.id, data.expiration, id_key);
                 } else if let Some(now) = self.now {
                     self.terminal(link, &data, now, id_key);
@@ -545,6 +560,22 @@ impl<'m> Tally<'m> {
                 last.detail = Some(truncate(&m.error, 200).to_owned());
             }
         }
+    }
+}
+
+/// A link that outlives its page.
+pub(crate) fn owned(link: &Link<'_>) -> Link<'static> {
+    use std::borrow::Cow::Owned;
+    Link {
+        id: Owned(link.id.to_string()),
+        status: Owned(link.status.to_string()),
+        expiration_date: link.expiration_date.as_ref().map(|d| Owned(d.to_string())),
+        created_at: link.created_at.as_ref().map(|d| Owned(d.to_string())),
+        amount: crate::qonto::model::Amount {
+            value: Owned(link.amount.value.to_string()),
+            currency: Owned(link.amount.currency.to_string()),
+        },
+        resource_type: Owned(link.resource_type.to_string()),
     }
 }
 

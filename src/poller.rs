@@ -23,6 +23,7 @@ use crate::aggregate::{
     parse_date,
 };
 use crate::metrics::SelfMetrics;
+use crate::events::{Joined, joined};
 use crate::planner::{
     Counts, Groups, IdKey, Invalid, LIVE_STATUSES, Memory, StatusPlan, Tally, Walked, after_find,
     check_counts, excluded_links, full_due, next_memory, plan_status, resync_differences, truncate,
@@ -96,6 +97,8 @@ pub struct Poller {
     /// Until when the connection check, and the payments, wait after a refusal.
     connection_refused_until: Option<Instant>,
     payments_refused_until: Option<Instant>,
+    /// Webhook events between polls, when the receiver routes this organisation.
+    events: Option<Arc<crate::events::EventState>>,
 }
 
 /// What one complete poll collected.
@@ -107,6 +110,8 @@ struct Collected {
     pages: u64,
     /// Whether every link was walked.
     full: bool,
+    /// The open and processing links, kept whole for the webhook overlay.
+    live_links: Option<Vec<crate::qonto::model::Link<'static>>>,
 }
 
 /// What `find_moved` did.
@@ -161,7 +166,15 @@ impl Poller {
             payment_methods: HashSet::new(),
             connection_refused_until: None,
             payments_refused_until: None,
+            events: None,
         }
+    }
+
+    /// Lets webhook events move the figures between polls and spare terminal walks (see
+    /// [`crate::events`]).
+    pub fn with_events(mut self, events: Arc<crate::events::EventState>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Polls until `shutdown` turns true. The first poll starts at once.
@@ -385,6 +398,9 @@ impl Poller {
         let requests_before = self.client.requests_sent();
         self.metrics.polls.inc();
         self.set_status(|s| s.in_progress_since = Some(SystemTime::now()));
+        if let Some(events) = &self.events {
+            events.begin_poll();
+        }
         let now = OffsetDateTime::now_utc();
         let result = match tokio::time::timeout(self.cfg.timeout, self.collect(now)).await {
             Ok(r) => r,
@@ -400,6 +416,7 @@ impl Poller {
                 mut flows,
                 pages,
                 full,
+                live_links,
             }) => {
                 let links = snapshot.unique_links;
                 let finished_at = SystemTime::now();
@@ -415,7 +432,17 @@ impl Poller {
                     },
                     self.metrics.organization(),
                 ));
-                self.shared.published.store(Some(published.clone()));
+                match (&self.events, live_links, &self.memory) {
+                    (Some(events), Some(live), Some(memory)) => events.publish_poll(
+                        &self.shared,
+                        crate::events::Base {
+                            published: published.clone(),
+                            live: live.into_iter().map(|l| (l.id.to_string(), l)).collect(),
+                            memory: memory.clone(),
+                        },
+                    ),
+                    _ => self.shared.published.store(Some(published.clone())),
+                }
                 self.metrics.snapshot_restored.set(0.0);
                 self.metrics.up.set(1.0);
                 self.metrics.last_success.set(unix(finished_at));
@@ -604,7 +631,8 @@ impl Poller {
                     self.memory.as_ref(),
                     full && incremental,
                 )
-                .with_flows(self.memory.as_ref(), now),
+                .with_flows(self.memory.as_ref(), now)
+                .keeping_live_links(self.events.is_some()),
             );
             let id_key = &self.id_key;
             let on_page = |page: &Page<'_>| {
@@ -705,12 +733,15 @@ impl Poller {
             // Flows are counted for exactly the poll whose memory advances here (recorded by
             // `poll_once` once published, after the payments of the links paid are read).
             let flows = std::mem::take(&mut t.flows.events);
+            let live_links = t.live_links.take();
+            drop(t);
             self.memory = Some(memory);
             return Ok(Collected {
                 snapshot,
                 flows,
                 pages,
                 full,
+                live_links,
             });
         }
     }
@@ -749,17 +780,29 @@ impl Poller {
         let live_duplicates = tally.lock().unwrap_or_else(|p| p.into_inner()).duplicates;
         // Links live last poll and gone from the live listing now have moved to a terminal
         // status: the candidates for the terminal statuses whose counts grew.
-        let mut vanished: HashMap<u64, i64> = {
+        // The webhook ledger is read before any count is probed: an event received now was
+        // in its status at the probe (see `crate::events`).
+        let ledger = self.events.as_ref().map(|e| e.terminal());
+        let (mut vanished, mut joined): (HashMap<u64, i64>, HashMap<&'static str, Joined>) = {
             let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
             // Sorted in place (no copy: at a million links the live set is megabytes).
             t.live.sort_unstable();
-            memory
+            let now = t.now.map_or(memory.polled_at, |n| n.unix_timestamp());
+            let joined = ledger
+                .iter()
+                .flatten()
+                .map(|(s, links)| (*s, joined(links, memory, &t.live, &self.id_key, now)))
+                .collect();
+            let vanished = memory
                 .live
                 .iter()
                 .filter(|(h, _)| t.live.binary_search_by_key(h, |(l, _)| *l).is_err())
                 .copied()
-                .collect()
+                .collect();
+            (vanished, joined)
         };
+        // Whether some terminal status grew, and whether any was read rather than settled.
+        let (mut grew, mut read_terminal) = (false, false);
         // All counts first: if the parts do not add up to the whole, nothing is walked.
         let mut counts = Vec::with_capacity(TERMINAL_STATUSES.len());
         for status in TERMINAL_STATUSES {
@@ -793,6 +836,25 @@ impl Poller {
         let mut terminal = BTreeMap::new();
         for (status, n) in counts {
             let remembered = memory.terminal.get(status);
+            grew |= remembered.is_none_or(|m| n != m.count);
+            if let (Some(m), Some(j)) = (remembered, joined.remove(status)) {
+                let newcomers = (j.add.len() as u64).saturating_add(j.after_walk);
+                if newcomers > 0 && m.count.checked_add(newcomers) == Some(n) {
+                    // Every newcomer is known from events: no page of this status is read.
+                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    let dropped = t.agg.carry(status, &m.rows);
+                    if dropped > 0 {
+                        tracing::warn!(status, dropped, "carried links over the label ceiling dropped");
+                    }
+                    for l in &j.add {
+                        vanished.remove(&self.id_key.hash_one(&l.id));
+                        t.link(&l.link(), &self.id_key);
+                    }
+                    terminal.insert(status, m.count + j.add.len() as u64);
+                    continue;
+                }
+            }
+            read_terminal |= remembered.is_none_or(|m| n != m.count);
             let carry = |tally: &Mutex<Tally<'_>>| {
                 let rows = remembered.map(|m| m.rows.as_slice()).unwrap_or_default();
                 tally
@@ -845,6 +907,9 @@ impl Poller {
                     pages += self.walk_status(tally, status).await?;
                 }
             }
+        }
+        if grew && !read_terminal && self.events.is_some() {
+            self.metrics.webhook_polls_settled.inc();
         }
         let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
         t.expected_duplicates = t.duplicates - live_duplicates;

@@ -10,7 +10,9 @@ use prometheus::proto::MetricFamily;
 use crate::aggregate::{Snapshot, Totals};
 use crate::metrics::snapshot_families;
 
-/// One complete poll, as served.
+static REVISION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// One complete poll, as served (with the webhook events since applied, when any).
 #[derive(Debug)]
 pub struct Published {
     pub snapshot: Snapshot,
@@ -25,6 +27,9 @@ pub struct Published {
     pub restored: bool,
     /// The landing page's tables, added up once per poll (not per page view).
     pub summary: Summary,
+    /// Unique per value built in this process: tells a republish (webhook events moved the
+    /// figures, the poll's times unchanged) from the value it replaces.
+    pub revision: u64,
 }
 
 /// How a poll went, besides its figures.
@@ -52,6 +57,7 @@ impl Published {
             requests: facts.requests,
             full: facts.full,
             restored: facts.restored,
+            revision: REVISION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

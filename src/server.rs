@@ -92,7 +92,7 @@ impl ScrapeCache {
     /// organisation has published since; else built now (once, whoever asks meanwhile waits).
     fn get(&self, app: &App) -> Arc<Built> {
         let orgs = app.fleet.orgs();
-        // Values, not pointers: an address can be reused by the next poll's allocation.
+        // Values, not pointers: an address can be reused by the next value's allocation.
         let nanos = |t: Option<SystemTime>| {
             t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos())
@@ -101,8 +101,9 @@ impl ScrapeCache {
         key.push(u128::from(app.fleet.generation()));
         for o in orgs.iter() {
             let status = o.shared.status.load();
-            key.push(nanos(
-                o.shared.published.load().as_ref().map(|p| p.finished_at),
+            // Each published value has its own revision: a poll, or webhook events since.
+            key.push(u128::from(
+                o.shared.published.load().as_ref().map_or(0, |p| p.revision),
             ));
             key.push(u128::from(status.polls));
             key.push(nanos(status.in_progress_since));

@@ -7,6 +7,10 @@
 //! organisation's event ledger applies it.
 
 pub mod event;
+pub mod metrics;
+pub mod receiver;
+pub mod secrets;
+pub mod signature;
 
 use std::time::SystemTime;
 
