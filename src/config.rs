@@ -46,6 +46,9 @@ pub enum Command {
     Simulate(Box<SimulateArgs>),
     /// One-time OAuth authorization-code flow: writes the refresh-token file the exporter uses.
     OauthLogin(Box<OAuthLoginArgs>),
+    /// Manage Qonto webhook subscriptions (subscribe, list, delete) with the exporter's
+    /// credentials.
+    Webhook(Box<crate::webhook::subscribe::WebhookArgs>),
     /// Probe a running exporter's /-/healthy (for container healthchecks): exit 0 if healthy.
     Healthcheck(HealthcheckArgs),
 }

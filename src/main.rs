@@ -104,6 +104,15 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Some(Command::Webhook(args)) => {
+                match qonto_exporter::webhook::subscribe::run(*args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("qonto-exporter webhook: {e}");
+                        ExitCode::from(e.exit_code())
+                    }
+                }
+            }
             Some(Command::Healthcheck(args)) => {
                 match qonto_exporter::healthcheck::run(&args).await {
                     Ok(()) => ExitCode::SUCCESS,

@@ -215,6 +215,14 @@ async fn api(
     let path = req.uri().path();
     let method = req.method();
     let error = |status, code, detail| Ok(error_response(status, code, detail, None, trace_id));
+    if path == "/v2/webhook_subscriptions" || path.starts_with("/v2/webhook_subscriptions/") {
+        let id = shared.identify(req.headers());
+        let org = shared.org(id.org);
+        return (
+            id.org,
+            Ok(webhook_subscriptions(org, id.verdict, req, trace_id).await),
+        );
+    }
     if method == Method::GET {
         if let Some(link) = payments_path(path) {
             let id = shared.identify(req.headers());
@@ -256,6 +264,118 @@ async fn api(
         _ => (
             shared.identify(req.headers()).org,
             error(StatusCode::NOT_FOUND, "not_found", "not found"),
+        ),
+    }
+}
+
+/// `/v2/webhook_subscriptions[/{id}]` for `org`: create (`POST`, 201), list (`GET`), show
+/// (`GET /{id}`), delete (`DELETE /{id}`, 204). The credentials are those the list endpoint
+/// accepts (Qonto documents an OAuth bearer token; the simulator also takes its API keys and
+/// static tokens). Validation errors are 422 naming the field; the secret is never echoed.
+async fn webhook_subscriptions(
+    org: &Org,
+    verdict: Verdict,
+    req: Request<Incoming>,
+    trace_id: &str,
+) -> Response<Body> {
+    if !staging_token_ok(org, &req) {
+        return html_response();
+    }
+    if let Some(refusal) = refusal(verdict, trace_id) {
+        return refusal;
+    }
+    let hooks = &org.webhooks;
+    let path = req.uri().path().to_owned();
+    let id = path
+        .strip_prefix("/v2/webhook_subscriptions/")
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    let not_found = || {
+        error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "webhook subscription not found",
+            None,
+            trace_id,
+        )
+    };
+    if path != "/v2/webhook_subscriptions" && id.is_none() {
+        return not_found();
+    }
+    let one = |s: &super::WebhookSubscription, secret: Option<&str>| {
+        let v = serde_json::json!({ "webhook_subscription": hooks.subscription_json(s, secret) });
+        serde_json::to_vec(&v).unwrap_or_default()
+    };
+    match (req.method().clone(), id) {
+        (Method::POST, None) => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        &e,
+                        None,
+                        trace_id,
+                    );
+                }
+            };
+            // serde's message may quote a value (a secret of the wrong type): only its place.
+            let parsed = serde_json::from_slice::<super::webhooks::SubscriptionRequest>(&body)
+                .map_err(|e| {
+                    format!(
+                        "the body must be a JSON object {{callback_url, types, secret?, description?}} (error at line {} column {})",
+                        e.line(),
+                        e.column()
+                    )
+                });
+            let created = match parsed {
+                Ok(r) => hooks
+                    .subscribe(r)
+                    .map_err(|e| (e.detail, Some(e.parameter))),
+                Err(e) => Err((e, None)),
+            };
+            match created {
+                Ok((s, generated)) => {
+                    json_response(StatusCode::CREATED, one(&s, generated.as_deref()))
+                }
+                Err((detail, parameter)) => error_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unprocessable_entity",
+                    &detail,
+                    parameter,
+                    trace_id,
+                ),
+            }
+        }
+        (Method::GET, None) => {
+            let all: Vec<serde_json::Value> = hooks
+                .list()
+                .iter()
+                .map(|s| hooks.subscription_json(s, None))
+                .collect();
+            let meta = Meta::new(1, 100, all.len() as u64);
+            let v = serde_json::json!({ "webhook_subscriptions": all, "meta": meta });
+            json_response(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
+        }
+        (Method::GET, Some(id)) => match hooks.get(id) {
+            Some(s) => json_response(StatusCode::OK, one(&s, None)),
+            None => not_found(),
+        },
+        (Method::DELETE, Some(id)) => {
+            if hooks.unsubscribe(id) {
+                let mut resp = Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                resp
+            } else {
+                not_found()
+            }
+        }
+        _ => error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+            None,
+            trace_id,
         ),
     }
 }

@@ -166,6 +166,17 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = super::DEFAULT_REQUEST_LOG_CAPACITY)]
     pub request_log_capacity: usize,
 
+    /// Subscribe this callback URL to the first organisation's payment-link and connection
+    /// events at start (as POST /v2/webhook_subscriptions would): https, or http to a loopback
+    /// host. Needs --webhook-secret-file.
+    #[arg(long, value_name = "URL", requires = "webhook_secret_file")]
+    pub webhook_url: Option<String>,
+
+    /// File holding the secret (32 to 128 characters) that signs the deliveries to
+    /// --webhook-url; its first line is used.
+    #[arg(long, value_name = "PATH", requires = "webhook_url")]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
+
     /// Spec-valid variations (boxed: they would make `simulate` the one large command).
     #[command(flatten)]
     pub variants: Box<VariantArgs>,
@@ -276,6 +287,10 @@ pub enum SimError {
     Signal(std::io::Error),
     #[error("invalid simulator configuration: {0}")]
     Config(#[from] SimConfigError),
+    #[error("--webhook-secret-file: {0}")]
+    WebhookSecret(crate::secret::SecretFileError),
+    #[error("--webhook-url: {0}")]
+    Webhook(super::SubscriptionError),
 }
 
 impl SimulateArgs {
@@ -403,6 +418,14 @@ pub async fn run_simulate(args: SimulateArgs) -> Result<(), SimError> {
         },
     );
     let sim = Simulator::try_new(cfg)?;
+    if let (Some(url), Some(file)) = (&args.webhook_url, &args.webhook_secret_file) {
+        let secret = crate::secret::read_secret_file(file).map_err(SimError::WebhookSecret)?;
+        let first_line = secret.expose().lines().next().unwrap_or_default().trim();
+        let sub = sim
+            .subscribe_webhook(url, first_line)
+            .map_err(SimError::Webhook)?;
+        tracing::info!(subscription = %sub.id, callback_url = %sub.callback_url, "simulator: webhook subscription made");
+    }
     let running = sim
         .start(args.listen)
         .await

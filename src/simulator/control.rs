@@ -21,6 +21,14 @@
 //!   rolling window of that length ([`RequestLog::peak`](super::RequestLog::peak)); when `dropped`
 //!   is not 0 the log missed its oldest requests
 //! - `GET /_sim/organizations` → 200 `[{"name":"org-1","links":N},…]`, in configuration order
+//! - `POST /_sim/connection` — `{"status":"disabled","fail":0}` → 204; a change of status is a
+//!   `v1/payment-links-connections` webhook event (`connection_disabled`, …)
+//! - `POST /_sim/webhooks` — delivery faults, probabilities in [0, 1] (see
+//!   [`WebhookFaults`](super::WebhookFaults)): `{"duplicate":0.1,"reorder":0.1,"drop":0,
+//!   "stale":0}`, fields left out are 0 → 204
+//! - `GET /_sim/webhooks` → 200 `{"faults":{…},"stats":{…},"subscriptions":[…]}`: the switches,
+//!   the delivery counters ([`WebhookStats`](super::WebhookStats)) and the subscriptions (no
+//!   secrets)
 
 use std::time::Duration;
 
@@ -136,6 +144,8 @@ enum Endpoint {
     Peak,
     Organizations,
     Connection,
+    WebhookFaults,
+    WebhookStats,
 }
 
 impl Endpoint {
@@ -154,6 +164,8 @@ impl Endpoint {
             (&Method::GET, "/_sim/requests/peak") => Endpoint::Peak,
             (&Method::GET, "/_sim/organizations") => Endpoint::Organizations,
             (&Method::POST, "/_sim/connection") => Endpoint::Connection,
+            (&Method::POST, "/_sim/webhooks") => Endpoint::WebhookFaults,
+            (&Method::GET, "/_sim/webhooks") => Endpoint::WebhookStats,
             (
                 _,
                 "/_sim/faults"
@@ -166,7 +178,8 @@ impl Endpoint {
                 | "/_sim/requests/reset"
                 | "/_sim/requests/peak"
                 | "/_sim/organizations"
-                | "/_sim/connection",
+                | "/_sim/connection"
+                | "/_sim/webhooks",
             ) => return Err((StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
             _ => return Err((StatusCode::NOT_FOUND, "no such control endpoint")),
         })
@@ -275,7 +288,7 @@ pub(crate) async fn handle(
             };
             match serde_json::from_slice::<super::organization::ConnectionState>(&body) {
                 Ok(state) => {
-                    *lock(&org.connection) = state;
+                    org.set_connection(state);
                     no_content()
                 }
                 Err(e) => bad(&format!(
@@ -283,6 +296,29 @@ pub(crate) async fn handle(
                 )),
             }
         }
+        Endpoint::WebhookFaults => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => return bad(&e),
+            };
+            let faults = serde_json::from_slice::<super::WebhookFaults>(&body)
+                .map_err(|e| {
+                    format!("not webhook faults ({{\"duplicate\":0.1,\"reorder\":0,\"drop\":0,\"stale\":0}}): {e}")
+                })
+                .and_then(|f| f.validate().map(|()| f));
+            match faults {
+                Ok(f) => {
+                    org.webhooks.set_faults(f);
+                    no_content()
+                }
+                Err(e) => bad(&e),
+            }
+        }
+        Endpoint::WebhookStats => json_value(serde_json::json!({
+            "faults": org.webhooks.faults(),
+            "stats": org.webhooks.stats(),
+            "subscriptions": org.webhooks.list(),
+        })),
         Endpoint::Links => json_response(StatusCode::OK, org.links_json_bytes()),
         Endpoint::Stats => json_response(
             StatusCode::OK,

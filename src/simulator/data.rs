@@ -408,6 +408,10 @@ pub(crate) struct Store {
     touched: BTreeMap<u32, Option<Status>>,
 }
 
+/// A link a mutation created or changed, as it is after it, with its status before (`None`
+/// for a link created).
+pub(crate) type Observed = (Option<Status>, Link);
+
 /// The net change of one link across one [`Store::mutate`] (which no request sees half done):
 /// what a client reading before and after it can see.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -674,10 +678,34 @@ impl Store {
     /// or removed, and the net change of each link whose status it changed or that it created
     /// (a link changed twice counts once, from its status before to its status after; a link
     /// removed counts nothing).
+    #[cfg(test)]
     pub(crate) fn mutate(&mut self, m: &Mutation, now: i64) -> (usize, Vec<Change>) {
+        let (n, changes, _) = self.mutate_observed(m, now, false);
+        (n, changes)
+    }
+
+    /// [`Store::mutate`], and when `observe`, every link the mutation created or changed (its
+    /// status or its expiration date), as it is after the mutation, with its status before
+    /// (`None` for a link created): what the webhook deliveries report. Removed links are not
+    /// reported (Qonto never removes a link; the simulator's removal has no event).
+    pub(crate) fn mutate_observed(
+        &mut self,
+        m: &Mutation,
+        now: i64,
+        observe: bool,
+    ) -> (usize, Vec<Change>, Vec<Observed>) {
         self.touched.clear();
         let n = self.apply_inner(m, now);
-        let changes = std::mem::take(&mut self.touched)
+        let touched = std::mem::take(&mut self.touched);
+        let observed = if observe {
+            touched
+                .iter()
+                .map(|(&p, &before)| (before, self.links[p as usize].clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let changes = touched
             .into_iter()
             .filter_map(|(p, before)| {
                 let l = &self.links[p as usize];
@@ -691,7 +719,7 @@ impl Store {
                 })
             })
             .collect();
-        (n, changes)
+        (n, changes, observed)
     }
 
     /// Notes the status of the link at `p` before the first change of this mutation.
@@ -744,6 +772,8 @@ impl Store {
                 let chosen = self.pick(open, count);
                 for &p in &chosen {
                     let secs = self.rng.random_range(1..=within);
+                    // Noted so the webhooks report the new date (no status change: no transition).
+                    self.touch(p as usize);
                     self.links[p as usize].expiration = now.saturating_add(secs);
                 }
                 resort = !chosen.is_empty();

@@ -21,7 +21,8 @@
 //! credentials select;
 //! `oauth` is the authorization server; `faults` the fault queue; `rate_limit` Qonto's per-IP
 //! windows; `request_log` the timestamped log of API requests; `control` the `/_sim/`
-//! endpoints; `server` the listener; `stats` the counters; `cli` the `simulate` subcommand.
+//! endpoints; `server` the listener; `stats` the counters; `cli` the `simulate` subcommand;
+//! `webhooks` the webhook subscriptions and their signed deliveries.
 
 mod api;
 mod cli;
@@ -41,6 +42,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 mod variants;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -56,11 +58,17 @@ pub use cli::{EvolveEvery, RateWindowFlag, SimError, SimulateArgs, VariantArgs, 
 pub use control::MutationJson;
 pub use data::{Mutation, Status};
 pub use faults::{Fault, FaultRates, InvalidKind};
-pub use organization::{OrganizationHandle, SimConfigError, SimOrganization};
+pub use organization::{ConnectionState, OrganizationHandle, SimConfigError, SimOrganization};
 pub use rate_limit::{RateLimits, RateWindow};
 pub use request_log::{RequestLog, RequestRecord, WindowPeak, max_in_window};
 pub use stats::{SimCreated, SimStats, SimTransition, SimTransitions};
 pub use variants::{DateForm, SpecVariants};
+pub use webhooks::{
+    CONNECTIONS as WEBHOOK_CONNECTIONS, PAYMENT_LINKS as WEBHOOK_PAYMENT_LINKS,
+    QUEUE_CAPACITY as WEBHOOK_QUEUE_CAPACITY, SubscriptionError, WebhookFaults, WebhookStats,
+    WebhookSubscription, check_callback_url, generate_secret as generate_webhook_secret,
+    signature as webhook_signature,
+};
 
 use api::lock;
 use organization::Org;
@@ -323,7 +331,7 @@ impl Simulator {
 
     /// Binds `addr` (port 0 picks a free port) and serves in a spawned task until the returned
     /// handle is shut down or dropped. Also starts the background evolution of each organisation
-    /// that has one.
+    /// that has one, and each organisation's webhook delivery task.
     pub async fn start(&self, addr: SocketAddr) -> std::io::Result<RunningSimulator> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -334,6 +342,20 @@ impl Simulator {
                     let shared = Arc::clone(&self.shared);
                     tokio::spawn(evolve(shared, index, every, stopped.clone()));
                 }
+            }
+        }
+        for org in &self.shared.orgs {
+            if !org.delivering.swap(true, Ordering::SeqCst) {
+                let hooks = Arc::clone(&org.webhooks);
+                let stopped = stopped.clone();
+                let shared = Arc::clone(&self.shared);
+                let index = self.shared.find(org.name());
+                tokio::spawn(async move {
+                    webhooks::run(hooks, stopped).await;
+                    if let Some(i) = index {
+                        shared.orgs[i].delivering.store(false, Ordering::SeqCst);
+                    }
+                });
             }
         }
         let task = tokio::spawn(server::serve(listener, Arc::clone(&self.shared), stopped));
@@ -422,6 +444,40 @@ impl Simulator {
     /// Empties the request log (the rate-limit windows keep their count).
     pub fn clear_request_log(&self) {
         lock(&self.shared.requests).clear();
+    }
+
+    fn first_handle(&self) -> OrganizationHandle {
+        OrganizationHandle {
+            shared: Arc::clone(&self.shared),
+            index: 0,
+        }
+    }
+
+    /// Subscribes `callback_url` to the first organisation's payment-link and connection
+    /// events, signed with `secret`: see [`OrganizationHandle::subscribe_webhook`]. This is how
+    /// `--demo` wires the in-process simulator to the exporter's receiver.
+    pub fn subscribe_webhook(
+        &self,
+        callback_url: &str,
+        secret: &str,
+    ) -> Result<WebhookSubscription, SubscriptionError> {
+        self.first_handle().subscribe_webhook(callback_url, secret)
+    }
+
+    /// The first organisation's webhook subscriptions (without their secrets).
+    pub fn webhook_subscriptions(&self) -> Vec<WebhookSubscription> {
+        self.first_handle().webhook_subscriptions()
+    }
+
+    /// Sets the first organisation's webhook delivery faults; refuses probabilities outside
+    /// [0, 1].
+    pub fn set_webhook_faults(&self, faults: WebhookFaults) -> Result<(), String> {
+        self.first_handle().set_webhook_faults(faults)
+    }
+
+    /// The first organisation's webhook delivery counters.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.first_handle().webhook_stats()
     }
 }
 

@@ -20,6 +20,7 @@ use super::oauth::OAuthState;
 use super::render::LinkJson;
 use super::stats::{SimStats, SimTransitions, TransitionLog};
 use super::variants::SpecVariants;
+use super::webhooks::{self, WebhookFaults, WebhookStats, WebhookSubscription, Webhooks};
 use super::{Shared, SimOAuth};
 
 /// One simulated organisation: its links and its credentials. The first organisation of a
@@ -114,6 +115,10 @@ pub(crate) struct Org {
     /// `GET /v2/payment_links/connections`: the status answered, and how many of the next
     /// requests fail with a 500 (`POST /_sim/connection`).
     pub(crate) connection: Mutex<ConnectionState>,
+    /// Subscriptions, delivery queue, fault switches and counters of the webhooks.
+    pub(crate) webhooks: Arc<Webhooks>,
+    /// Set once a delivery task runs (see `evolving`).
+    pub(crate) delivering: AtomicBool,
 }
 
 /// The simulated connection to the payment links provider.
@@ -140,7 +145,10 @@ impl Org {
     pub(crate) fn new(cfg: SimOrganization, now: i64) -> Org {
         let store = Store::generate(cfg.links, cfg.seed, now, cfg.variants.clone());
         let oauth = cfg.oauth.clone().map(|o| Mutex::new(OAuthState::new(o)));
+        let webhooks = Arc::new(Webhooks::new(&cfg.name, cfg.seed));
         Org {
+            webhooks,
+            delivering: AtomicBool::new(false),
             cfg,
             store: RwLock::new(store),
             faults: Mutex::new(FaultQueue::default()),
@@ -170,10 +178,25 @@ impl Org {
             .store
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (n, changes) = store.mutate(&m, now);
+        // Links are copied for the webhooks only when a subscription wants them.
+        let observe = self.webhooks.wants(webhooks::PAYMENT_LINKS);
+        let (n, changes, changed) = store.mutate_observed(&m, now, observe);
         // Recorded before any request can read the new data.
         lock(&self.transitions).record(&changes, now);
+        // Queued under the store's lock, so events follow the order of the changes.
+        self.webhooks.links_changed(&changed, now);
         n
+    }
+
+    /// Sets the connection state; a change of status is a `v1/payment-links-connections` event.
+    pub(crate) fn set_connection(&self, state: ConnectionState) {
+        let mut current = lock(&self.connection);
+        let changed = current.status != state.status;
+        let status = state.status.clone();
+        *current = state;
+        if changed {
+            self.webhooks.connection_changed(&status);
+        }
     }
 
     pub(crate) fn transitions(&self) -> SimTransitions {
@@ -279,5 +302,53 @@ impl OrganizationHandle {
     /// (`GET /_sim/transitions?organization=NAME`).
     pub fn transitions(&self) -> SimTransitions {
         self.org().transitions()
+    }
+
+    /// Subscribes `callback_url` to this organisation's `v1/payment-links` and
+    /// `v1/payment-links-connections` events, signed with `secret` (32 to 128 characters), as
+    /// `POST /v2/webhook_subscriptions` would: the in-process way for `--demo` and tests.
+    /// Deliveries start once the simulator is [started](super::Simulator::start); events are
+    /// made from the subscription on (none for earlier changes, as at Qonto).
+    pub fn subscribe_webhook(
+        &self,
+        callback_url: &str,
+        secret: &str,
+    ) -> Result<WebhookSubscription, webhooks::SubscriptionError> {
+        self.org()
+            .webhooks
+            .subscribe(webhooks::SubscriptionRequest {
+                callback_url: callback_url.to_owned(),
+                types: vec![webhooks::PAYMENT_LINKS.into(), webhooks::CONNECTIONS.into()],
+                secret: Some(secret.to_owned()),
+                description: Some("simulator".into()),
+            })
+            .map(|(s, _)| s)
+    }
+
+    /// This organisation's webhook subscriptions (without their secrets).
+    pub fn webhook_subscriptions(&self) -> Vec<WebhookSubscription> {
+        self.org().webhooks.list()
+    }
+
+    /// Deletes a webhook subscription; false when there is none with this id.
+    pub fn unsubscribe_webhook(&self, id: &str) -> bool {
+        self.org().webhooks.unsubscribe(id)
+    }
+
+    /// Sets the delivery faults (`POST /_sim/webhooks`); refuses probabilities outside [0, 1].
+    pub fn set_webhook_faults(&self, faults: WebhookFaults) -> Result<(), String> {
+        faults.validate()?;
+        self.org().webhooks.set_faults(faults);
+        Ok(())
+    }
+
+    /// The delivery counters (`GET /_sim/webhooks`).
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.org().webhooks.stats()
+    }
+
+    /// Sets the connection status (`POST /_sim/connection`); a change is a webhook event.
+    pub fn set_connection(&self, state: ConnectionState) {
+        self.org().set_connection(state);
     }
 }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod receiver;
 pub mod secrets;
 pub mod signature;
+pub mod subscribe;
 
 use std::time::SystemTime;
 
