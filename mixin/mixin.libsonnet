@@ -11,3 +11,4 @@
 + (import 'dashboards.libsonnet')
 + (import 'flows.libsonnet')
 + (import 'payments.libsonnet')
++ (import 'webhooks.libsonnet')

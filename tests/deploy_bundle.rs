@@ -73,23 +73,13 @@ fn normalize(path: &Path) -> PathBuf {
 // ---------------------------------------------------------------------------------- kustomize
 
 /// The objects `kubectl apply -k dir` sends, as far as this repository's kustomizations go:
-/// `resources` (files, or directories holding a kustomization) and the `images` transformer. Any
-/// other field fails the test, so the rendering can never silently differ from kustomize's.
+/// `resources` (files, or directories holding a kustomization), `components` (directories holding
+/// a kustomize Component: its resources, then its patches over everything so far), `patches`
+/// (JSON patches, RFC 6902, of `add` operations, on a target by kind and name) and the `images`
+/// transformer. Any other field fails the test, so the rendering can never silently differ from
+/// kustomize's (`webhooks_component_renders_as_kubectl_kustomize_does` compares the two).
 fn kustomize(dir: &Path) -> Vec<Value> {
-    let file = dir.join("kustomization.yaml");
-    let docs = yaml_file(&file);
-    assert_eq!(docs.len(), 1, "{} must hold one document", file.display());
-    let k = &docs[0];
-    let known: BTreeSet<&str> = ["apiVersion", "kind", "resources", "images"].into();
-    for key in k.as_object().expect("kustomization is a mapping").keys() {
-        assert!(
-            known.contains(key.as_str()),
-            "{}: field `{key}` is not modelled by this test's kustomize rendering; extend \
-             kustomize() in tests/deploy_bundle.rs",
-            file.display()
-        );
-    }
-    assert_eq!(kind(k), "Kustomization");
+    let k = kustomization(dir, "Kustomization");
     let mut objects = Vec::new();
     for res in k["resources"].as_array().expect("resources is a list") {
         let path = dir.join(res.as_str().expect("a resource is a path"));
@@ -99,6 +89,22 @@ fn kustomize(dir: &Path) -> Vec<Value> {
             objects.extend(yaml_file(&path));
         }
     }
+    for c in k["components"].as_array().cloned().unwrap_or_default() {
+        let path = dir.join(c.as_str().expect("a component is a path"));
+        let comp = kustomization(&path, "Component");
+        assert!(
+            comp.get("components").is_none() && comp.get("images").is_none(),
+            "{}: nested components and images in a component are not modelled",
+            path.display()
+        );
+        for res in comp["resources"].as_array().cloned().unwrap_or_default() {
+            objects.extend(yaml_file(
+                &path.join(res.as_str().expect("a resource is a path")),
+            ));
+        }
+        apply_patches(&path, &comp, &mut objects);
+    }
+    apply_patches(dir, &k, &mut objects);
     for image in k["images"].as_array().cloned().unwrap_or_default() {
         let from = image["name"].as_str().expect("images[].name");
         for obj in &mut objects {
@@ -120,6 +126,116 @@ fn kustomize(dir: &Path) -> Vec<Value> {
         }
     }
     objects
+}
+
+/// The kustomization file of `dir`, checked to be of `expected_kind` and to hold only the fields
+/// [`kustomize`] models.
+fn kustomization(dir: &Path, expected_kind: &str) -> Value {
+    let file = dir.join("kustomization.yaml");
+    let docs = yaml_file(&file);
+    assert_eq!(docs.len(), 1, "{} must hold one document", file.display());
+    let k = docs[0].clone();
+    let known: BTreeSet<&str> = [
+        "apiVersion",
+        "kind",
+        "resources",
+        "images",
+        "components",
+        "patches",
+    ]
+    .into();
+    for key in k.as_object().expect("kustomization is a mapping").keys() {
+        assert!(
+            known.contains(key.as_str()),
+            "{}: field `{key}` is not modelled by this test's kustomize rendering; extend \
+             kustomize() in tests/deploy_bundle.rs",
+            file.display()
+        );
+    }
+    assert_eq!(kind(&k), expected_kind, "{}", file.display());
+    k
+}
+
+/// Applies the `patches` of kustomization `k` (in `dir`) to `objects`: each a file of JSON patch
+/// operations (RFC 6902) on the objects of its target's kind and name, at least one.
+fn apply_patches(dir: &Path, k: &Value, objects: &mut [Value]) {
+    for patch in k["patches"].as_array().cloned().unwrap_or_default() {
+        let keys: BTreeSet<&str> = patch
+            .as_object()
+            .expect("a patch is a mapping")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["path", "target"].into(),
+            "{}: only `path` + `target` patches are modelled",
+            dir.display()
+        );
+        let target = &patch["target"];
+        let target_keys: BTreeSet<&str> = target
+            .as_object()
+            .expect("target is a mapping")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(target_keys, ["kind", "name"].into(), "{}", dir.display());
+        let file = dir.join(patch["path"].as_str().expect("patches[].path"));
+        let docs = yaml_file(&file);
+        assert_eq!(docs.len(), 1, "{}: one document", file.display());
+        let ops = docs[0]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: a JSON patch is a list of operations", file.display()));
+        let mut matched = 0;
+        for obj in objects.iter_mut() {
+            if kind(obj) == target["kind"] && name(obj) == target["name"] {
+                for op in ops {
+                    json_patch_add(obj, op, &file);
+                }
+                matched += 1;
+            }
+        }
+        assert!(
+            matched > 0,
+            "{}: its target matches no object",
+            file.display()
+        );
+    }
+}
+
+/// One RFC 6902 `add` operation on `obj`: into an object by key, into an array at an index or at
+/// its end (`-`). The parent must exist, as kustomize requires.
+fn json_patch_add(obj: &mut Value, op: &Value, origin: &Path) {
+    assert_eq!(
+        op["op"],
+        "add",
+        "{}: only `add` operations are modelled",
+        origin.display()
+    );
+    let path = op["path"].as_str().expect("op.path");
+    assert!(
+        !path.contains('~'),
+        "{}: escaped pointers are not modelled",
+        origin.display()
+    );
+    let (parent, last) = path.rsplit_once('/').expect("an absolute JSON pointer");
+    let value = op["value"].clone();
+    let object = name(obj).to_owned();
+    let target = obj
+        .pointer_mut(parent)
+        .unwrap_or_else(|| panic!("{}: {parent} does not exist in {object}", origin.display()));
+    match target {
+        Value::Array(a) if last == "-" => a.push(value),
+        Value::Array(a) => {
+            let i: usize = last.parse().expect("an array index");
+            assert!(i <= a.len(), "{}: index {i} out of range", origin.display());
+            a.insert(i, value);
+        }
+        Value::Object(m) => {
+            m.insert(last.to_owned(), value);
+        }
+        other => panic!("{}: cannot add into {other}", origin.display()),
+    }
 }
 
 /// `registry/name:tag@sha256:…` → `registry/name`.
@@ -1409,6 +1525,14 @@ fn manifests_pass_kubernetes_validate() {
         std::fs::write(&path, serde_json::to_string_pretty(obj).unwrap()).unwrap();
         files.push(path);
     }
+    // The webhooks component, as rendered into the set (its patch file is not an object).
+    for (i, obj) in webhooks_set().iter().enumerate() {
+        let path = tmp
+            .path()
+            .join(format!("webhooks-{i:02}-{}-{}.json", kind(obj), name(obj)));
+        std::fs::write(&path, serde_json::to_string_pretty(obj).unwrap()).unwrap();
+        files.push(path);
+    }
     for sub in ["examples", "maintenance", "sharded/maintenance"] {
         for e in std::fs::read_dir(k8s_dir().join(sub)).unwrap() {
             files.push(e.unwrap().path());
@@ -1452,6 +1576,7 @@ fn manifests_mean_the_same_in_yaml_1_1_and_1_2() {
         k8s_dir().join("maintenance"),
         sharded_dir(),
         sharded_dir().join("maintenance"),
+        k8s_dir().join("webhooks"),
     ] {
         for e in std::fs::read_dir(&dir).unwrap() {
             let path = e.unwrap().path();
@@ -1523,6 +1648,53 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `text` as compose interpolates it with no variable set: `${VAR:-default}` and
+/// `${VAR-default}` become their default, `${VAR}` and `$VAR` become empty (compose warns), `$$`
+/// is a literal `$`. `${VAR:?message}` is refused: it would not start without the variable.
+fn interpolate_unset(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(a) = after.strip_prefix('$') {
+            out.push('$');
+            rest = a;
+        } else if let Some(a) = after.strip_prefix('{') {
+            let end = a.find('}').expect("an unclosed ${");
+            let inner = &a[..end];
+            assert!(
+                !inner.contains(":?") && !inner.contains('?'),
+                "${{{inner}}} is required"
+            );
+            if let Some((_, default)) = inner.split_once(":-").or_else(|| inner.split_once('-')) {
+                out.push_str(default);
+            }
+            rest = &a[end + 1..];
+        } else {
+            let name_len = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            rest = &after[name_len..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn interpolate_unset_takes_the_defaults() {
+    assert_eq!(
+        interpolate_unset("${QONTO_WEBHOOK_BIND:-127.0.0.1}:10160:10160"),
+        "127.0.0.1:10160:10160"
+    );
+    assert_eq!(interpolate_unset("${A-x}:$B:$${C}"), "x::${C}");
+    assert_eq!(
+        interpolate_unset("127.0.0.1:10157:10157"),
+        "127.0.0.1:10157:10157"
+    );
+}
+
 #[test]
 fn compose_publishes_every_port_on_loopback_only() {
     let mut published = 0;
@@ -1531,13 +1703,14 @@ fn compose_publishes_every_port_on_loopback_only() {
             published += 1;
             let host_ip = match p {
                 Value::String(short) => {
+                    let short = interpolate_unset(short);
                     let parts: Vec<&str> = short.split(':').collect();
                     (parts.len() == 3).then(|| parts[0].to_owned())
                 }
                 Value::Object(long) => long
                     .get("host_ip")
                     .and_then(Value::as_str)
-                    .map(str::to_owned),
+                    .map(interpolate_unset),
                 other => panic!("{svc}: port {other} is neither short nor long syntax"),
             };
             assert_eq!(
@@ -1552,6 +1725,72 @@ fn compose_publishes_every_port_on_loopback_only() {
         );
     }
     assert!(published >= 4, "the stack publishes its UIs on loopback");
+}
+
+/// The exporter's published ports of compose, as (raw host IP, host port, container port).
+fn exporter_ports() -> Vec<(String, String, String)> {
+    let c = compose();
+    c["services"]["qonto-exporter"]["ports"]
+        .as_array()
+        .expect("the exporter publishes ports")
+        .iter()
+        .map(|p| {
+            let short = p.as_str().expect("short syntax");
+            let mut parts: Vec<&str> = short.rsplitn(3, ':').collect();
+            parts.reverse();
+            assert_eq!(parts.len(), 3, "{short}: HOST_IP:HOST_PORT:CONTAINER_PORT");
+            (
+                parts[0].to_owned(),
+                parts[1].to_owned(),
+                parts[2].to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn compose_publishes_the_webhook_receiver_on_loopback_unless_told_and_metrics_only_on_loopback() {
+    let ports = exporter_ports();
+    let webhook = ports
+        .iter()
+        .find(|(_, _, container)| container == "10160")
+        .expect("compose publishes the webhook port 10160");
+    // The host address is a variable the user may set (a reverse proxy on another interface),
+    // with loopback as its default.
+    assert!(
+        webhook.0.starts_with("${") && webhook.0.contains(":-"),
+        "{webhook:?}: the webhook port's host address is a ${{VAR:-default}}"
+    );
+    assert_eq!(interpolate_unset(&webhook.0), "127.0.0.1");
+    let var = webhook.0[2..webhook.0.find(":-").unwrap()].to_owned();
+    let example = read(&repo().join("deploy/qonto.env.example"));
+    assert!(
+        example.contains(&format!("# {var}=127.0.0.1")),
+        "qonto.env.example documents {var}, commented out at its default"
+    );
+    // /metrics is never behind a variable: loopback, whatever qonto.env says.
+    let metrics = ports
+        .iter()
+        .find(|(_, _, container)| container == "10157")
+        .expect("compose publishes the metrics port");
+    assert_eq!(metrics.0, "127.0.0.1");
+    // The default command does not start the receiver (it needs a secret); qonto.env.example
+    // says how, with the same port, and holds a placeholder secret only, commented out.
+    let c = compose();
+    let command = c["services"]["qonto-exporter"]["command"].as_str().unwrap();
+    assert!(!command.contains("--webhook."), "{command}");
+    assert!(example.contains("--webhook.listen-address=0.0.0.0:10160"));
+    let secret_lines: Vec<&str> = example
+        .lines()
+        .filter(|l| l.contains("QONTO_WEBHOOK_SECRET="))
+        .collect();
+    assert!(
+        !secret_lines.is_empty(),
+        "qonto.env.example shows QONTO_WEBHOOK_SECRET"
+    );
+    for l in secret_lines {
+        assert!(l.starts_with("# ") && l.contains("replace-with"), "{l}");
+    }
 }
 
 #[test]
@@ -3024,4 +3263,502 @@ fn following_the_sharded_readme_keeps_secrets_and_live_tokens_and_reseeds() {
         .map(|((_, n), v)| (n.clone(), v.clone()))
         .collect();
     assert_eq!(still, users, "the re-seed changed the user's Secrets");
+}
+
+// ------------------------------------------------------------------ Kubernetes: webhooks
+
+/// The README subsection that exposes the webhook receiver.
+const WEBHOOKS_HEADING: &str = "### Exposing the webhook receiver";
+/// The line of deploy/kubernetes/kustomization.yaml the README has the user uncomment.
+const WEBHOOKS_COMPONENT_LINE: &str = "# components: [webhooks]";
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+/// A copy of deploy/kubernetes/ with the README's one edit made: the `components:` line of its
+/// kustomization uncommented.
+fn webhooks_tree() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&k8s_dir(), tmp.path());
+    let file = tmp.path().join("kustomization.yaml");
+    let text = read(&file);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_end() == WEBHOOKS_COMPONENT_LINE)
+            .count(),
+        1,
+        "deploy/kubernetes/kustomization.yaml must hold the line `{WEBHOOKS_COMPONENT_LINE}` once"
+    );
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_end() == WEBHOOKS_COMPONENT_LINE {
+                l.trim_start_matches("# ").to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::write(&file, edited).unwrap();
+    tmp
+}
+
+/// What `kubectl apply -k deploy/kubernetes/` sends once the webhooks component is enabled.
+fn webhooks_set() -> Vec<Value> {
+    kustomize(webhooks_tree().path())
+}
+
+/// The container port of `c` called `port_name`.
+fn container_port(c: &Value, port_name: &str) -> u64 {
+    c["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == port_name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("{} has no port {port_name}", c["name"]))
+}
+
+/// The container port of `c` a Service port leads to (`targetPort` by name or number, else
+/// `port`).
+fn service_target(port: &Value, c: &Value) -> u64 {
+    match &port["targetPort"] {
+        Value::String(n) => container_port(c, n),
+        Value::Number(n) => n.as_u64().expect("a port number"),
+        _ => port["port"].as_u64().expect("a port number"),
+    }
+}
+
+#[test]
+fn webhooks_component_is_the_base_plus_only_the_receiver() {
+    let base = applied_set();
+    let set = webhooks_set();
+    let keys = |s: &[Value]| -> BTreeSet<(String, String)> {
+        s.iter()
+            .map(|o| (kind(o).to_owned(), name(o).to_owned()))
+            .collect()
+    };
+    let added: BTreeSet<_> = keys(&set).difference(&keys(&base)).cloned().collect();
+    let want: BTreeSet<(String, String)> = [
+        ("Service", "qonto-exporter-webhooks"),
+        ("Ingress", "qonto-exporter-webhooks"),
+        ("NetworkPolicy", "qonto-exporter-webhooks"),
+    ]
+    .map(|(k, n)| (k.to_owned(), n.to_owned()))
+    .into();
+    assert_eq!(added, want);
+    assert!(keys(&base).is_subset(&keys(&set)));
+    assert!(
+        set.iter().all(|o| kind(o) != "Secret"),
+        "the component must hold no Secret"
+    );
+    // Everything of the base but the Deployment is unchanged, its NetworkPolicy included.
+    for o in &base {
+        if kind(o) != "Deployment" {
+            assert_eq!(find(&set, kind(o), name(o)), o, "{} {}", kind(o), name(o));
+        }
+    }
+    // The Deployment only gains the receiver: the init container and the rest are the same.
+    let before = deployment();
+    let after = find(&set, "Deployment", "qonto-exporter");
+    assert_eq!(
+        container(after, "seed-refresh-token"),
+        container(&before, "seed-refresh-token")
+    );
+    assert_eq!(
+        container(after, "qonto-exporter")["image"],
+        container(&before, "qonto-exporter")["image"],
+        "the images transformer applies to the patched Deployment too"
+    );
+}
+
+#[test]
+fn webhooks_component_runs_the_receiver_on_its_own_port_with_a_secret_file() {
+    let set = webhooks_set();
+    let d = find(&set, "Deployment", "qonto-exporter");
+    let c = container(d, "qonto-exporter");
+    let args = args_of(c);
+    let metrics = container_port(c, "metrics");
+    let webhooks = container_port(c, "webhooks");
+    assert_eq!(metrics, 10157);
+    assert_ne!(webhooks, metrics, "the receiver needs its own port");
+    let listen = flag_value(&args, "--webhook.listen-address").expect("--webhook.listen-address");
+    let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(port, webhooks, "--webhook.listen-address={listen}");
+    // The README records the port.
+    let readme = read(&repo().join("README.md"));
+    assert!(
+        readme.contains(&format!("**{webhooks}**")),
+        "the README's Port paragraph does not record the webhook port {webhooks}"
+    );
+    // The secrets come from a file on a Secret volume, never from a flag value.
+    assert!(args.iter().all(|a| !a.contains("QONTO_WEBHOOK_SECRET")));
+    let secret_file = flag_value(&args, "--webhook.secret-file").expect("--webhook.secret-file");
+    let volumes = pod_spec(d).unwrap()["volumes"].as_array().unwrap();
+    let (volume, mount) = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|m| {
+            let mount = m["mountPath"].as_str()?;
+            let rest = secret_file.strip_prefix(mount)?.strip_prefix('/')?;
+            Some((
+                m["name"].as_str()?.to_owned(),
+                (mount.to_owned(), rest.to_owned(), m.clone()),
+            ))
+        })
+        .expect("--webhook.secret-file lies on a mounted volume");
+    let (_, item_path, m) = mount;
+    assert_eq!(
+        m["readOnly"], true,
+        "the secret volume is mounted read-only"
+    );
+    let v = volumes
+        .iter()
+        .find(|v| v["name"] == volume.as_str())
+        .expect("the mounted volume");
+    assert_eq!(v["secret"]["secretName"], "qonto-exporter-webhook");
+    let items = v["secret"]["items"].as_array().expect("items");
+    assert!(
+        items.iter().any(|i| i["path"] == item_path.as_str()),
+        "no item of Secret qonto-exporter-webhook lands at {secret_file}"
+    );
+    // The exporter's user (fsGroup) can read it: 0440 = 288 as elsewhere.
+    assert_eq!(v["secret"]["defaultMode"], 288);
+    // Every flag the component adds is one the binary knows.
+    let help = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("the binary runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for a in &args {
+        let flag = a.split('=').next().unwrap();
+        assert!(
+            help.contains(flag),
+            "`{a}` of the webhooks component: qonto-exporter --help has no {flag}"
+        );
+    }
+}
+
+#[test]
+fn webhooks_ingress_routes_only_to_the_webhook_port_over_tls() {
+    let set = webhooks_set();
+    let d = find(&set, "Deployment", "qonto-exporter");
+    let c = container(d, "qonto-exporter");
+    let args = args_of(c);
+    let metrics = container_port(c, "metrics");
+    let webhooks = container_port(c, "webhooks");
+    let path = flag_value(&args, "--webhook.path").unwrap_or("/webhooks/qonto");
+    let pod_labels = d["spec"]["template"]["metadata"]["labels"].clone();
+
+    // The webhook Service: the pod, on the webhook port only.
+    let svc = find(&set, "Service", "qonto-exporter-webhooks");
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v, "the Service selects the exporter's pod");
+    }
+    let svc_ports = svc["spec"]["ports"].as_array().unwrap();
+    assert!(!svc_ports.is_empty());
+    for p in svc_ports {
+        assert_eq!(
+            service_target(p, c),
+            webhooks,
+            "Service qonto-exporter-webhooks leads to {p}, not the webhook port"
+        );
+    }
+
+    let ingresses: Vec<&Value> = set.iter().filter(|o| kind(o) == "Ingress").collect();
+    assert_eq!(ingresses.len(), 1, "one Ingress");
+    let ing = ingresses[0];
+    assert_eq!(ing["apiVersion"], "networking.k8s.io/v1");
+    let tls_hosts: BTreeSet<&str> = ing["spec"]["tls"]
+        .as_array()
+        .expect("the Ingress terminates TLS (Qonto calls HTTPS URLs only)")
+        .iter()
+        .flat_map(|t| {
+            assert!(t["secretName"].is_string(), "a TLS entry names its Secret");
+            t["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h.as_str().unwrap())
+        })
+        .collect();
+    assert!(
+        ing["spec"].get("defaultBackend").is_none(),
+        "no default backend"
+    );
+    let rules = ing["spec"]["rules"].as_array().unwrap();
+    assert!(!rules.is_empty());
+    for rule in rules {
+        let host = rule["host"].as_str().expect("every rule names its host");
+        assert!(tls_hosts.contains(host), "{host} is not covered by TLS");
+        for p in rule["http"]["paths"].as_array().unwrap() {
+            assert_eq!(p["path"], path, "the route is --webhook.path");
+            assert_eq!(
+                p["pathType"], "Prefix",
+                "{path}/<organization> must match too"
+            );
+            let backend = &p["backend"]["service"];
+            let svc_name = backend["name"].as_str().unwrap();
+            assert_eq!(
+                svc_name, "qonto-exporter-webhooks",
+                "the Ingress leads to {svc_name}"
+            );
+            let svc = find(&set, "Service", svc_name);
+            let port = svc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|sp| {
+                    sp["name"] == backend["port"]["name"] || sp["port"] == backend["port"]["number"]
+                })
+                .expect("the backend port is a port of the Service");
+            let target = service_target(port, c);
+            assert_eq!(target, webhooks);
+            assert_ne!(target, metrics, "the Ingress must never reach /metrics");
+        }
+    }
+}
+
+/// A NetworkPolicy peer: its namespace and pod `matchLabels`.
+type Peer = (Value, Value);
+
+/// The admitted peers of each rule of a NetworkPolicy, and its ports by name.
+fn policy_rules(policy: &Value) -> Vec<(Vec<Peer>, Vec<String>)> {
+    policy["spec"]["ingress"]
+        .as_array()
+        .expect("ingress rules")
+        .iter()
+        .map(|rule| {
+            let peers = rule["from"].as_array().expect("every rule names its peers");
+            assert!(!peers.is_empty(), "a rule without `from` admits everyone");
+            let peers = peers
+                .iter()
+                .map(|peer| {
+                    assert!(peer.get("ipBlock").is_none(), "no ipBlock peer: {peer}");
+                    let ns = peer["namespaceSelector"]["matchLabels"].clone();
+                    let pods = peer["podSelector"]["matchLabels"].clone();
+                    assert!(
+                        ns.as_object().is_some_and(|m| !m.is_empty())
+                            && pods.as_object().is_some_and(|m| !m.is_empty()),
+                        "every peer names its namespace and pods: {peer}"
+                    );
+                    (ns, pods)
+                })
+                .collect();
+            let ports = rule["ports"]
+                .as_array()
+                .expect("every rule names its ports")
+                .iter()
+                .map(|p| p["port"].as_str().expect("ports by name").to_owned())
+                .collect();
+            (peers, ports)
+        })
+        .collect()
+}
+
+#[test]
+fn webhooks_network_policy_admits_the_ingress_controller_to_the_webhook_port_only() {
+    let set = webhooks_set();
+    let d = find(&set, "Deployment", "qonto-exporter");
+    let pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let policies: Vec<&Value> = set
+        .iter()
+        .filter(|o| kind(o) == "NetworkPolicy")
+        .filter(|p| {
+            p["spec"]["podSelector"]["matchLabels"]
+                .as_object()
+                .is_some_and(|m| {
+                    !m.is_empty() && m.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
+                })
+        })
+        .collect();
+    assert_eq!(policies.len(), 2, "the base's policy and the webhooks one");
+    let readme = read(&repo().join("README.md"));
+    let monitoring = find(&applied_set(), "NetworkPolicy", "qonto-exporter").clone();
+    let prometheus_peers: Vec<Peer> = policy_rules(&monitoring)
+        .into_iter()
+        .flat_map(|(peers, _)| peers)
+        .collect();
+    let mut webhook_peers = Vec::new();
+    for policy in &policies {
+        assert!(
+            policy["spec"]["policyTypes"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("Ingress"))
+        );
+        for (peers, ports) in policy_rules(policy) {
+            for port in &ports {
+                assert!(
+                    port == "metrics" || port == "webhooks",
+                    "{port} is not a port of the exporter"
+                );
+            }
+            if ports.iter().any(|p| p == "metrics") {
+                // /metrics: Prometheus's peers only, and never in the same rule as the webhooks.
+                assert!(
+                    ports.iter().all(|p| p == "metrics"),
+                    "{}: one rule admits the same peers to /metrics and the webhooks",
+                    name(policy)
+                );
+                for peer in &peers {
+                    assert!(
+                        prometheus_peers.contains(peer),
+                        "{} admits {peer:?} to the metrics port",
+                        name(policy)
+                    );
+                }
+            } else {
+                webhook_peers.extend(peers);
+            }
+        }
+    }
+    assert!(
+        !webhook_peers.is_empty(),
+        "no rule admits anyone to the webhook port"
+    );
+    for (ns, pods) in &webhook_peers {
+        assert!(
+            !prometheus_peers.contains(&(ns.clone(), pods.clone())),
+            "the webhook port admits Prometheus's peer: keep the two apart"
+        );
+        for labels in [ns, pods] {
+            for (k, v) in labels.as_object().unwrap() {
+                let v = v.as_str().unwrap();
+                assert!(
+                    readme.contains(&format!("{k}: {v}")) || readme.contains(&format!("{k}:\n{v}")),
+                    "the README does not document the admitted label `{k}: {v}`"
+                );
+            }
+        }
+    }
+    // The ingress controller's namespace reaches the webhook port and nothing else.
+    let ingress_namespaces: BTreeSet<String> =
+        webhook_peers.iter().map(|(ns, _)| ns.to_string()).collect();
+    for policy in &policies {
+        for (peers, ports) in policy_rules(policy) {
+            if ports.iter().any(|p| p == "metrics") {
+                for (ns, _) in peers {
+                    assert!(
+                        !ingress_namespaces.contains(&ns.to_string()),
+                        "the ingress controller's namespace {ns} is admitted to /metrics"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn following_the_readme_creates_the_webhook_secret_the_component_mounts() {
+    let section = readme_section(WEBHOOKS_HEADING);
+    assert!(
+        section.contains(&format!(
+            "`{}`",
+            WEBHOOKS_COMPONENT_LINE.trim_start_matches("# ")
+        )),
+        "the README's webhook subsection must say to uncomment `components: [webhooks]`"
+    );
+    let blocks = shell_blocks(&section);
+    let block = blocks
+        .iter()
+        .find(|b| b.contains("kubectl create secret generic qonto-exporter-webhook"))
+        .expect("the webhook subsection creates Secret qonto-exporter-webhook");
+    assert!(
+        block.contains("kubectl apply -k deploy/kubernetes/"),
+        "and applies the kustomization"
+    );
+    let mut cluster = Cluster::default();
+    let cmds = commands(block, "README.md, webhook block");
+    for cmd in &cmds {
+        if let Some(Kubectl::CreateSecret { files, .. }) = parse_kubectl(cmd) {
+            for (_, p) in files {
+                cluster
+                    .local_files
+                    .insert(p, "new-secret\nold-secret\n".to_owned());
+            }
+        }
+    }
+    for cmd in &cmds {
+        cluster.run(cmd);
+    }
+    let set = webhooks_set();
+    let d = find(&set, "Deployment", "qonto-exporter");
+    for v in pod_spec(d).unwrap()["volumes"].as_array().unwrap() {
+        let Some(n) = v["secret"]["secretName"].as_str() else {
+            continue;
+        };
+        if n != "qonto-exporter-webhook" {
+            continue;
+        }
+        let secret = cluster
+            .secret(n)
+            .unwrap_or_else(|| panic!("after the README's steps, Secret {n} does not exist"));
+        for item in v["secret"]["items"].as_array().unwrap() {
+            let key = item["key"].as_str().unwrap();
+            assert!(
+                secret["stringData"].get(key).is_some(),
+                "Secret {n} has no key {key}, which the component mounts"
+            );
+        }
+        return;
+    }
+    panic!("the component mounts no Secret qonto-exporter-webhook");
+}
+
+/// The objects of a kustomize output, by kind and name.
+fn by_key(objects: Vec<Value>) -> BTreeMap<(String, String), Value> {
+    objects
+        .into_iter()
+        .map(|o| ((kind(&o).to_owned(), name(&o).to_owned()), o))
+        .collect()
+}
+
+#[test]
+fn webhooks_component_renders_as_kubectl_kustomize_does() {
+    let tree = webhooks_tree();
+    let model = by_key(kustomize(tree.path()));
+    assert!(model.contains_key(&("Ingress".to_owned(), "qonto-exporter-webhooks".to_owned())));
+    // kubectl is not among the tools scripts/test installs: compare when it is there.
+    let Some(kubectl) = which("kubectl") else {
+        eprintln!(
+            "kubectl is not installed: the model's rendering is not compared with kustomize's"
+        );
+        return;
+    };
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(tree.path())
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize: {}",
+        output_text(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let real = by_key(yaml_docs(&text, Path::new("kubectl kustomize output")));
+    assert_eq!(
+        model.keys().collect::<Vec<_>>(),
+        real.keys().collect::<Vec<_>>(),
+        "the objects differ"
+    );
+    for (k, v) in &real {
+        assert_eq!(&model[k], v, "{k:?} differs from kubectl kustomize's");
+    }
 }

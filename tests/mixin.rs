@@ -272,6 +272,10 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
                failedPaymentsRatio: 0.4,\n\
                failedPaymentsWindow: '2h',\n\
                failedPaymentsMin: 8,\n\
+               webhookBadSignaturesMin: 9,\n\
+               webhookBadSignaturesWindow: '20m',\n\
+               webhookSilentWindow: '45m',\n\
+               webhookSilentFor: '25m',\n\
                runbookUrlBase: 'https://runbooks.example/qonto.md',\n\
              }} }}\n",
             repo_mixin.to_str().unwrap()
@@ -351,6 +355,43 @@ fn every_config_field_reaches_the_rules_and_the_dashboard() {
             && failing.contains(">= 8")
             && !failing.contains("increase1h"),
         "{failing}"
+    );
+
+    // The webhook alerts' minimum, windows (the silent one also the wait after a process start,
+    // in seconds) and pending period.
+    let rule_of = |alert: &str| {
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap().clone())
+            .find(|r| r["alert"] == alert)
+            .unwrap_or_else(|| panic!("no rule {alert}"))
+    };
+    let bad = expr_of("QontoWebhookBadSignatures");
+    assert!(
+        bad.contains("[20m]")
+            && bad.contains("offset 20m")
+            && bad.contains(">= 9")
+            && !bad.contains("15m"),
+        "{bad}"
+    );
+    let silent = expr_of("QontoWebhooksSilent");
+    assert!(
+        silent.contains("[45m]")
+            && silent.contains("offset 45m")
+            && silent.contains("> 2700")
+            && !silent.contains("30m"),
+        "{silent}"
+    );
+    assert_eq!(rule_of("QontoWebhooksSilent")["for"], "25m");
+    let description = rule_of("QontoWebhookBadSignatures")["annotations"]["description"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        description.contains("last 20m") && description.contains("at least 9"),
+        "{description}"
     );
 
     // The window, the stale-data threshold, the runbook URL.
