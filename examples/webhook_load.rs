@@ -65,6 +65,7 @@ async fn main() {
         eprintln!("{usage}");
         std::process::exit(2);
     };
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let secret = std::fs::read_to_string(file).expect("secret file");
     let secret = secret.lines().next().unwrap_or("").trim().as_bytes().to_vec();
     let client = reqwest::Client::builder()
