@@ -209,10 +209,14 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     // The webhook receiver: off unless asked for; the demo runs one on loopback (its own
     // simulator delivers to it), so the demo's figures move in real time.
+    let mut demo_secret = None;
     let webhook = match args.webhook() {
         Ok(Some(w)) => Some(w),
         Ok(None) if demo_asked => match demo_webhook() {
-            Ok(w) => Some(w),
+            Ok((w, secret)) => {
+                demo_secret = Some(secret);
+                Some(w)
+            }
             Err(e) => {
                 eprintln!("qonto-exporter: demo webhook secret: {e}");
                 return ExitCode::FAILURE;
@@ -268,6 +272,15 @@ async fn run(args: RunArgs) -> ExitCode {
                 for o in orgs.iter_mut() {
                     o.api_url = running.base_url();
                     o.source = CredentialSource::AccessToken(Secret::new(token.clone()));
+                }
+                // The demo's deliveries go to its own loopback receiver.
+                if let (Some(secret), Some((l, w))) = (&demo_secret, &webhook) {
+                    let url = l.local_addr().map(|a| format!("http://{a}{}", w.path));
+                    match url.map(|u| sim.subscribe_webhook(&u, secret.expose())) {
+                        Ok(Ok(_)) => tracing::info!("demo organisation delivers webhooks to this exporter"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "demo webhooks not subscribed; figures move at polls only"),
+                        Err(e) => tracing::warn!(error = %e, "demo webhooks not subscribed; figures move at polls only"),
+                    }
                 }
                 demo = Some((sim, running));
             }
@@ -413,20 +426,24 @@ async fn run(args: RunArgs) -> ExitCode {
 }
 
 /// The demo's webhook receiver: loopback, a port the system picks, a fresh random secret.
-fn demo_webhook()
--> Result<qonto_exporter::config::WebhookConfig, qonto_exporter::webhook::secrets::SecretsError> {
+fn demo_webhook() -> Result<
+    (qonto_exporter::config::WebhookConfig, Secret),
+    qonto_exporter::webhook::secrets::SecretsError,
+> {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(qonto_exporter::config::WebhookConfig {
+    let secret = Secret::new(secret);
+    let config = qonto_exporter::config::WebhookConfig {
         listen_address: ([127, 0, 0, 1], 0).into(),
         path: qonto_exporter::config::DEFAULT_WEBHOOK_PATH.to_owned(),
-        secrets: Arc::new(
-            qonto_exporter::webhook::secrets::WebhookSecrets::from_value(&Secret::new(secret))?,
-        ),
+        secrets: Arc::new(qonto_exporter::webhook::secrets::WebhookSecrets::from_value(
+            &secret,
+        )?),
         web: None,
-    })
+    };
+    Ok((config, secret))
 }
 
 /// SIGHUP asks for a reload of `--config.file`, as it does of Prometheus's configuration. A
