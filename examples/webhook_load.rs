@@ -67,18 +67,22 @@ async fn main() {
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secret = std::fs::read_to_string(file).expect("secret file");
-    let secret = secret.lines().next().unwrap_or("").trim().as_bytes().to_vec();
+    let secret = secret
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .as_bytes()
+        .to_vec();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
     let num = |i: usize| -> u64 {
-        args.get(i)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                eprintln!("{usage}");
-                std::process::exit(2)
-            })
+        args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            eprintln!("{usage}");
+            std::process::exit(2)
+        })
     };
     match mode.as_str() {
         "throughput" => {

@@ -169,10 +169,7 @@ pub(crate) fn joined(
         let hash = id_key.hash_one(&l.id);
         if live_now.binary_search_by_key(&hash, |(h, _)| *h).is_ok() {
             j.after_walk += 1;
-        } else if memory
-            .live
-            .binary_search_by_key(&hash, |(h, _)| *h)
-            .is_ok()
+        } else if memory.live.binary_search_by_key(&hash, |(h, _)| *h).is_ok()
             || crate::flows::newcomer(memory, hash, l.created_at.as_deref(), now)
         {
             j.add.push(l.clone());
@@ -200,7 +197,12 @@ pub struct OverlayConfig {
 }
 
 /// The last poll's figures with the ledger applied, relative to `now`.
-pub(crate) fn overlay(base: &Base, ledger: &Ledger, cfg: &OverlayConfig, now: OffsetDateTime) -> Snapshot {
+pub(crate) fn overlay(
+    base: &Base,
+    ledger: &Ledger,
+    cfg: &OverlayConfig,
+    now: OffsetDateTime,
+) -> Snapshot {
     let mut agg = Aggregator::new(now, &cfg.windows, cfg.limits).with_aging(cfg.aging.clone());
     let snap = &base.published.snapshot;
     let mut statuses: Vec<&str> = snap.links.keys().map(|k| k.status.as_str()).collect();
@@ -313,9 +315,11 @@ impl EventState {
             full: p.full,
             restored: p.restored,
         };
-        shared
-            .published
-            .store(Some(Arc::new(Published::new(snapshot, facts, organization))));
+        shared.published.store(Some(Arc::new(Published::new(
+            snapshot,
+            facts,
+            organization,
+        ))));
         inner.dirty = false;
         true
     }

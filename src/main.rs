@@ -396,10 +396,9 @@ async fn run(args: RunArgs) -> ExitCode {
     // Either listener failing ends the process (the supervisor reports it).
     let server_task = tokio::spawn(async move {
         match receiver {
-            Some(r) => tokio::try_join!(
-                async { web.await.map_err(|e| e.to_string()) },
-                async { r.await.map_err(|e| e.to_string()) },
-            )
+            Some(r) => tokio::try_join!(async { web.await.map_err(|e| e.to_string()) }, async {
+                r.await.map_err(|e| e.to_string())
+            },)
             .map(|_| ()),
             None => web.await.map_err(|e| e.to_string()),
         }

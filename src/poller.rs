@@ -22,8 +22,8 @@ use crate::aggregate::{
     Aggregator, InvalidReason, Limits, Snapshot, StatusRows, TERMINAL_STATUSES, Totals, Window,
     parse_date,
 };
-use crate::metrics::SelfMetrics;
 use crate::events::{Joined, joined};
+use crate::metrics::SelfMetrics;
 use crate::planner::{
     Counts, Groups, IdKey, Invalid, LIVE_STATUSES, Memory, StatusPlan, Tally, Walked, after_find,
     check_counts, excluded_links, full_due, next_memory, plan_status, resync_differences, truncate,
@@ -844,7 +844,11 @@ impl Poller {
                     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
                     let dropped = t.agg.carry(status, &m.rows);
                     if dropped > 0 {
-                        tracing::warn!(status, dropped, "carried links over the label ceiling dropped");
+                        tracing::warn!(
+                            status,
+                            dropped,
+                            "carried links over the label ceiling dropped"
+                        );
                     }
                     for l in &j.add {
                         vanished.remove(&self.id_key.hash_one(&l.id));

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::servers::{
     Alertmanager, Prometheus, Webhook, promql_metric_names, require_tool, sample_names,
 };
-use common::{Exporter, Sim, repo};
+use common::{Exporter, Sim, free_port, repo};
 use qonto_exporter::simulator::{Mutation, SimConfig, SimOrganization};
 use serde_json::Value;
 
@@ -60,9 +60,23 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         DASHBOARD_ORGS,
     ))
     .await;
-    let demo = organisations_exporter(&demo_sim, DASHBOARD_ORGS, dir.path());
+    // The dashboard's exporter runs the webhook receiver, to which the simulator delivers the
+    // signed events of both organisations' changes: the Webhooks row has data.
+    let webhook_port = free_port();
+    let demo = organisations_exporter(&demo_sim, DASHBOARD_ORGS, dir.path(), Some(webhook_port));
+    for o in DASHBOARD_ORGS {
+        demo_sim
+            .sim
+            .organization(o)
+            .expect("the organisation")
+            .subscribe_webhook(
+                &format!("http://127.0.0.1:{webhook_port}/webhooks/qonto/{o}"),
+                WEBHOOK_SECRET,
+            )
+            .expect("the simulator subscribes");
+    }
     let auth_sim = Sim::start(two_organisations(50, None, AUTH_ORGS)).await;
-    let auth = organisations_exporter(&auth_sim, AUTH_ORGS, dir.path());
+    let auth = organisations_exporter(&auth_sim, AUTH_ORGS, dir.path(), None);
     let expiry_sim = Sim::start(SimConfig {
         links: 80,
         ..SimConfig::default()
@@ -77,7 +91,8 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
     // The connection status is checked right after each poll: give the first check time to end
     // on both organisations, so that its state set is among the names exported. The payments
     // counter appears at the first payment read (a link seen becoming paid: from the second poll,
-    // the simulator evolving every second): wait for it too on both organisations.
+    // the simulator evolving every second): wait for it too on both organisations. So does the
+    // webhook delivery lag histogram, at the first event received.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let exposition = demo.scrape().await;
@@ -89,13 +104,15 @@ async fn dashboard_rules_and_alerts_work_with_real_prometheus_and_alertmanager()
         let checked = DASHBOARD_ORGS.iter().all(|o| {
             has("qonto_payment_links_connection_status{", o)
                 && has("qonto_payment_links_payments_total{", o)
+                && has("qonto_exporter_webhook_delivery_lag_seconds_bucket{", o)
         });
         if checked {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no connection status or no payments read for both organisations within 15s:\n{exposition}"
+            "no connection status, payments read or webhook event for both organisations within \
+             15s:\n{exposition}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -567,10 +584,19 @@ fn two_organisations(links: usize, evolve: Option<Duration>, names: [&str; 2]) -
     }
 }
 
+/// The secret of the dashboard exporter's webhook subscriptions.
+const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789abcdef0123456789";
+
 /// An exporter polling both organisations of `sim` every second (`--config.file`, tokens by
 /// file), reading the payments of up to 100 links a poll sees becoming paid (`--collect.payments`,
-/// off by default), so that the dashboard's payments panels have data.
-fn organisations_exporter(sim: &Sim, names: [&str; 2], dir: &std::path::Path) -> Exporter {
+/// off by default), so that the dashboard's payments panels have data; with `webhook_port`, its
+/// webhook receiver listens there (secret [`WEBHOOK_SECRET`]).
+fn organisations_exporter(
+    sim: &Sim,
+    names: [&str; 2],
+    dir: &std::path::Path,
+    webhook_port: Option<u16>,
+) -> Exporter {
     let mut config = String::from("organizations:\n");
     for n in names {
         let token = dir.join(format!("{n}.token"));
@@ -583,19 +609,24 @@ fn organisations_exporter(sim: &Sim, names: [&str; 2], dir: &std::path::Path) ->
     }
     let file = dir.join(format!("{}.yml", names[0]));
     std::fs::write(&file, config).unwrap();
-    Exporter::start(
-        &[
-            "--config.file",
-            &file.display().to_string(),
-            "--poll.interval",
-            "1s",
-            "--collect.payments",
-            "100",
-            "--log.level",
-            "debug",
-        ],
-        &[],
-    )
+    let file = file.display().to_string();
+    let mut args = vec![
+        "--config.file",
+        &file,
+        "--poll.interval",
+        "1s",
+        "--collect.payments",
+        "100",
+        "--log.level",
+        "debug",
+    ];
+    let listen = webhook_port.map(|p| format!("127.0.0.1:{p}"));
+    let mut envs = Vec::new();
+    if let Some(listen) = &listen {
+        args.extend(["--webhook.listen-address", listen.as_str()]);
+        envs.push(("QONTO_WEBHOOK_SECRET", WEBHOOK_SECRET));
+    }
+    Exporter::start(&args, &envs)
 }
 
 /// An exporter polling `sim` every second with a static token (the simulator accepts any).

@@ -29,10 +29,7 @@ fn start(sim: &Sim, interval: &str) -> Exporter {
         &[("QONTO_WEBHOOK_SECRET", SECRET), ("QONTO_ACCESS_TOKEN", "t")],
     );
     sim.sim
-        .subscribe_webhook(
-            &format!("http://127.0.0.1:{port}/webhooks/qonto"),
-            SECRET,
-        )
+        .subscribe_webhook(&format!("http://127.0.0.1:{port}/webhooks/qonto"), SECRET)
         .expect("subscription");
     exporter
 }
@@ -122,7 +119,13 @@ async fn events_move_the_figures_between_polls_exactly() {
         sim.sim.mutate(m);
     }
     drained(&sim, Duration::from_secs(20)).await;
-    let m = exact(&e, &sim, "after events, before any poll", Duration::from_secs(5)).await;
+    let m = exact(
+        &e,
+        &sim,
+        "after events, before any poll",
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(
         m.get("qonto_exporter_polls_total").copied(),
         Some(1.0),
@@ -198,7 +201,10 @@ async fn dropped_and_stale_deliveries_are_healed_by_the_next_poll() {
     }
     let m = e.metrics().await;
     assert!(sim.sim.webhook_stats().dropped > 0);
-    assert!(outcome(&m, "stale") > 0.0, "stale attempts are refused and counted");
+    assert!(
+        outcome(&m, "stale") > 0.0,
+        "stale attempts are refused and counted"
+    );
     assert!(outcome(&m, "applied") > 0.0);
     let text = e.scrape().await;
     assert!(!text.contains(SECRET) && !e.logs().contains(SECRET));

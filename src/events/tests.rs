@@ -118,7 +118,13 @@ fn events_move_live_links_add_newcomers_and_leave_terminal_links_alone() {
         ev("n2", "paid", "3", AFTER, Some(1)),
         // Terminal links the poll counted: final, so nothing changes.
         ev("paid-old", "paid", "999", OLD, Some(1)),
-        ev("paid-recent", "open", "999", "2026-11-24T11:59:00Z", Some(1)),
+        ev(
+            "paid-recent",
+            "open",
+            "999",
+            "2026-11-24T11:59:00Z",
+            Some(1),
+        ),
         // An old link the poll did not see live: a terminal link it held.
         ev("x", "canceled", "8", OLD, Some(1)),
     ] {
@@ -136,15 +142,30 @@ fn events_move_live_links_add_newcomers_and_leave_terminal_links_alone() {
 #[test]
 fn out_of_order_events_are_settled_by_updated_at() {
     let mut l = Ledger::default();
-    assert_eq!(l.apply(ev("a", "paid", "1", OLD, Some(20))), Applied::Applied);
-    assert_eq!(l.apply(ev("a", "open", "1", OLD, Some(10))), Applied::Ignored);
+    assert_eq!(
+        l.apply(ev("a", "paid", "1", OLD, Some(20))),
+        Applied::Applied
+    );
+    assert_eq!(
+        l.apply(ev("a", "open", "1", OLD, Some(10))),
+        Applied::Ignored
+    );
     assert_eq!(l.terminal()["paid"].len(), 1);
     // Without updated_at, receipt order decides.
-    assert_eq!(l.apply(ev("a", "canceled", "1", OLD, None)), Applied::Applied);
+    assert_eq!(
+        l.apply(ev("a", "canceled", "1", OLD, None)),
+        Applied::Applied
+    );
     assert!(!l.terminal().contains_key("paid"));
     // Equal updated_at: the later receipt (a retry carries the same state).
-    assert_eq!(l.apply(ev("b", "open", "1", OLD, Some(5))), Applied::Applied);
-    assert_eq!(l.apply(ev("b", "paid", "1", OLD, Some(5))), Applied::Applied);
+    assert_eq!(
+        l.apply(ev("b", "open", "1", OLD, Some(5))),
+        Applied::Applied
+    );
+    assert_eq!(
+        l.apply(ev("b", "paid", "1", OLD, Some(5))),
+        Applied::Applied
+    );
     assert_eq!(l.terminal()["paid"].len(), 1);
 }
 
