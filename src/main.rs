@@ -277,9 +277,15 @@ async fn run(args: RunArgs) -> ExitCode {
                 if let (Some(secret), Some((l, w))) = (&demo_secret, &webhook) {
                     let url = l.local_addr().map(|a| format!("http://{a}{}", w.path));
                     match url.map(|u| sim.subscribe_webhook(&u, secret.expose())) {
-                        Ok(Ok(_)) => tracing::info!("demo organisation delivers webhooks to this exporter"),
-                        Ok(Err(e)) => tracing::warn!(error = %e, "demo webhooks not subscribed; figures move at polls only"),
-                        Err(e) => tracing::warn!(error = %e, "demo webhooks not subscribed; figures move at polls only"),
+                        Ok(Ok(_)) => {
+                            tracing::info!("demo organisation delivers webhooks to this exporter")
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "demo webhooks not subscribed; figures move at polls only")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "demo webhooks not subscribed; figures move at polls only")
+                        }
                     }
                 }
                 demo = Some((sim, running));
@@ -438,9 +444,7 @@ fn demo_webhook() -> Result<
     let config = qonto_exporter::config::WebhookConfig {
         listen_address: ([127, 0, 0, 1], 0).into(),
         path: qonto_exporter::config::DEFAULT_WEBHOOK_PATH.to_owned(),
-        secrets: Arc::new(qonto_exporter::webhook::secrets::WebhookSecrets::from_value(
-            &secret,
-        )?),
+        secrets: Arc::new(qonto_exporter::webhook::secrets::WebhookSecrets::from_value(&secret)?),
         web: None,
     };
     Ok((config, secret))

@@ -26,7 +26,10 @@ fn start(sim: &Sim, interval: &str) -> Exporter {
     );
     let exporter = Exporter::start_owned(
         &args,
-        &[("QONTO_WEBHOOK_SECRET", SECRET), ("QONTO_ACCESS_TOKEN", "t")],
+        &[
+            ("QONTO_WEBHOOK_SECRET", SECRET),
+            ("QONTO_ACCESS_TOKEN", "t"),
+        ],
     );
     sim.sim
         .subscribe_webhook(&format!("http://127.0.0.1:{port}/webhooks/qonto"), SECRET)
