@@ -1,8 +1,8 @@
 //! Load and latency for the webhook receiver (used by `scripts/bench-webhooks`; not a test).
 //!
-//! `webhook_load throughput URL SECRET_FILE EVENTS CONCURRENCY`: posts EVENTS signed events (each
-//! a new open link) over CONCURRENCY keep-alive connections; prints `events_per_second=… ok=…
-//! refused=…`.
+//! `webhook_load throughput URL SECRET_FILE EVENTS CONCURRENCY [RATE]`: posts EVENTS signed events
+//! (each a new open link) over CONCURRENCY keep-alive connections, at RATE events a second if
+//! given (else as fast as answered); prints `events_per_second=… ok=… refused=…`.
 //!
 //! `webhook_load latency URL SECRET_FILE METRICS_URL EVENTS`: posts one event at a time, each a
 //! new open `Basket` link in `GBP`, and reads METRICS_URL every 2 ms until its count shows it;
@@ -60,7 +60,7 @@ fn open_gbp(text: &str) -> u64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: webhook_load throughput URL SECRET_FILE EVENTS CONCURRENCY | latency URL SECRET_FILE METRICS_URL EVENTS";
+    let usage = "usage: webhook_load throughput URL SECRET_FILE EVENTS CONCURRENCY [RATE] | latency URL SECRET_FILE METRICS_URL EVENTS";
     let (Some(mode), Some(url), Some(file)) = (args.get(1), args.get(2), args.get(3)) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -87,6 +87,8 @@ async fn main() {
     match mode.as_str() {
         "throughput" => {
             let (events, concurrency) = (num(4), num(5).max(1));
+            // Optional pace (events per second); unpaced without it.
+            let rate = args.get(6).and_then(|s| s.parse::<f64>().ok()).filter(|r| *r > 0.0);
             let next = Arc::new(AtomicU64::new(0));
             let ok = Arc::new(AtomicU64::new(0));
             let start = Instant::now();
@@ -99,6 +101,10 @@ async fn main() {
                         let n = next.fetch_add(1, Ordering::Relaxed);
                         if n >= events {
                             break;
+                        }
+                        if let Some(rate) = rate {
+                            let at = start + Duration::from_secs_f64(n as f64 / rate);
+                            tokio::time::sleep_until(at.into()).await;
                         }
                         if post(&client, &url, &secret, body(n, "EUR", "Basket")).await {
                             ok.fetch_add(1, Ordering::Relaxed);
