@@ -88,7 +88,10 @@ async fn main() {
         "throughput" => {
             let (events, concurrency) = (num(4), num(5).max(1));
             // Optional pace (events per second); unpaced without it.
-            let rate = args.get(6).and_then(|s| s.parse::<f64>().ok()).filter(|r| *r > 0.0);
+            let rate = args
+                .get(6)
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|r| *r > 0.0);
             let next = Arc::new(AtomicU64::new(0));
             let ok = Arc::new(AtomicU64::new(0));
             let start = Instant::now();

@@ -6,18 +6,22 @@
 //! # Polls stay the truth
 //! Every complete poll replaces the figures whole; the ledger only moves them until the next one.
 //! When the poll completes, the events received before it started are dropped (the poll read
-//! their effects), the later ones are applied again on top of its figures. So a lost, late or
-//! wrong event costs at most one poll interval of wrong figures, and a missing subscription
-//! costs nothing but real time.
+//! their effects), the later ones are applied again on top of its figures. So a lost or late
+//! event costs at most one poll interval of wrong live figures, and a missing subscription
+//! costs nothing but real time. (Terminal statuses settled from events rest on the assumption
+//! written below.)
 //!
 //! # The overlay
 //! The poll keeps its open and processing links whole; the terminal statuses (and statuses the
 //! exporter does not know) are carried as the poll's totals. An event replaces its link's
 //! contribution when the poll counted the link as live, and adds the link when it is a newcomer
 //! (unknown to that poll and certainly created after it started, less the flows' allowance).
-//! Any other event concerns a terminal link the poll already counted, and terminal links are
-//! taken as final (see [`crate::planner`]): it changes nothing. Out-of-order deliveries are
-//! settled by `updated_at`: an event older than the link's latest one is ignored.
+//! Any other event changes nothing: it concerns a terminal link the poll already counted
+//! (terminal links are taken as final, see [`crate::planner`]), or a link the poll left out (of
+//! a status the exporter does not know, with unusable data, or missed by a walk the listing
+//! moved under); the next poll reads those. Out-of-order deliveries are settled by `updated_at`:
+//! an event older than the link's latest one in the ledger is ignored, and so is one older than
+//! the start of the poll that read the link live (a retry delivered late).
 //!
 //! # What a poll takes from the ledger, and why the figures stay exact
 //! The planner's incremental poll walks the live statuses in full and probes each terminal
@@ -25,8 +29,10 @@
 //! poll's live links or walks the status for. With webhooks, before the probes, it takes the
 //! ledger's links in each terminal status `s` that are certainly not among the links `s` held at
 //! the last poll: those live at the last poll (they were not in `s` then), newcomers as above,
-//! and those this poll's live walk saw live (moved in after the walk read them). Each was in `s`
-//! when its event was received, before the probe, and terminal links stay where they are; so
+//! and those this poll's live walk saw live (moved in after the walk read them). **Assumed:** a
+//! link is in `s`, as the list endpoint counts it, by the time its event is received (Qonto
+//! sends an event after the change it tells of is stored); since terminal links stay where they
+//! are and the ledger is read before the probe, each is then counted in `s` at the probe. So
 //! when the count grew by exactly their number, they are all of `s`'s newcomers: the carried
 //! totals plus the events' amounts are `s`'s figures, and no page of `s` is read. The links the
 //! live walk saw live stay counted as the walk saw them (a poll's figures are as of its walk),
@@ -34,7 +40,10 @@
 //! other count falls back to the planner's own plan, so lost events, downtime and a missing
 //! subscription heal by themselves. The event's amount is trusted as the link's: it is signed
 //! by Qonto, and a terminal link's amount is final; a full resync checks it like every carried
-//! figure.
+//! figure. If the assumption fails (a count that lags its event while another newcomer, whose
+//! event is late, makes up the difference), the status holds the wrong one of the two links
+//! until the lagging link reaches the count: the count then exceeds the remembered one, and the
+//! next poll looks for or walks the status, which corrects it.
 //!
 //! # Why the live walk is never skipped
 //! Counts cannot see an open link's amount or expiration change, a link deleted while another is
@@ -47,7 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::aggregate::{AgeBuckets, Aggregator, Limits, Snapshot, TERMINAL_STATUSES, Window};
 use crate::aggregate::{canonical_status, read};
@@ -219,8 +228,18 @@ pub(crate) fn overlay(
     }
     let unix = now.unix_timestamp();
     let key = base.memory.id_key;
+    // The poll read its live links after it started: an event of a change before that (a
+    // retry delivered late) is older than what the poll read, and the poll's reading stays.
+    let polled = i128::from(base.memory.polled_at).saturating_mul(1_000_000_000);
     for (id, e) in &ledger.links {
-        if base.live.contains_key(id)
+        let read = base.live.get(id);
+        if let (Some(link), Some(u)) = (read, e.link.updated_at) {
+            if u < polled {
+                agg.add(link);
+                continue;
+            }
+        }
+        if read.is_some()
             || crate::flows::newcomer(
                 &base.memory,
                 key.hash_one(id),
@@ -237,9 +256,9 @@ pub(crate) fn overlay(
 /// One organisation's webhook state, shared by its poller and its event task.
 pub struct EventState {
     inner: Mutex<Inner>,
-    /// Wakes the event task to republish (a poll completed with events left to apply).
-    nudge: Notify,
     cfg: OverlayConfig,
+    /// The organisation's name (the published gauges' label).
+    organization: String,
 }
 
 struct Inner {
@@ -250,15 +269,15 @@ struct Inner {
 }
 
 impl EventState {
-    pub fn new(cfg: OverlayConfig) -> Arc<EventState> {
+    pub fn new(cfg: OverlayConfig, organization: &str) -> Arc<EventState> {
         Arc::new(EventState {
             inner: Mutex::new(Inner {
                 ledger: Ledger::default(),
                 base: None,
                 dirty: false,
             }),
-            nudge: Notify::new(),
             cfg,
+            organization: organization.to_owned(),
         })
     }
 
@@ -276,16 +295,19 @@ impl EventState {
         self.lock().ledger.terminal()
     }
 
-    /// A poll completed: publishes its value and makes it the overlay's base, in one step under
-    /// the lock, so an overlay of the previous poll can never replace it.
+    /// A poll completed: publishes its value, with the events received since it started
+    /// applied, and makes it the overlay's base, in one step under the lock, so an overlay of
+    /// the previous poll can never replace it, nor the figures step back to the walk's view.
     pub(crate) fn publish_poll(&self, shared: &Shared, base: Base) {
         let mut inner = self.lock();
-        shared.published.store(Some(base.published.clone()));
         inner.ledger.end_poll();
-        inner.dirty = !inner.ledger.is_empty();
         inner.base = Some(base);
-        drop(inner);
-        self.nudge.notify_one();
+        inner.dirty = !inner.ledger.is_empty();
+        if !self.store_overlay(&mut inner, shared) {
+            if let Some(base) = &inner.base {
+                shared.published.store(Some(base.published.clone()));
+            }
+        }
     }
 
     /// Applies one event; returns what it did.
@@ -300,8 +322,12 @@ impl EventState {
 
     /// Republishes the overlay if events changed the ledger since the last publish and a poll
     /// has completed. Returns whether it did.
-    fn republish(&self, shared: &Shared, organization: &str) -> bool {
+    fn republish(&self, shared: &Shared) -> bool {
         let mut inner = self.lock();
+        self.store_overlay(&mut inner, shared)
+    }
+
+    fn store_overlay(&self, inner: &mut Inner, shared: &Shared) -> bool {
         let Some(base) = inner.base.as_ref().filter(|_| inner.dirty) else {
             return false;
         };
@@ -318,7 +344,7 @@ impl EventState {
         shared.published.store(Some(Arc::new(Published::new(
             snapshot,
             facts,
-            organization,
+            &self.organization,
         ))));
         inner.dirty = false;
         true
@@ -333,7 +359,6 @@ pub async fn run(
     metrics: Arc<SelfMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let organization = metrics.organization().to_owned();
     let mut last = Instant::now()
         .checked_sub(REPUBLISH_SPACING)
         .unwrap_or_else(Instant::now);
@@ -351,9 +376,8 @@ pub async fn run(
                 }
                 None => return,
             },
-            _ = state.nudge.notified() => pending = true,
             _ = tokio::time::sleep_until(due.into()), if pending => {
-                state.republish(&shared, &organization);
+                state.republish(&shared);
                 last = Instant::now();
                 pending = false;
             }

@@ -306,15 +306,21 @@ impl Fleet {
             metrics.clone(),
             shared.clone(),
         );
+        // Runs in the poller's task: if it panics, the poller's exit report ends the process,
+        // rather than the receiver answering 503 for ever behind a healthy-looking /metrics.
+        let mut events_task = None;
         if let Some(router) = &self.common.webhooks {
-            let events = crate::events::EventState::new(crate::events::OverlayConfig {
-                windows: self.common.windows.clone(),
-                limits: self.common.limits,
-                aging: self.common.aging.clone(),
-            });
+            let events = crate::events::EventState::new(
+                crate::events::OverlayConfig {
+                    windows: self.common.windows.clone(),
+                    limits: self.common.limits,
+                    aging: self.common.aging.clone(),
+                },
+                &org.name,
+            );
             let (inbox, queue) = mpsc::channel(crate::webhook::QUEUE_CAPACITY);
             router.insert(&org.name, inbox, metrics.webhook.clone());
-            tokio::spawn(
+            events_task = Some(
                 crate::events::run(events.clone(), queue, shared, metrics, stop_rx.clone())
                     .instrument(tracing::info_span!("events", organization = %org.name)),
             );
@@ -334,7 +340,12 @@ impl Fleet {
                     if let Some(storage) = storage {
                         poller.restore_from(storage).await;
                     }
-                    poller.run(stop_rx).await;
+                    match events_task {
+                        Some(events) => {
+                            tokio::join!(poller.run(stop_rx), events);
+                        }
+                        None => poller.run(stop_rx).await,
+                    }
                 };
                 let panic = std::panic::AssertUnwindSafe(body)
                     .catch_unwind()

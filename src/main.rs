@@ -436,11 +436,7 @@ fn demo_webhook() -> Result<
     (qonto_exporter::config::WebhookConfig, Secret),
     qonto_exporter::webhook::secrets::SecretsError,
 > {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let secret = Secret::new(secret);
+    let secret = qonto_exporter::webhook::subscribe::generate_secret();
     let config = qonto_exporter::config::WebhookConfig {
         listen_address: ([127, 0, 0, 1], 0).into(),
         path: qonto_exporter::config::DEFAULT_WEBHOOK_PATH.to_owned(),

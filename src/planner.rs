@@ -210,6 +210,9 @@ pub(crate) struct Walked {
     pub(crate) proven: BTreeMap<&'static str, u64>,
     /// Whether the links of unknown statuses were carried from the last poll.
     pub(crate) unknown_carried: bool,
+    /// Whether some terminal status grew and webhook events named all its newcomers, with no
+    /// terminal listing read (see [`crate::events`]).
+    pub(crate) settled_by_events: bool,
 }
 
 /// Two sets of rows of one status added up, sorted like `Snapshot::status_rows`.

@@ -668,6 +668,7 @@ impl Poller {
                 drift,
                 proven,
                 unknown_carried,
+                settled_by_events,
             } = outcome;
             let mut t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
             let drift = drift.or_else(|| {
@@ -734,6 +735,10 @@ impl Poller {
             // `poll_once` once published, after the payments of the links paid are read).
             let flows = std::mem::take(&mut t.flows.events);
             let live_links = t.live_links.take();
+            // Counted for the attempt whose figures are published, once per poll.
+            if settled_by_events {
+                self.metrics.webhook_polls_settled.inc();
+            }
             drop(t);
             self.memory = Some(memory);
             return Ok(Collected {
@@ -753,6 +758,7 @@ impl Poller {
             drift: s.drift,
             proven: BTreeMap::new(),
             unknown_carried: false,
+            settled_by_events: false,
         })
     }
 
@@ -912,9 +918,6 @@ impl Poller {
                 }
             }
         }
-        if grew && !read_terminal && self.events.is_some() {
-            self.metrics.webhook_polls_settled.inc();
-        }
         let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
         t.expected_duplicates = t.duplicates - live_duplicates;
         Ok(Some(Walked {
@@ -922,6 +925,7 @@ impl Poller {
             drift,
             proven: terminal,
             unknown_carried,
+            settled_by_events: grew && !read_terminal && self.events.is_some(),
         }))
     }
 

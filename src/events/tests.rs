@@ -24,6 +24,8 @@ fn ev(id: &str, status: &str, value: &str, created: &str, updated: Option<i128>)
     }
 }
 
+/// An `updated_at` after the poll of `T0` (Unix nanoseconds).
+const LATER: i128 = (1_795_521_600 + 10) * 1_000_000_000;
 const OLD: &str = "2026-01-01T00:00:00Z";
 const AFTER: &str = "2026-11-24T12:00:30Z";
 
@@ -112,12 +114,12 @@ fn events_move_live_links_add_newcomers_and_leave_terminal_links_alone() {
     );
     let mut ledger = Ledger::default();
     for e in [
-        ev("o1", "paid", "10", OLD, Some(1)),
-        ev("n1", "open", "7", AFTER, Some(1)),
+        ev("o1", "paid", "10", OLD, Some(LATER)),
+        ev("n1", "open", "7", AFTER, Some(LATER)),
         // A newcomer created and paid since the poll.
-        ev("n2", "paid", "3", AFTER, Some(1)),
+        ev("n2", "paid", "3", AFTER, Some(LATER)),
         // Terminal links the poll counted: final, so nothing changes.
-        ev("paid-old", "paid", "999", OLD, Some(1)),
+        ev("paid-old", "paid", "999", OLD, Some(LATER)),
         ev(
             "paid-recent",
             "open",
@@ -126,7 +128,7 @@ fn events_move_live_links_add_newcomers_and_leave_terminal_links_alone() {
             Some(1),
         ),
         // An old link the poll did not see live: a terminal link it held.
-        ev("x", "canceled", "8", OLD, Some(1)),
+        ev("x", "canceled", "8", OLD, Some(LATER)),
     ] {
         assert_eq!(ledger.apply(e), Applied::Applied);
     }
@@ -227,4 +229,20 @@ fn a_full_ledger_ignores_new_links_but_updates_held_ones() {
     }
     assert_eq!(l.apply(ev("new", "open", "1", OLD, None)), Applied::Ignored);
     assert_eq!(l.apply(ev("l1", "paid", "1", OLD, None)), Applied::Applied);
+}
+
+#[test]
+fn a_late_retry_older_than_the_poll_does_not_override_what_it_read() {
+    let b = base(&[ev("o1", "open", "10", OLD, None)], &[]);
+    let mut ledger = Ledger::default();
+    let before_poll = i128::from(T0.unix_timestamp() - 5) * 1_000_000_000;
+    ledger.apply(ev("o1", "processing", "10", OLD, Some(before_poll)));
+    let s = overlay(&b, &ledger, &cfg(), T0);
+    assert_eq!(totals(&s, "open").count, 1);
+    assert_eq!(totals(&s, "processing").count, 0);
+    let after_poll = i128::from(T0.unix_timestamp() + 5) * 1_000_000_000;
+    ledger.apply(ev("o1", "processing", "10", OLD, Some(after_poll)));
+    let s = overlay(&b, &ledger, &cfg(), T0);
+    assert_eq!(totals(&s, "processing").count, 1);
+    assert_eq!(totals(&s, "open").count, 0);
 }

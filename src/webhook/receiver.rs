@@ -8,8 +8,8 @@
 //!    configured; else 404 (not counted: not a delivery to any organisation);
 //! 2. `POST` only (405, not counted); `Content-Type: application/json` (415, malformed);
 //! 3. a body of at most [`MAX_BODY`] bytes, read within [`BODY_TIMEOUT`] (413 or 408, malformed);
-//! 4. `X-Qonto-Signature` against every secret, then its timestamp (401, bad_signature or
-//!    stale); a body is parsed only once verified, so refusals up to here have type `unknown`;
+//! 4. `X-Qonto-Signature` against every secret, then its timestamp (401: bad_signature for a
+//!    well-formed header no secret matches, malformed for a missing or garbled one, stale); a body is parsed only once verified, so refusals up to here have type `unknown`;
 //! 5. the event envelope (400, malformed);
 //! 6. an event id already queued for the organisation answers 200 (duplicate) without queueing;
 //! 7. the organisation's bounded queue: full or closed answers 503 (queue_full) and the id is not
@@ -527,9 +527,11 @@ async fn answer(rx: &Receiver, req: Request<Incoming>, peer: SocketAddr) -> Resp
             signature::SignatureError::Future => {
                 (Outcome::Stale, "signature timestamp in the future\n")
             }
-            signature::SignatureError::Missing => (Outcome::BadSignature, "signature missing\n"),
+            // Without a well-formed header it is not a mis-signed delivery (what the bad
+            // signature alert is about) but noise any client can send: malformed.
+            signature::SignatureError::Missing => (Outcome::Malformed, "signature missing\n"),
             signature::SignatureError::Malformed => {
-                (Outcome::BadSignature, "signature header malformed\n")
+                (Outcome::Malformed, "signature header malformed\n")
             }
             signature::SignatureError::Mismatch => (Outcome::BadSignature, "signature invalid\n"),
         };
