@@ -12,7 +12,7 @@
 // - with it, the events_total series are created at 0 when the process starts (counters reset
 //   on restart, like every counter of the exporter);
 // - the flow counters (qonto_payment_links_created_total, qonto_payment_links_transitions_total)
-//   count every change once, whether an event or a poll saw it first; they exist at 0 from the
+//   move at polls only, each change counted once (also one only an event told of); they exist at 0 from the
 //   first complete poll, and the first poll of a process started from --storage.path counts the
 //   moves of the downtime (no event of which this process may have received yet);
 // - process_start_time_seconds is the process's start (per target, no `organization`).
@@ -86,8 +86,9 @@
             //   the window (process_start_time_seconds joined per target): the first poll of a
             //   restarted process counts the downtime's changes, whose events Qonto delivers
             //   only at its next retry, so a restart, like a fresh start, waits a whole window;
-            // - polls saw changes in the window: an increase of the transitions or created
-            //   counters (both count a change once, event or poll);
+            // - polls saw changes in the window: an increase of the transitions (expiries left
+            //   out: they happen by time, and whether Qonto sends an event for them is not
+            //   documented) or created counters;
             // - no event applied, ignored or duplicate in the window (absent series count as
             //   none: bad signatures, stale or malformed deliveries are not events received).
             expr: |||
@@ -98,7 +99,7 @@
               )
               and
               (
-                  sum without (%(p)s, from, to, currency, resource_type) (increase(qonto_payment_links_transitions_total{%(s)s}[%(w)s])) > 0
+                  sum without (%(p)s, from, to, currency, resource_type) (increase(qonto_payment_links_transitions_total{%(s)s, to!="expired"}[%(w)s])) > 0
                 or
                   sum without (%(p)s, currency, resource_type) (increase(qonto_payment_links_created_total{%(s)s}[%(w)s])) > 0
               )

@@ -11,7 +11,7 @@ use super::event::{CONNECTIONS, PAYMENT_LINKS, UNKNOWN};
 /// What became of a delivery: the `outcome` label of `qonto_exporter_webhook_events_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    /// The ledger applied it to the figures.
+    /// The ledger recorded it (the figures move at its next republish).
     Applied,
     /// The ledger had no use for it (an older state of the link, an event type not used).
     Ignored,
@@ -84,7 +84,7 @@ impl WebhookMetrics {
         let events = IntCounterVec::new(
             Opts::new(
                 "qonto_exporter_webhook_events_total",
-                "Webhook deliveries routed to this organisation, by event type (v1/payment-links, v1/payment-links-connections, other, or unknown when refused before the body was parsed: a body is parsed only once its signature is verified) and outcome: applied and ignored (by the event ledger), duplicate (an event id already queued; answered 200, not queued again), bad_signature (X-Qonto-Signature missing, malformed or matching no secret; 401), stale (correctly signed more than 5 minutes before or after this host's clock; 401), malformed (not a POST of JSON, a body over 64 KiB or not read in time, or not a usable event; 4xx), queue_full (the organisation's event queue was full or closed; 503, so Qonto retries).",
+                "Webhook deliveries routed to this organisation, by event type (v1/payment-links, v1/payment-links-connections, other, or unknown when refused before the body was parsed: a body is parsed only once its signature is verified) and outcome: applied (recorded in the organisation's event ledger; the figures move at its next republish, at most 500 ms later) and ignored (older than the link's state held, a type or connection event the figures do not use, or the ledger full), duplicate (an event id already queued; answered 200, not queued again), bad_signature (a well-formed X-Qonto-Signature matching no secret; 401), stale (correctly signed more than 5 minutes before or after this host's clock; 401), malformed (X-Qonto-Signature missing or garbled, 401; not a POST of JSON, a body over 64 KiB or not read in time, or not a usable event; 4xx), queue_full (the organisation's event queue was full or closed; 503, so Qonto retries).",
             ),
             &["type", "outcome"],
         )
