@@ -91,6 +91,8 @@ pub struct Ledger {
     seq: u64,
     /// The sequence when the running poll started.
     cut: u64,
+    /// Whether the ledger was found full since the last poll completed (logged once).
+    full: bool,
 }
 
 /// What applying one event did.
@@ -113,6 +115,13 @@ impl Ledger {
                 }
             }
         } else if self.links.len() >= MAX_LEDGER {
+            if !self.full {
+                self.full = true;
+                tracing::warn!(
+                    links = MAX_LEDGER,
+                    "webhook event ledger full: new links' events are ignored until the next poll completes (it reads them)"
+                );
+            }
             return Applied::Ignored;
         }
         self.seq += 1;
@@ -130,6 +139,7 @@ impl Ledger {
     pub fn end_poll(&mut self) {
         let cut = self.cut;
         self.links.retain(|_, e| e.seq > cut);
+        self.full = false;
     }
 
     pub fn len(&self) -> usize {
@@ -398,7 +408,7 @@ fn handle(state: &EventState, metrics: &SelfMetrics, d: Delivery) -> bool {
             }
         }
         Payload::Connection { event } => {
-            tracing::info!(event = %event, "connection event received; the connection check after the next poll reads the status");
+            tracing::debug!(event = %event, "connection event received; the connection check after the next poll reads the status");
             (Outcome::Ignored, false)
         }
         Payload::Other => (Outcome::Ignored, false),

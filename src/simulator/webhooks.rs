@@ -42,8 +42,6 @@ use super::render::{money_value, rfc3339};
 pub const PAYMENT_LINKS: &str = "v1/payment-links";
 /// `type` of connection events.
 pub const CONNECTIONS: &str = "v1/payment-links-connections";
-/// Longest callback URL Qonto accepts.
-pub const MAX_CALLBACK_URL_LEN: usize = 512;
 /// Shortest and longest secrets Qonto accepts.
 pub const SECRET_LEN: std::ops::RangeInclusive<usize> = 32..=128;
 /// Attempts per delivery, the first included.
@@ -162,31 +160,10 @@ pub(crate) struct SubscriptionRequest {
     pub(crate) description: Option<String>,
 }
 
-/// Checks a callback URL as the simulator does: `https`, or `http` to a loopback host; at most
-/// [`MAX_CALLBACK_URL_LEN`] characters.
-pub fn check_callback_url(url: &str) -> Result<reqwest::Url, String> {
-    if url.len() > MAX_CALLBACK_URL_LEN {
-        return Err(format!(
-            "longer than {MAX_CALLBACK_URL_LEN} characters ({})",
-            url.len()
-        ));
-    }
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    let host = parsed
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or("has no host")?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = bare.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(parsed),
-        "http" if loopback => Ok(parsed),
-        "http" => Err("must be https (http only to a loopback host)".into()),
-        other => Err(format!("scheme {other:?}: must be https")),
-    }
+/// Checks a callback URL as the simulator does: the exporter's own check of what Qonto accepts
+/// (`https`, or `http` to a loopback host; at most 512 characters).
+pub fn check_callback_url(url: &str) -> Result<(), String> {
+    crate::webhook::subscribe::check_callback_url(url)
 }
 
 /// `X-Qonto-Signature` for `body` at Unix time `t` with `secret`.
@@ -201,11 +178,12 @@ pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
     format!("t={t},v1={hex}")
 }
 
-/// 64 hexadecimal characters from the operating system's CSPRNG (what the simulator generates
-/// when a subscription comes without a secret).
+/// 64 hexadecimal characters from `rand`'s cryptographically secure thread generator (seeded by
+/// the operating system): what the simulator generates when a subscription comes without one.
 pub fn generate_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::webhook::subscribe::generate_secret()
+        .expose()
+        .to_owned()
 }
 
 /// A random version-4 UUID, hyphenated.
@@ -697,7 +675,10 @@ mod tests {
         assert!(check_callback_url("http://hooks.example.com/").is_err());
         assert!(check_callback_url("ftp://hooks.example.com/").is_err());
         assert!(check_callback_url("not a url").is_err());
-        let long = format!("https://example.com/{}", "a".repeat(MAX_CALLBACK_URL_LEN));
+        let long = format!(
+            "https://example.com/{}",
+            "a".repeat(crate::webhook::subscribe::MAX_CALLBACK_URL_LEN)
+        );
         assert!(check_callback_url(&long).unwrap_err().contains("512"));
     }
 

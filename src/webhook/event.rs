@@ -22,6 +22,11 @@ pub const UNKNOWN: &str = "unknown";
 /// Longest event id kept (ids are uuids; the dedupe memory must stay bounded).
 pub const MAX_ID_LEN: usize = 128;
 
+/// Longest status, currency, resource type, amount or date of a link event kept: the ledger holds
+/// up to [`crate::events::MAX_LEDGER`] links, so each must stay small. Longer is refused (a
+/// date: dropped), as no real value comes near it.
+pub const MAX_FIELD_LEN: usize = 64;
+
 /// One event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -183,10 +188,12 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
 }
 
 fn link_event(d: LinkData) -> Result<LinkEvent, EventError> {
-    let nonempty = |s: Option<String>, field| {
-        s.filter(|s| !s.trim().is_empty())
+    let bounded = |s: Option<String>, max: usize, field| {
+        s.filter(|s| !s.trim().is_empty() && s.len() <= max)
             .ok_or(EventError::Field(field))
     };
+    let nonempty = |s, field| bounded(s, MAX_FIELD_LEN, field);
+    let date = |v| text(v).filter(|s| s.len() <= MAX_FIELD_LEN);
     let amount = d.amount.ok_or(EventError::Field("amount"))?;
     // Qonto sends decimals as strings; a JSON number is read by its exact text, never as f64.
     let value = match amount.value {
@@ -194,19 +201,20 @@ fn link_event(d: LinkData) -> Result<LinkEvent, EventError> {
         serde_json::Value::Number(n) => n.to_string(),
         _ => return Err(EventError::Field("amount.value")),
     };
-    let updated_at = text(d.updated_at)
+    let value = nonempty(Some(value), "amount.value")?;
+    let updated_at = date(d.updated_at)
         .as_deref()
         .and_then(parse_date)
         .map(|t| t.unix_timestamp_nanos());
     Ok(LinkEvent {
         event: crate::planner::truncate(d.event.as_deref().unwrap_or("unknown"), 64).to_owned(),
-        id: nonempty(d.payment_link_id.or(d.id), "payment_link_id")?,
+        id: bounded(d.payment_link_id.or(d.id), MAX_ID_LEN, "payment_link_id")?,
         status: nonempty(d.status, "status")?,
         amount: value,
-        currency: amount.currency,
+        currency: nonempty(Some(amount.currency), "amount.currency")?,
         resource_type: nonempty(d.resource_type, "resource_type")?,
-        expiration_date: text(d.expired_at).or_else(|| text(d.expiration_date)),
-        created_at: text(d.created_at),
+        expiration_date: date(d.expired_at).or_else(|| date(d.expiration_date)),
+        created_at: date(d.created_at),
         updated_at,
     })
 }
@@ -265,6 +273,27 @@ mod tests {
                 event: "connection_enabled".into()
             }
         );
+    }
+
+    #[test]
+    fn oversized_fields_are_refused_and_oversized_dates_dropped() {
+        let long = "x".repeat(MAX_FIELD_LEN + 1);
+        let body = link_body("").replace("\"Invoice\"", &format!("\"{long}\""));
+        assert_eq!(
+            parse(body.as_bytes()),
+            Err(EventError::Field("resource_type"))
+        );
+        let id = "i".repeat(MAX_ID_LEN + 1);
+        let body = link_body("").replace("\"pl-1\"", &format!("\"{id}\""));
+        assert_eq!(
+            parse(body.as_bytes()),
+            Err(EventError::Field("payment_link_id"))
+        );
+        let body = link_body("").replace("2026-11-20T08:00:00Z", &"9".repeat(100));
+        let Payload::Link(l) = parse(body.as_bytes()).unwrap().payload else {
+            panic!()
+        };
+        assert_eq!(l.created_at, None);
     }
 
     #[test]
