@@ -428,9 +428,9 @@ async fn bodies_must_be_json_and_at_most_64_kib() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    // Not JSON: 415, whatever the signature.
+    // Declared as something else than JSON: 415, whatever the signature.
     let body = event("evt-text");
-    for content_type in [Some("text/plain"), Some("application/jsonx"), None] {
+    for content_type in [Some("text/plain"), Some("application/jsonx"), Some("")] {
         let mut req = rig
             .http
             .post(&rig.base)
@@ -452,6 +452,22 @@ async fn bodies_must_be_json_and_at_most_64_kib() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // No Content-Type (Qonto's docs name none), or a `+json` type: the envelope decides.
+    for (id, content_type) in [
+        ("evt-bare", None),
+        ("evt-vnd", Some("application/vnd.qonto+json")),
+    ] {
+        let body = event(id);
+        let mut req = rig
+            .http
+            .post(&rig.base)
+            .header("x-qonto-signature", sign("s3cret", t, body.as_bytes()))
+            .body(body);
+        if let Some(c) = content_type {
+            req = req.header("content-type", c);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 200, "{content_type:?}");
+    }
     // Signed, but not an event.
     for bad in [
         "not json",
@@ -472,7 +488,7 @@ async fn bodies_must_be_json_and_at_most_64_kib() {
     let ids: Vec<String> = std::iter::from_fn(|| rig.rx.try_recv().ok())
         .map(|d| d.event.id)
         .collect();
-    assert_eq!(ids, ["evt-cap", "evt-text"]);
+    assert_eq!(ids, ["evt-cap", "evt-text", "evt-bare", "evt-vnd"]);
     rig.stop().await;
 }
 

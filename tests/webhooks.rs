@@ -214,3 +214,153 @@ async fn dropped_and_stale_deliveries_are_healed_by_the_next_poll() {
     // The receiver is not the metrics listener: /metrics stays where it was.
     assert!(parse_metrics(&text).contains_key("qonto_exporter_webhook_enabled"));
 }
+
+/// The exported count and amount series of one organisation, its label removed.
+fn org_figures(m: &BTreeMap<String, f64>, org: &str) -> BTreeMap<String, f64> {
+    let label = format!("organization=\"{org}\"");
+    status_figures(
+        &m.iter()
+            .filter(|(k, _)| k.contains(&label))
+            .map(|(k, v)| {
+                let k = k
+                    .replace(&format!(",{label}"), "")
+                    .replace(&format!("{label},"), "");
+                (k, *v)
+            })
+            .collect(),
+    )
+}
+
+/// Several organisations: each one's deliveries go to `{path}/{name}` and move only its figures;
+/// a reload that removes one removes its route, and the one left is also reachable at `{path}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_organisation_has_its_route_and_a_reload_removes_it() {
+    use qonto_exporter::simulator::SimOrganization;
+    let sim = Sim::start(SimConfig {
+        name: "acme".into(),
+        links: 800,
+        seed: 34,
+        access_tokens: vec!["token-acme".into()],
+        more_organizations: vec![SimOrganization {
+            links: 600,
+            seed: 35,
+            access_tokens: vec!["token-globex".into()],
+            ..SimOrganization::new("globex")
+        }],
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("orgs.yml");
+    let write = |names: &[&str]| {
+        let mut y = String::from("organizations:\n");
+        for n in names {
+            y.push_str(&format!(
+                "  - name: {n}\n    api_url: {}\n    access_token_env: TOKEN_{}\n",
+                sim.url(),
+                n.to_uppercase()
+            ));
+        }
+        std::fs::write(&cfg, y).unwrap();
+    };
+    write(&["acme", "globex"]);
+    let port = free_port();
+    let mut args = fast_args(
+        &sim.url(),
+        &[
+            ("--poll.interval", "1h"),
+            ("--webhook.listen-address", &format!("127.0.0.1:{port}")),
+            ("--web.enable-lifecycle", ""),
+        ],
+    );
+    args.extend(["--config.file".into(), cfg.display().to_string()]);
+    let e = Exporter::start_owned(
+        &args,
+        &[
+            ("QONTO_WEBHOOK_SECRET", SECRET),
+            ("TOKEN_ACME", "token-acme"),
+            ("TOKEN_GLOBEX", "token-globex"),
+        ],
+    );
+    e.wait_ready(Duration::from_secs(30)).await;
+    let base = format!("http://127.0.0.1:{port}/webhooks/qonto");
+    let orgs = ["acme", "globex"].map(|n| sim.sim.organization(n).expect("organisation"));
+    for o in &orgs {
+        o.subscribe_webhook(&format!("{base}/{}", o.name()), SECRET)
+            .expect("subscription");
+    }
+    orgs[0].mutate(Mutation::Pay(4));
+    orgs[0].mutate(Mutation::Create(9));
+    orgs[1].mutate(Mutation::Cancel(3));
+    orgs[1].mutate(Mutation::Create(5));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = parse_metrics(&e.scrape().await);
+        let wrong: Vec<String> = orgs
+            .iter()
+            .flat_map(|o| {
+                let truth = status_figures(&common::recount(&o.links_json(), 0, &[]));
+                differences(&org_figures(&m, o.name()), &truth)
+                    .into_iter()
+                    .map(|d| format!("{}: {d}", o.name()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if wrong.is_empty() {
+            assert_eq!(
+                m.get("qonto_exporter_polls_total{organization=\"acme\"}"),
+                Some(&1.0),
+                "no poll ran"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not exact:\n{}\n{}",
+            wrong.join("\n"),
+            e.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two organisations: the bare path routes nowhere.
+    let post = |url: String, id: &str| {
+        let body = format!(
+            r#"{{"id":"{id}","type":"v1/payment-links-connections","data":{{"event":"connection_enabled"}}}}"#
+        );
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let sig =
+            qonto_exporter::simulator::webhook_signature(SECRET.as_bytes(), t, body.as_bytes());
+        async move {
+            common::http()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-qonto-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post(base.clone(), "bare-1").await, 404);
+    assert_eq!(post(format!("{base}/globex"), "g-1").await, 200);
+    write(&["acme"]);
+    let r = common::http()
+        .post(e.url("/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(post(format!("{base}/globex"), "g-2").await, 404);
+    assert_eq!(post(format!("{base}/acme"), "a-1").await, 200);
+    assert_eq!(post(base.clone(), "bare-2").await, 200);
+    let m = parse_metrics(&e.scrape().await);
+    assert!(
+        !m.keys().any(|k| k.contains("organization=\"globex\"")),
+        "a removed organisation's series leave /metrics"
+    );
+}

@@ -6,7 +6,8 @@
 //! organisation in `qonto_exporter_webhook_events_total` (see [`Outcome`]):
 //! 1. `{path}/{organization}` routes to that organisation, `{path}` alone to the only one
 //!    configured; else 404 (not counted: not a delivery to any organisation);
-//! 2. `POST` only (405, not counted); `Content-Type: application/json` (415, malformed);
+//! 2. `POST` only (405, not counted); a `Content-Type` other than JSON (415, malformed; none at
+//!    all is let through to the envelope parse);
 //! 3. a body of at most [`MAX_BODY`] bytes, read within [`BODY_TIMEOUT`] (413 or 408, malformed);
 //! 4. `X-Qonto-Signature` against every secret, then its timestamp (401: bad_signature for a
 //!    well-formed header no secret matches, malformed for a missing or garbled one, stale); a body is parsed only once verified, so refusals up to here have type `unknown`;
@@ -433,12 +434,21 @@ pub async fn serve_with_clock(
 }
 
 /// True for `application/json`, with or without parameters (`; charset=utf-8`).
+/// Whether the body may be JSON: `application/json` or a `+json` type (parameters allowed), or
+/// no `Content-Type` at all (Qonto's docs do not name one; the envelope parse decides). A body
+/// declared as something else is refused.
 fn is_json(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let Some(value) = req.headers().get(CONTENT_TYPE) else {
+        return true;
+    };
+    value
+        .to_str()
+        .ok()
         .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
 }
 
 async fn handle(rx: &Receiver, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
