@@ -50,14 +50,15 @@ use crate::webconfig::WebConfig;
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long the headers, then the body, may take to arrive before the connection is dropped
 /// (headers) or 408 is answered (body): a slow sender must not hold a connection for long.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Qonto wants its answer within 1 s, so its requests arrive in far less.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Event ids remembered per organisation for deduplication (oldest forgotten first). Ids are
 /// kept as 128-bit keyed hashes: about 5 MB per organisation when full, whatever their length.
 pub const DEDUPE_CAPACITY: usize = 100_000;
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 1024;
 /// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long in-flight deliveries get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one warning per organisation and outcome in this time.
