@@ -175,33 +175,17 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(&app, req).await) }
             });
             let builder = hyper::server::conn::http1::Builder::new();
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
-                        .await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(tls), svc))
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection error");
-            }
+            serve_connection(
+                stream,
+                peer,
+                tls,
+                HANDSHAKE_TIMEOUT,
+                &builder,
+                svc,
+                watcher,
+                "",
+            )
+            .await;
         });
     }
     drop(listener);
@@ -212,6 +196,52 @@ pub async fn serve(
         tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
     }
     Ok(())
+}
+
+/// Serves one accepted connection to its end, or until the graceful shutdown that `watcher`
+/// belongs to ends it: the TLS handshake first (within `handshake`) when `tls` is given. `what`
+/// names the listener in the debug lines of failed connections.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_connection<S, B>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake: Duration,
+    builder: &hyper::server::conn::http1::Builder,
+    svc: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    what: &str,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let result = match tls {
+        None => {
+            watcher
+                .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                .await
+        }
+        Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                watcher
+                    .watch(builder.serve_connection(TokioIo::new(tls), svc))
+                    .await
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "{what}TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "{what}TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "{what}connection error");
+    }
 }
 
 /// Routes one request.

@@ -32,7 +32,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc::error::TrySendError, watch};
@@ -395,33 +395,17 @@ pub async fn serve_with_clock(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(BODY_TIMEOUT);
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
-                        .await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(tls), svc))
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "webhook TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "webhook connection error");
-            }
+            crate::server::serve_connection(
+                stream,
+                peer,
+                tls,
+                HANDSHAKE_TIMEOUT,
+                &builder,
+                svc,
+                watcher,
+                "webhook ",
+            )
+            .await;
         });
     }
     drop(listener);
@@ -434,7 +418,6 @@ pub async fn serve_with_clock(
     Ok(())
 }
 
-/// True for `application/json`, with or without parameters (`; charset=utf-8`).
 /// Whether the body may be JSON: `application/json` or a `+json` type (parameters allowed), or
 /// no `Content-Type` at all (Qonto's docs do not name one; the envelope parse decides). A body
 /// declared as something else is refused.
