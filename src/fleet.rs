@@ -26,7 +26,6 @@ use tracing::Instrument;
 use crate::aggregate::{Limits, Window};
 use crate::config::CredentialSource;
 use crate::metrics::{ProcessMetrics, SelfMetrics};
-use crate::oauth::TokenEndpoint;
 use crate::organizations::{Fingerprint, Organization};
 use crate::poller::{Poller, PollerConfig};
 use crate::publish::Shared;
@@ -378,36 +377,8 @@ impl Fleet {
         source: CredentialSource,
         metrics: &Arc<SelfMetrics>,
     ) -> Result<(Credentials, Option<Arc<OAuthSession>>), String> {
-        Ok(match source {
-            CredentialSource::Demo => {
-                return Err("the demo organisation runs only with --demo".into());
-            }
-            CredentialSource::ApiKey { login, secret_key } => {
-                (Credentials::ApiKey { login, secret_key }, None)
-            }
-            CredentialSource::AccessToken(t) => (Credentials::AccessToken(t), None),
-            CredentialSource::OAuth {
-                client_id,
-                client_secret,
-                refresh_token_file,
-                refresh_token,
-                token_url,
-            } => {
-                let endpoint = TokenEndpoint::new(
-                    self.common.http.clone(),
-                    token_url,
-                    client_id,
-                    client_secret,
-                );
-                let session = Arc::new(OAuthSession::new(
-                    endpoint,
-                    refresh_token_file,
-                    refresh_token,
-                    metrics.clone(),
-                ));
-                (Credentials::OAuth(session.clone()), Some(session))
-            }
-        })
+        Credentials::from_source(source, &self.common.http, metrics.clone())
+            .ok_or_else(|| "the demo organisation runs only with --demo".into())
     }
 
     /// An organisation that could not start (a staging token that is no header value): shown

@@ -51,6 +51,44 @@ impl AuthError {
 }
 
 impl Credentials {
+    /// The credentials of a configured source, with its OAuth session (whose refreshes
+    /// `observer` hears of) when it is OAuth; `None` for the demo, which has none.
+    pub fn from_source(
+        source: crate::config::CredentialSource,
+        http: &reqwest::Client,
+        observer: Arc<dyn crate::qonto::oauth_session::RefreshObserver>,
+    ) -> Option<(Credentials, Option<Arc<OAuthSession>>)> {
+        use crate::config::CredentialSource;
+        Some(match source {
+            CredentialSource::Demo => return None,
+            CredentialSource::ApiKey { login, secret_key } => {
+                (Credentials::ApiKey { login, secret_key }, None)
+            }
+            CredentialSource::AccessToken(t) => (Credentials::AccessToken(t), None),
+            CredentialSource::OAuth {
+                client_id,
+                client_secret,
+                refresh_token_file,
+                refresh_token,
+                token_url,
+            } => {
+                let endpoint = crate::oauth::TokenEndpoint::new(
+                    http.clone(),
+                    token_url,
+                    client_id,
+                    client_secret,
+                );
+                let session = Arc::new(OAuthSession::new(
+                    endpoint,
+                    refresh_token_file,
+                    refresh_token,
+                    observer,
+                ));
+                (Credentials::OAuth(session.clone()), Some(session))
+            }
+        })
+    }
+
     /// A short name for logs and the landing page.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -25,7 +25,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{Cli, CredentialSource};
-use crate::oauth::TokenEndpoint;
 use crate::qonto::auth::Credentials;
 use crate::qonto::oauth_session::{OAuthSession, RefreshObserver};
 use crate::secret::{Secret, SecretFileError};
@@ -579,40 +578,20 @@ impl Api {
         };
         let http = crate::qonto::client::http_client(a.timeout)
             .map_err(|e| WebhookCliError::Api(e.to_string()))?;
-        let (credentials, session) = match org.source {
-            CredentialSource::Demo => {
-                return Err(config("--demo has no Qonto subscriptions".into()));
-            }
-            CredentialSource::ApiKey { login, secret_key } => {
-                (Credentials::ApiKey { login, secret_key }, None)
-            }
-            CredentialSource::AccessToken(t) => (Credentials::AccessToken(t), None),
+        let file = match &org.source {
             CredentialSource::OAuth {
-                client_id,
-                client_secret,
-                refresh_token_file,
-                refresh_token,
-                token_url,
-            } => {
-                let endpoint =
-                    TokenEndpoint::new(http.clone(), token_url, client_id, client_secret);
-                let rotations = std::sync::Arc::new(Rotations::default());
-                let session = std::sync::Arc::new(OAuthSession::new(
-                    endpoint,
-                    refresh_token_file.clone(),
-                    refresh_token,
-                    rotations.clone(),
-                ));
-                (
-                    Credentials::OAuth(session.clone()),
-                    Some(OAuth {
-                        session,
-                        file: refresh_token_file,
-                        rotations,
-                    }),
-                )
-            }
+                refresh_token_file, ..
+            } => Some(refresh_token_file.clone()),
+            _ => None,
         };
+        let rotations = std::sync::Arc::new(Rotations::default());
+        let (credentials, session) = Credentials::from_source(org.source, &http, rotations.clone())
+            .ok_or_else(|| config("--demo has no Qonto subscriptions".into()))?;
+        let session = session.zip(file).map(|(session, file)| OAuth {
+            session,
+            file,
+            rotations,
+        });
         Ok(Api {
             http,
             base: org.api_url.trim_end_matches('/').to_owned(),
